@@ -1,0 +1,32 @@
+"""ryzq: fast, exact ternary (BitNet b1.58) quantization with an honest error report.
+
+Quantize arrays with :func:`quantize`, move between int8 codes and packed bytes with
+:func:`pack` / :func:`unpack`. Every bad input raises :class:`RyzqError`, a ``ValueError``.
+"""
+
+from ryzq._ryzq import RyzqError, __version__, simd_level, simd_levels
+from ryzq.array import (
+    GRANULARITIES,
+    LAYOUTS,
+    METHODS,
+    QuantizationStats,
+    TernaryTensor,
+    pack,
+    quantize,
+    unpack,
+)
+
+__all__ = [
+    "GRANULARITIES",
+    "LAYOUTS",
+    "METHODS",
+    "QuantizationStats",
+    "RyzqError",
+    "TernaryTensor",
+    "__version__",
+    "pack",
+    "quantize",
+    "simd_level",
+    "simd_levels",
+    "unpack",
+]

@@ -1,0 +1,255 @@
+"""Quantization of in-memory arrays: the Python face of the native kernels."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+from ryzq import _ryzq
+from ryzq._ryzq import RyzqError
+
+LAYOUTS = ("bitnet", "i2", "t1")
+METHODS = ("absmean",)
+GRANULARITIES = ("tensor", "row")
+
+#: The dtypes ryzq reads and writes, by the name it reports them with.
+DTYPES: dict[str, np.dtype[Any]] = {
+    "float32": np.dtype(np.float32),
+    "float16": np.dtype(np.float16),
+    "bfloat16": np.dtype(ml_dtypes.bfloat16),
+}
+
+
+def _dtype_name(dtype: Any) -> str:
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return dtype
+    try:
+        np_dtype = np.dtype(dtype)
+    except TypeError:
+        raise RyzqError(
+            f"unsupported dtype {dtype!r}: ryzq reads and writes {', '.join(DTYPES)}"
+        ) from None
+    for name, known in DTYPES.items():
+        if np_dtype.newbyteorder("=") == known:
+            return name
+    raise RyzqError(
+        f"unsupported dtype {np_dtype}: ryzq reads and writes {', '.join(DTYPES)}"
+    )
+
+
+def _raw_weights(w: Any, dtype: Any) -> tuple[np.ndarray, str, tuple[int, ...]]:
+    """The one place where input weights are checked and seen as raw little-endian bytes."""
+    arr = np.asarray(w)
+    if dtype is not None:
+        name = _dtype_name(dtype)
+        raw_bits = name in ("bfloat16", "float16") and arr.dtype == np.uint16
+        if not raw_bits and arr.dtype != DTYPES[name]:
+            raise RyzqError(
+                f"dtype={name!r} does not match the array's dtype {arr.dtype}; raw 16-bit "
+                f"patterns can be given as uint16 with dtype='bfloat16' or 'float16'"
+            )
+    elif arr.dtype == np.uint16:
+        raise RyzqError(
+            "a uint16 array needs dtype='bfloat16' or dtype='float16' to say what its bits are"
+        )
+    else:
+        name = _dtype_name(arr.dtype)
+    shape = arr.shape  # before ascontiguousarray, which turns 0-d into 1-d
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    arr = np.ascontiguousarray(arr)
+    return arr.reshape(-1).view(np.uint8), name, shape
+
+
+def _check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
+    if value not in choices:
+        raise RyzqError(f"unknown {what} {value!r}: expected one of {', '.join(choices)}")
+    return value
+
+
+@dataclass(frozen=True)
+class QuantizationStats:
+    """Error of a quantized tensor ``w`` against its dequantized ``w'``, summed in float64."""
+
+    numel: int
+    #: sum((w - w')**2)
+    sse: float
+    #: sum(w**2)
+    sum_sq: float
+    #: max |w - w'|
+    max_abs_error: float
+    #: how many codes are -1, 0 and +1
+    counts: dict[int, int]
+
+    @property
+    def mse(self) -> float:
+        return self.sse / self.numel if self.numel else 0.0
+
+    @property
+    def nmse(self) -> float:
+        """mse / mean(w**2); 0 for an all-zero tensor, which quantizes without error."""
+        return self.sse / self.sum_sq if self.sum_sq > 0 else 0.0
+
+    @property
+    def snr_db(self) -> float:
+        """10 log10(sum(w**2) / sse); infinite when there is no error."""
+        if self.sse == 0:
+            return math.inf
+        if self.sum_sq == 0:
+            return -math.inf
+        return 10.0 * math.log10(self.sum_sq / self.sse)
+
+    @property
+    def zeros_fraction(self) -> float:
+        return self.counts[0] / self.numel if self.numel else 0.0
+
+    @classmethod
+    def _from_native(cls, d: dict[str, Any]) -> QuantizationStats:
+        return cls(
+            numel=int(d["numel"]),
+            sse=float(d["sse"]),
+            sum_sq=float(d["sum_sq"]),
+            max_abs_error=float(d["max_abs_error"]),
+            counts={-1: d["count_negative"], 0: d["count_zero"], 1: d["count_positive"]},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "numel": self.numel,
+            "mse": self.mse,
+            "nmse": self.nmse,
+            "snr_db": self.snr_db,
+            "max_abs_error": self.max_abs_error,
+            "zeros_fraction": self.zeros_fraction,
+            "counts": {str(k): v for k, v in self.counts.items()},
+        }
+
+
+@dataclass(frozen=True)
+class TernaryTensor:
+    """A quantized tensor: packed codes, one scale per group, and the error it introduced.
+
+    The value of element ``i`` of group ``g`` is ``code[i] * scales[g]``.
+    """
+
+    #: the packed codes, uint8, in the layout's packed shape
+    data: np.ndarray
+    #: float32 dequantization scales: one (``tensor``) or one per index of dim 0 (``row``)
+    scales: np.ndarray
+    #: shape of the original tensor
+    shape: tuple[int, ...]
+    #: dtype of the original tensor: "float32", "float16" or "bfloat16"
+    dtype: str
+    layout: str
+    method: str
+    granularity: str
+    stats: QuantizationStats
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of packed codes plus scales."""
+        return int(self.data.nbytes + self.scales.nbytes)
+
+    def codes(self, *, simd: str | None = None) -> np.ndarray:
+        """The int8 codes (-1, 0, 1), in the original shape."""
+        return unpack(self.data, self.shape, self.layout, simd=simd)
+
+    def dequantize(self, dtype: Any = None, *, simd: str | None = None) -> np.ndarray:
+        """The dequantized tensor, by default in the original dtype."""
+        name = self.dtype if dtype is None else _dtype_name(dtype)
+        raw = _ryzq.dequantize(
+            np.ascontiguousarray(self.data).reshape(-1),
+            np.ascontiguousarray(self.scales, dtype=np.float32).reshape(-1),
+            list(self.shape),
+            self.layout,
+            self.granularity,
+            name,
+            simd,
+        )
+        return raw.view(DTYPES[name]).reshape(self.shape)
+
+    def __repr__(self) -> str:
+        return (
+            f"TernaryTensor(shape={self.shape}, dtype={self.dtype}, layout={self.layout}, "
+            f"method={self.method}, granularity={self.granularity}, nbytes={self.nbytes}, "
+            f"nmse={self.stats.nmse:.4g})"
+        )
+
+
+def quantize(
+    w: Any,
+    *,
+    layout: str = "i2",
+    method: str = "absmean",
+    granularity: str = "tensor",
+    dtype: Any = None,
+    simd: str | None = None,
+) -> TernaryTensor:
+    """Quantize ``w`` to ternary codes, packed in ``layout``.
+
+    ``w`` is a float32, float16 or bfloat16 (``ml_dtypes.bfloat16``) array of any shape the
+    layout takes; raw bfloat16 bits can be given as uint16 with ``dtype="bfloat16"``.
+    ``method="absmean"`` is BitNet b1.58's quantizer; ``granularity`` is ``"tensor"`` (one
+    scale) or ``"row"`` (one scale per index of dim 0). ``simd`` forces a kernel level
+    (``"scalar"``, ``"avx2"``, ``"avx512"``) for this call; by default ``RYZQ_SIMD`` or the
+    best the processor has. Raises :class:`RyzqError` on bad input, such as NaN or infinite
+    weights.
+    """
+    data, name, shape = _raw_weights(w, dtype)
+    _check_choice(layout, LAYOUTS, "layout")
+    _check_choice(method, METHODS, "method")
+    _check_choice(granularity, GRANULARITIES, "granularity")
+    packed, packed_shape, scales, stats = _ryzq.quantize(
+        data, name, list(shape), layout, method, granularity, simd
+    )
+    return TernaryTensor(
+        data=packed.reshape(packed_shape),
+        scales=scales,
+        shape=tuple(shape),
+        dtype=name,
+        layout=layout,
+        method=method,
+        granularity=granularity,
+        stats=QuantizationStats._from_native(stats),
+    )
+
+
+def _as_codes(codes: Any) -> np.ndarray:
+    arr = np.asarray(codes)
+    if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
+        raise RyzqError(f"codes must be integers -1, 0 or 1, got an array of {arr.dtype}")
+    if arr.dtype != np.int8:
+        bad = (arr < -1) | (arr > 1)
+        if bad.any():
+            index = np.unravel_index(int(np.argmax(bad)), arr.shape)
+            raise RyzqError(
+                f"invalid ternary code {arr[index]} at index {tuple(int(i) for i in index)}: "
+                "codes must be -1, 0 or 1"
+            )
+        arr = arr.astype(np.int8)
+    return np.ascontiguousarray(arr)
+
+
+def pack(codes: Any, layout: str = "i2", *, simd: str | None = None) -> np.ndarray:
+    """Pack int8 ternary codes (-1, 0, 1) into ``layout``; returns uint8 in the packed shape."""
+    arr = _as_codes(codes)
+    _check_choice(layout, LAYOUTS, "layout")
+    packed, packed_shape = _ryzq.pack(arr.reshape(-1), list(arr.shape), layout, simd)
+    return packed.reshape(packed_shape)
+
+
+def unpack(
+    data: Any, shape: tuple[int, ...] | list[int], layout: str = "i2", *, simd: str | None = None
+) -> np.ndarray:
+    """Unpack ``layout`` bytes into int8 codes of ``shape``."""
+    arr = np.asarray(data)
+    if arr.dtype != np.uint8:
+        raise RyzqError(f"packed data must be uint8, got {arr.dtype}")
+    _check_choice(layout, LAYOUTS, "layout")
+    shape = tuple(int(d) for d in shape)
+    codes = _ryzq.unpack(np.ascontiguousarray(arr).reshape(-1), list(shape), layout, simd)
+    return codes.reshape(shape)

@@ -1,0 +1,79 @@
+//! The one error type of ryzq. Every failure a user can cause is a variant here; the Python
+//! bindings map all of them to `ryzq.RyzqError`.
+
+use std::fmt;
+
+/// A multi-dimensional index, printed the way numpy users write it: `(2, 5)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Index(pub Vec<usize>);
+
+impl fmt::Display for Index {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "(")?;
+        for (i, v) in self.0.iter().enumerate() {
+            if i > 0 {
+                write!(f, ", ")?;
+            }
+            write!(f, "{v}")?;
+        }
+        if self.0.len() == 1 {
+            write!(f, ",")?;
+        }
+        write!(f, ")")
+    }
+}
+
+impl Index {
+    /// The row-major index of flat position `flat` in a tensor of `shape`.
+    #[must_use]
+    pub fn from_flat(mut flat: usize, shape: &[usize]) -> Self {
+        let mut index = vec![0; shape.len()];
+        for (slot, &dim) in index.iter_mut().zip(shape).rev() {
+            if dim > 0 {
+                *slot = flat % dim;
+                flat /= dim;
+            }
+        }
+        Index(index)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An argument outside the values ryzq accepts (a layout name, a dtype, a SIMD level).
+    #[error("{0}")]
+    InvalidArgument(String),
+
+    /// A shape the chosen layout or operation cannot take.
+    #[error("{0}")]
+    Shape(String),
+
+    /// Quantizing NaN or infinity gives no meaningful ternary tensor.
+    #[error(
+        "{count} non-finite value{plural} (NaN or infinity) in the weights; the first is {value} at index {first}",
+        plural = if *count == 1 { "" } else { "s" }
+    )]
+    NonFinite {
+        count: u64,
+        first: Index,
+        value: f32,
+    },
+
+    /// Codes given to `pack` must be ternary.
+    #[error("invalid ternary code {value} at index {index}: codes must be -1, 0 or 1")]
+    InvalidCode { value: i8, index: Index },
+
+    /// Packed bytes that no ternary tensor packs to (a 2-bit field of 0b11).
+    #[error("corrupt packed data: byte {byte} holds the 2-bit value 0b11, which no code packs to")]
+    CorruptPacked { byte: usize },
+
+    /// A buffer whose length does not match the shape and dtype it comes with.
+    #[error("{what} has {actual} bytes, expected {expected}")]
+    Size {
+        what: String,
+        actual: usize,
+        expected: usize,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

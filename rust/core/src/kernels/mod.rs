@@ -1,0 +1,45 @@
+//! The compute kernels. Each file holds one kernel family: its scalar reference first, then the
+//! AVX2 and AVX-512 versions, which tests hold to the scalar result bit for bit.
+//!
+//! Reductions accumulate in 16 float64 lanes, element `i` of a call always into lane `i % 16`,
+//! and add the lanes in order at the end. Every level does exactly the same additions, so the
+//! statistics (and the absmean scale) do not depend on the level or on the number of threads.
+
+pub mod expand;
+pub mod reduce;
+pub mod ternarize;
+pub mod widen;
+
+/// Number of float64 accumulators of every reduction.
+pub const LANES: usize = 16;
+
+/// Adds reduction lanes in their fixed order.
+#[must_use]
+pub fn sum_lanes(lanes: &[f64; LANES]) -> f64 {
+    lanes.iter().fold(0.0, |acc, &v| acc + v)
+}
+
+/// Dispatches to a kernel's version for `level`.
+///
+/// `$scalar`, `$avx2` and `$avx512` are paths to functions with the same signature; the SIMD ones
+/// are `#[target_feature]` functions of the `avx2` / `avx512` modules of the kernel's file.
+macro_rules! dispatch {
+    ($level:expr, $scalar:path, $avx2:path, $avx512:path, ($($arg:expr),*)) => {{
+        match $level.level() {
+            #[cfg(target_arch = "x86_64")]
+            $crate::simd::Level::Avx2 => {
+                // SAFETY: a `SimdLevel` of `Avx2` exists only when the processor supports AVX2
+                // and F16C (`SimdLevel::supported`), the features `$avx2` is compiled for.
+                unsafe { $avx2($($arg),*) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            $crate::simd::Level::Avx512 => {
+                // SAFETY: a `SimdLevel` of `Avx512` exists only when the processor supports
+                // AVX-512 F/BW/VL besides AVX2 and F16C, the features `$avx512` is compiled for.
+                unsafe { $avx512($($arg),*) }
+            }
+            _ => $scalar($($arg),*),
+        }
+    }};
+}
+pub(crate) use dispatch;

@@ -1,0 +1,180 @@
+//! `t1`: base-3 packing, 5 values per byte (1.6 bits per value).
+//!
+//! The flat tensor is cut into blocks of 160 values, each stored in 32 bytes; a last block of
+//! `r < 160` values takes `B = ceil(r / 5)` bytes, so a tensor of `n` values takes `ceil(n / 5)`.
+//! In a block of `B` bytes, byte `m` holds the values `m + B n` for `n = 0..5` as the digits
+//! `d = code + 1`, most significant first: `q = d0 81 + d1 27 + d2 9 + d3 3 + d4`, missing values
+//! count as code 0 (digit 1). The byte stores `ceil(q * 256 / 243)`, which turns decoding into a
+//! multiply and a shift: digit `n` of byte `b` is `((b * 3^n) mod 256) * 3 >> 8`. As in GGUF's
+//! TQ1_0, every digit of a 32-byte block is a lane-wise operation on 32 bytes, with no division.
+
+use super::{PackedLayout, Tile, flat_tiles, require_nonempty};
+use crate::error::Result;
+use crate::kernels::dispatch;
+use crate::simd::SimdLevel;
+
+pub struct T1;
+
+/// Values per full block and its bytes.
+pub const BLOCK: usize = 160;
+pub const BLOCK_BYTES: usize = 32;
+
+impl PackedLayout for T1 {
+    fn name(&self) -> &'static str {
+        "t1"
+    }
+
+    fn packed_shape(&self, shape: &[usize]) -> Result<Vec<usize>> {
+        Ok(vec![require_nonempty(shape)?.div_ceil(5)])
+    }
+
+    fn tiles(&self, shape: &[usize]) -> Vec<Tile> {
+        flat_tiles(shape.iter().product(), BLOCK, 5)
+    }
+
+    fn pack(&self, level: SimdLevel, codes: &[i8], out: &mut [u8]) -> bool {
+        assert_eq!(out.len(), codes.len().div_ceil(5), "packed length");
+        dispatch!(level, scalar::pack, avx2::pack, avx2::pack, (codes, out))
+    }
+
+    fn unpack(&self, level: SimdLevel, data: &[u8], codes: &mut [i8]) -> bool {
+        assert_eq!(data.len(), codes.len().div_ceil(5), "packed length");
+        dispatch!(
+            level,
+            scalar::unpack,
+            avx2::unpack,
+            avx2::unpack,
+            (data, codes)
+        );
+        true
+    }
+}
+
+const POW3: [u8; 5] = [1, 3, 9, 27, 81];
+
+pub mod scalar {
+    use super::{BLOCK, POW3};
+
+    /// Packs one block of `codes.len() <= 160` values into `ceil(len / 5)` bytes.
+    fn pack_block(codes: &[i8], out: &mut [u8]) -> bool {
+        let stride = out.len();
+        let mut valid = true;
+        for (m, byte) in out.iter_mut().enumerate() {
+            let mut q = 0u32;
+            for n in 0..5 {
+                let d = codes
+                    .get(m + stride * n)
+                    .map_or(1, |&c| c.wrapping_add(1) as u8);
+                valid &= d <= 2;
+                q = q * 3 + u32::from(d.min(2));
+            }
+            *byte = (q * 256).div_ceil(243) as u8;
+        }
+        valid
+    }
+
+    fn unpack_block(data: &[u8], codes: &mut [i8]) {
+        let stride = data.len();
+        for (m, &byte) in data.iter().enumerate() {
+            for (n, &p) in POW3.iter().enumerate() {
+                if let Some(c) = codes.get_mut(m + stride * n) {
+                    let digit = (u16::from(byte.wrapping_mul(p)) * 3) >> 8;
+                    *c = digit as i8 - 1;
+                }
+            }
+        }
+    }
+
+    pub fn pack(codes: &[i8], out: &mut [u8]) -> bool {
+        let mut valid = true;
+        for (block, bytes) in codes.chunks(BLOCK).zip(out.chunks_mut(BLOCK / 5)) {
+            valid &= pack_block(block, bytes);
+        }
+        valid
+    }
+
+    pub fn unpack(data: &[u8], codes: &mut [i8]) {
+        for (bytes, block) in data.chunks(BLOCK / 5).zip(codes.chunks_mut(BLOCK)) {
+            unpack_block(bytes, block);
+        }
+    }
+}
+
+/// Also the AVX-512 level's kernel: a block is exactly one 256-bit register of bytes.
+#[cfg(target_arch = "x86_64")]
+pub mod avx2 {
+    #[allow(clippy::wildcard_imports)]
+    use std::arch::x86_64::*;
+
+    use super::{BLOCK, BLOCK_BYTES, POW3, scalar};
+
+    /// 32 16-bit lanes (two registers) back to 32 bytes in order.
+    #[target_feature(enable = "avx2,f16c")]
+    fn narrow(lo: __m256i, hi: __m256i) -> __m256i {
+        _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi16(lo, hi))
+    }
+
+    /// # Safety
+    /// The processor must support the target features this function enables.
+    #[target_feature(enable = "avx2,f16c")]
+    pub unsafe fn pack(codes: &[i8], out: &mut [u8]) -> bool {
+        let one = _mm256_set1_epi8(1);
+        let two = _mm256_set1_epi8(2);
+        let round = _mm256_set1_epi16(242);
+        // floor(x / 243) == mulhi(x, 34522) >> 7 for every x = q * 256 + 242 with q < 243.
+        let magic = _mm256_set1_epi16(34522u16 as i16);
+        let mut bad = _mm256_setzero_si256();
+        let blocks = codes.len() / BLOCK;
+        for b in 0..blocks {
+            // SAFETY: block b's 160 codes and 32 bytes are within bounds.
+            unsafe {
+                let src = codes.as_ptr().add(b * BLOCK);
+                let mut q = _mm256_setzero_si256();
+                for n in 0..5 {
+                    let d = _mm256_add_epi8(_mm256_loadu_si256(src.add(32 * n).cast()), one);
+                    bad = _mm256_or_si256(bad, _mm256_xor_si256(_mm256_max_epu8(d, two), two));
+                    // q * 3 + d stays below 243 for valid digits; invalid ones are flagged.
+                    q = _mm256_add_epi8(_mm256_add_epi8(_mm256_add_epi8(q, q), q), d);
+                }
+                let encode = |half: __m128i| {
+                    let x =
+                        _mm256_add_epi16(_mm256_slli_epi16::<8>(_mm256_cvtepu8_epi16(half)), round);
+                    _mm256_srli_epi16::<7>(_mm256_mulhi_epu16(x, magic))
+                };
+                let lo = encode(_mm256_castsi256_si128(q));
+                let hi = encode(_mm256_extracti128_si256::<1>(q));
+                _mm256_storeu_si256(out.as_mut_ptr().add(b * BLOCK_BYTES).cast(), narrow(lo, hi));
+            }
+        }
+        let tail = scalar::pack(&codes[blocks * BLOCK..], &mut out[blocks * BLOCK_BYTES..]);
+        tail && _mm256_testz_si256(bad, bad) == 1
+    }
+
+    /// # Safety
+    /// The processor must support the target features this function enables.
+    #[target_feature(enable = "avx2,f16c")]
+    pub unsafe fn unpack(data: &[u8], codes: &mut [i8]) {
+        let low_byte = _mm256_set1_epi16(0xFF);
+        let one = _mm256_set1_epi8(1);
+        let blocks = codes.len() / BLOCK;
+        for b in 0..blocks {
+            // SAFETY: block b's 32 bytes and 160 codes are within bounds.
+            unsafe {
+                let x = _mm256_loadu_si256(data.as_ptr().add(b * BLOCK_BYTES).cast());
+                let lo = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(x));
+                let hi = _mm256_cvtepu8_epi16(_mm256_extracti128_si256::<1>(x));
+                let dst = codes.as_mut_ptr().add(b * BLOCK);
+                for (n, &p) in POW3.iter().enumerate() {
+                    let pow = _mm256_set1_epi16(i16::from(p));
+                    let digit = |v: __m256i| {
+                        let t = _mm256_and_si256(_mm256_mullo_epi16(v, pow), low_byte);
+                        _mm256_srli_epi16::<8>(_mm256_add_epi16(_mm256_add_epi16(t, t), t))
+                    };
+                    let d = narrow(digit(lo), digit(hi));
+                    _mm256_storeu_si256(dst.add(32 * n).cast(), _mm256_sub_epi8(d, one));
+                }
+            }
+        }
+        scalar::unpack(&data[blocks * BLOCK_BYTES..], &mut codes[blocks * BLOCK..]);
+    }
+}

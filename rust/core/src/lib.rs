@@ -1,0 +1,28 @@
+//! ryzq's core: ternary (BitNet b1.58) quantization of float tensors into packed 2-bit and
+//! 1.6-bit layouts, with exact error statistics.
+//!
+//! The crate has no Python in it; `ryzq-python` wraps it.
+
+#[cfg(target_endian = "big")]
+compile_error!(
+    "ryzq reads and writes little-endian data in place and supports little-endian targets only"
+);
+
+pub mod dtype;
+pub mod error;
+pub mod kernels;
+pub mod layout;
+pub mod method;
+pub mod quantize;
+pub mod simd;
+pub mod stats;
+pub mod tensor;
+
+pub use dtype::FloatDType;
+pub use error::{Error, Index, Result};
+pub use layout::Layout;
+pub use method::{Granularity, Method, TernaryScale};
+pub use quantize::{QuantizeOptions, Quantized, dequantize, pack, quantize, unpack};
+pub use simd::SimdLevel;
+pub use stats::ErrorStats;
+pub use tensor::TensorView;

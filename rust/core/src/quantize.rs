@@ -1,0 +1,314 @@
+//! The drivers: quantize a tensor into a packed layout with its scales and error statistics,
+//! and the inverse operations. Work is split into the layout's tiles and spread over rayon's
+//! threads; per-tile results are combined in tile order, so the output never depends on the
+//! number of threads.
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use crate::dtype::FloatDType;
+use crate::error::{Error, Index, Result};
+use crate::kernels::expand::{Values, expand16, expand32};
+use crate::kernels::reduce::abs_sum;
+use crate::kernels::ternarize::ternarize;
+use crate::layout::{Layout, PackedLayout, TILE_VALUES, Tile};
+use crate::method::{Granularity, Method, TernaryScale};
+use crate::simd::SimdLevel;
+use crate::stats::ErrorStats;
+use crate::tensor::TensorView;
+
+#[derive(Debug, Clone, Copy)]
+pub struct QuantizeOptions {
+    pub layout: Layout,
+    pub method: Method,
+    pub granularity: Granularity,
+    pub level: SimdLevel,
+}
+
+#[derive(Debug, Clone)]
+pub struct Quantized {
+    pub packed: Vec<u8>,
+    pub packed_shape: Vec<usize>,
+    /// The dequantization scale of each group: `w' = code * scale`.
+    pub scales: Vec<f32>,
+    pub stats: ErrorStats,
+}
+
+/// The consecutive pieces of `range` that lie in one group each, with the group's index.
+fn group_runs(
+    range: Range<usize>,
+    group_len: usize,
+) -> impl Iterator<Item = (usize, Range<usize>)> {
+    let mut start = range.start;
+    std::iter::from_fn(move || {
+        (start < range.end).then(|| {
+            let group = start / group_len;
+            let end = ((group + 1) * group_len).min(range.end);
+            let run = start..end;
+            start = end;
+            (group, run)
+        })
+    })
+}
+
+/// Splits `buf` into the consecutive pieces given by `tiles`' packed ranges.
+fn split_by_tiles<'b>(mut buf: &'b mut [u8], tiles: &[Tile]) -> Vec<&'b mut [u8]> {
+    tiles
+        .iter()
+        .map(|tile| {
+            let (head, rest) = std::mem::take(&mut buf).split_at_mut(tile.packed.len());
+            buf = rest;
+            head
+        })
+        .collect()
+}
+
+fn absmean_scales(
+    view: &TensorView<'_>,
+    granularity: Granularity,
+    level: SimdLevel,
+) -> Result<Vec<TernaryScale>> {
+    let (groups, group_len) = granularity.groups(view.shape());
+    // Chunk boundaries depend only on the shape, so sums are the same for any thread count.
+    let chunks: Vec<(usize, Range<usize>)> = (0..groups)
+        .flat_map(|g| {
+            let group = g * group_len..(g + 1) * group_len;
+            group
+                .clone()
+                .step_by(TILE_VALUES)
+                .map(move |s| (g, s..(s + TILE_VALUES).min(group.end)))
+        })
+        .collect();
+    let sums: Vec<f64> = chunks
+        .par_iter()
+        .map_init(Vec::new, |scratch, (_, range)| {
+            abs_sum(level, view.f32_values(level, range.clone(), scratch))
+        })
+        .collect();
+    let mut totals = vec![0.0f64; groups];
+    for ((g, _), s) in chunks.iter().zip(sums) {
+        totals[*g] += s;
+    }
+    if totals.iter().any(|s| !s.is_finite()) {
+        return Err(view.non_finite_error(level));
+    }
+    Ok(totals
+        .into_iter()
+        .map(|s| TernaryScale::absmean(s, group_len))
+        .collect())
+}
+
+/// Quantizes `view` with `opts`.
+pub fn quantize(view: &TensorView<'_>, opts: &QuantizeOptions) -> Result<Quantized> {
+    let layout = opts.layout.get();
+    let packed_shape = layout.packed_shape(view.shape())?;
+    let level = opts.level;
+    let scales = match opts.method {
+        Method::AbsMean => absmean_scales(view, opts.granularity, level)?,
+    };
+    let (_, group_len) = opts.granularity.groups(view.shape());
+    let tiles = layout.tiles(view.shape());
+    let mut packed = vec![0u8; packed_shape.iter().product()];
+    let per_tile: Vec<ErrorStats> = tiles
+        .par_iter()
+        .zip(split_by_tiles(&mut packed, &tiles))
+        .map_init(
+            || (Vec::new(), Vec::new()),
+            |(values, codes), (tile, out)| {
+                codes.resize(tile.len(), 0i8);
+                let mut stats = ErrorStats::default();
+                let mut offset = 0;
+                for segment in &tile.segments {
+                    for (g, run) in group_runs(segment.clone(), group_len) {
+                        let n = run.len();
+                        let x = view.f32_values(level, run, values);
+                        let s = scales[g];
+                        stats.merge(&ternarize(
+                            level,
+                            x,
+                            s.inv,
+                            s.scale,
+                            &mut codes[offset..offset + n],
+                        ));
+                        offset += n;
+                    }
+                }
+                let valid = layout.pack(level, codes, out);
+                debug_assert!(valid, "ternarize only writes -1, 0 and 1");
+                stats
+            },
+        )
+        .collect();
+    let mut stats = ErrorStats::default();
+    for s in &per_tile {
+        stats.merge(s);
+    }
+    Ok(Quantized {
+        packed,
+        packed_shape,
+        scales: scales.iter().map(|s| s.scale).collect(),
+        stats,
+    })
+}
+
+fn check_packed_len(layout: &dyn PackedLayout, shape: &[usize], packed: &[u8]) -> Result<()> {
+    let packed_shape = layout.packed_shape(shape)?;
+    let expected: usize = packed_shape.iter().product();
+    if packed.len() != expected {
+        return Err(Error::Size {
+            what: format!(
+                "packed {} data for shape {shape:?} (packed shape {packed_shape:?})",
+                layout.name()
+            ),
+            actual: packed.len(),
+            expected,
+        });
+    }
+    Ok(())
+}
+
+/// Packs int8 codes (each -1, 0 or 1) of a tensor of `shape`.
+pub fn pack(codes: &[i8], shape: &[usize], layout: Layout, level: SimdLevel) -> Result<Vec<u8>> {
+    let layout = layout.get();
+    let packed_shape = layout.packed_shape(shape)?;
+    let numel: usize = shape.iter().product();
+    if codes.len() != numel {
+        return Err(Error::Size {
+            what: format!("int8 codes of shape {shape:?}"),
+            actual: codes.len(),
+            expected: numel,
+        });
+    }
+    let tiles = layout.tiles(shape);
+    let mut packed = vec![0u8; packed_shape.iter().product()];
+    let valid = tiles
+        .par_iter()
+        .zip(split_by_tiles(&mut packed, &tiles))
+        .map_init(Vec::new, |scratch, (tile, out)| {
+            scratch.clear();
+            for segment in &tile.segments {
+                scratch.extend_from_slice(&codes[segment.clone()]);
+            }
+            layout.pack(level, scratch, out)
+        })
+        .all(|ok| ok);
+    if !valid {
+        let (i, &value) = codes
+            .iter()
+            .enumerate()
+            .find(|&(_, c)| !(-1..=1).contains(c))
+            .expect("pack reported an invalid code");
+        return Err(Error::InvalidCode {
+            value,
+            index: Index::from_flat(i, shape),
+        });
+    }
+    Ok(packed)
+}
+
+/// Runs `f` on each tile's unpacked codes, in tile order; fails on corrupt packed data.
+fn for_each_unpacked_tile(
+    packed: &[u8],
+    shape: &[usize],
+    layout: &dyn PackedLayout,
+    level: SimdLevel,
+    mut f: impl FnMut(&Tile, &[i8]),
+) -> Result<()> {
+    check_packed_len(layout, shape, packed)?;
+    let mut codes = Vec::new();
+    for tile in layout.tiles(shape) {
+        codes.resize(tile.len(), 0);
+        let data = &packed[tile.packed.clone()];
+        if !layout.unpack(level, data, &mut codes) {
+            // Fields of 0b11 are the only thing unpack refuses; name the first byte with one.
+            let offset = data
+                .iter()
+                .position(|&b| (0..4).any(|k| (b >> (2 * k)) & 0b11 == 0b11))
+                .expect("unpack reported corrupt data");
+            return Err(Error::CorruptPacked {
+                byte: tile.packed.start + offset,
+            });
+        }
+        f(&tile, &codes);
+    }
+    Ok(())
+}
+
+/// Unpacks the int8 codes of a tensor of `shape`.
+pub fn unpack(packed: &[u8], shape: &[usize], layout: Layout, level: SimdLevel) -> Result<Vec<i8>> {
+    let mut codes = vec![0i8; shape.iter().product()];
+    for_each_unpacked_tile(packed, shape, layout.get(), level, |tile, tile_codes| {
+        let mut offset = 0;
+        for segment in &tile.segments {
+            codes[segment.clone()].copy_from_slice(&tile_codes[offset..offset + segment.len()]);
+            offset += segment.len();
+        }
+    })?;
+    Ok(codes)
+}
+
+/// The values `-scale` and `+scale` as `dtype` bits (rounded to nearest, ties to even).
+fn output_values(dtype: FloatDType, scale: f32) -> (Values<u32>, Values<u16>) {
+    let v16 = match dtype {
+        FloatDType::F16 => Values {
+            negative: half::f16::from_f32(-scale).to_bits(),
+            positive: half::f16::from_f32(scale).to_bits(),
+        },
+        _ => Values {
+            negative: half::bf16::from_f32(-scale).to_bits(),
+            positive: half::bf16::from_f32(scale).to_bits(),
+        },
+    };
+    let v32 = Values {
+        negative: (-scale).to_bits(),
+        positive: scale.to_bits(),
+    };
+    (v32, v16)
+}
+
+/// Dequantizes packed codes to little-endian `dtype` bytes: `w' = code * scale` of its group.
+pub fn dequantize(
+    packed: &[u8],
+    scales: &[f32],
+    shape: &[usize],
+    layout: Layout,
+    granularity: Granularity,
+    dtype: FloatDType,
+    level: SimdLevel,
+) -> Result<Vec<u8>> {
+    let layout = layout.get();
+    layout.packed_shape(shape)?;
+    let (groups, group_len) = granularity.groups(shape);
+    if scales.len() != groups {
+        return Err(Error::Shape(format!(
+            "{} scales given for a tensor of shape {shape:?} quantized per {}, expected {groups}",
+            scales.len(),
+            granularity.name()
+        )));
+    }
+    if let Some(i) = scales.iter().position(|s| !s.is_finite()) {
+        return Err(Error::InvalidArgument(format!(
+            "scale {i} is {}: scales must be finite",
+            scales[i]
+        )));
+    }
+    let values: Vec<_> = scales.iter().map(|&s| output_values(dtype, s)).collect();
+    let size = dtype.size();
+    let mut out = vec![0u8; shape.iter().product::<usize>() * size];
+    for_each_unpacked_tile(packed, shape, layout, level, |tile, codes| {
+        let mut offset = 0;
+        for segment in &tile.segments {
+            for (g, run) in group_runs(segment.clone(), group_len) {
+                let c = &codes[offset..offset + run.len()];
+                let dst = &mut out[run.start * size..run.end * size];
+                match dtype {
+                    FloatDType::F32 => expand32(level, c, values[g].0, dst),
+                    FloatDType::F16 | FloatDType::BF16 => expand16(level, c, values[g].1, dst),
+                }
+                offset += run.len();
+            }
+        }
+    })?;
+    Ok(out)
+}

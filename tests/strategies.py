@@ -1,0 +1,56 @@
+"""hypothesis strategies for weights, codes and shapes."""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+DTYPES = {
+    "float32": np.dtype(np.float32),
+    "float16": np.dtype(np.float16),
+    "bfloat16": np.dtype(ml_dtypes.bfloat16),
+}
+
+
+def shapes(layout: str, max_side: int = 70) -> st.SearchStrategy[tuple[int, ...]]:
+    if layout == "bitnet":
+        rows = st.integers(1, 24).map(lambda r: 4 * r)
+        return st.one_of(
+            rows.map(lambda r: (r,)),
+            st.tuples(rows, st.integers(1, max_side)),
+        )
+    return hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=max_side)
+
+
+@st.composite
+def weights(draw, shape: tuple[int, ...], dtype: str = "float32") -> np.ndarray:
+    """Finite weights of many magnitudes: normal-looking values, exact ties, zeros, extremes."""
+    n = int(np.prod(shape))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    scale = draw(st.sampled_from([1e-6, 1e-3, 0.02, 1.0, 300.0]))
+    kind = draw(st.sampled_from(["normal", "ternary", "ties", "sparse", "hypothesis"]))
+    if kind == "normal":
+        w = rng.standard_normal(n) * scale
+    elif kind == "ternary":
+        w = rng.integers(-1, 2, n) * scale + rng.standard_normal(n) * scale * 0.01
+    elif kind == "ties":
+        w = rng.choice([-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5], n)
+    elif kind == "sparse":
+        w = rng.standard_normal(n) * (rng.random(n) < 0.1) * scale
+    else:
+        w = draw(
+            hnp.arrays(
+                np.float32,
+                n,
+                elements=st.floats(-1e4, 1e4, allow_nan=False, width=32),
+            )
+        )
+    return np.asarray(w).astype(DTYPES[dtype]).reshape(shape)
+
+
+@st.composite
+def codes(draw, shape: tuple[int, ...]) -> np.ndarray:
+    return draw(hnp.arrays(np.int8, shape, elements=st.integers(-1, 1)))

@@ -1,0 +1,75 @@
+"""pack / unpack: round trips, byte layouts written from the format description, corruption."""
+
+import numpy as np
+import pytest
+import reference as ref
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import codes, shapes
+
+import ryzq
+
+
+@given(data=st.data(), layout=st.sampled_from(ryzq.LAYOUTS))
+def test_round_trip_and_reference_bytes(data, layout):
+    shape = data.draw(shapes(layout, max_side=200 if layout != "bitnet" else 60))
+    c = data.draw(codes(shape))
+    packed = ryzq.pack(c, layout)
+    assert packed.dtype == np.uint8
+    assert packed.nbytes == ref.packed_nbytes(shape, layout)
+    np.testing.assert_array_equal(packed.ravel(), ref.PACKERS[layout](c).ravel())
+    back = ryzq.unpack(packed, shape, layout)
+    assert back.dtype == np.int8 and back.shape == shape
+    np.testing.assert_array_equal(back, c)
+
+
+def test_packed_shapes():
+    c = np.zeros((8, 10), np.int8)
+    assert ryzq.pack(c, "bitnet").shape == (2, 10)
+    assert ryzq.pack(c, "i2").shape == (20,)
+    assert ryzq.pack(c, "t1").shape == (16,)
+    assert ryzq.pack(np.zeros(16, np.int8), "bitnet").shape == (4,)
+    assert ryzq.pack(np.zeros(7, np.int8), "i2").shape == (2,)
+    assert ryzq.pack(np.zeros(161, np.int8), "t1").shape == (33,)
+
+
+def test_t1_is_twenty_times_smaller_than_float32():
+    n = 160 * 1000
+    assert ryzq.pack(np.zeros(n, np.int8), "t1").nbytes * 20 == n * 4
+
+
+def test_t1_every_digit_combination_decodes():
+    # All 243 combinations of five trits, each as one full byte of a tail block.
+    digits = np.array(np.meshgrid(*[[-1, 0, 1]] * 5, indexing="ij")).reshape(5, -1).T
+    c = np.ascontiguousarray(digits.T).ravel()  # value m + 243 n is digit n of byte m
+    block = c.reshape(5, 243)
+    for start in range(0, 243, 32):
+        width = min(32, 243 - start)
+        part = block[:, start : start + width].ravel().astype(np.int8)
+        np.testing.assert_array_equal(ryzq.unpack(ryzq.pack(part, "t1"), part.shape, "t1"), part)
+
+
+@pytest.mark.parametrize("layout", ["bitnet", "i2"])
+def test_corrupt_two_bit_field_is_refused(layout):
+    c = np.zeros((8, 40), np.int8)
+    packed = ryzq.pack(c, layout).copy()
+    packed.ravel()[5] = 0b1101_0101
+    with pytest.raises(ryzq.RyzqError, match="corrupt packed data: byte 5"):
+        ryzq.unpack(packed, c.shape, layout)
+
+
+@pytest.mark.parametrize("layout", ryzq.LAYOUTS)
+def test_invalid_codes_are_refused_with_their_index(layout):
+    c = np.zeros((8, 40), np.int8)
+    c[3, 7] = 2
+    with pytest.raises(ryzq.RyzqError, match=r"invalid ternary code 2 at index \(3, 7\)"):
+        ryzq.pack(c, layout)
+    c16 = np.zeros((8, 40), np.int16)
+    c16[1, 2] = 257  # would wrap to a valid int8 code
+    with pytest.raises(ryzq.RyzqError, match=r"invalid ternary code 257 at index \(1, 2\)"):
+        ryzq.pack(c16, layout)
+
+
+def test_wrong_packed_size_is_refused():
+    with pytest.raises(ryzq.RyzqError, match="has 3 bytes, expected 4"):
+        ryzq.unpack(np.zeros(3, np.uint8), (16,), "i2")

@@ -1,0 +1,75 @@
+"""Every SIMD level this processor runs gives exactly the scalar reference's bytes and numbers."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import codes, shapes, weights
+
+import ryzq
+
+LEVELS = ryzq.simd_levels()
+SIMD_LEVELS = [level for level in LEVELS if level != "scalar"]
+
+
+def test_scalar_is_always_supported_and_current_level_is_listed():
+    assert LEVELS[0] == "scalar"
+    assert ryzq.simd_level() in LEVELS
+
+
+def assert_same_quantization(a: ryzq.TernaryTensor, b: ryzq.TernaryTensor) -> None:
+    np.testing.assert_array_equal(a.data, b.data)
+    np.testing.assert_array_equal(a.scales, b.scales)
+    assert a.stats == b.stats  # bit-identical sums: same lanes, same order
+
+
+@pytest.mark.skipif(not SIMD_LEVELS, reason="this processor has no SIMD level to compare")
+@given(
+    data=st.data(),
+    layout=st.sampled_from(ryzq.LAYOUTS),
+    granularity=st.sampled_from(ryzq.GRANULARITIES),
+    dtype=st.sampled_from(["float32", "float16", "bfloat16"]),
+)
+def test_quantize_and_dequantize_equal_scalar(data, layout, granularity, dtype):
+    shape = data.draw(shapes(layout, max_side=300 if layout != "bitnet" else 70))
+    w = data.draw(weights(shape, dtype))
+    expected = ryzq.quantize(w, layout=layout, granularity=granularity, simd="scalar")
+    for level in SIMD_LEVELS:
+        got = ryzq.quantize(w, layout=layout, granularity=granularity, simd=level)
+        assert_same_quantization(got, expected)
+        for out in ("float32", "float16", "bfloat16"):
+            np.testing.assert_array_equal(
+                got.dequantize(out, simd=level).view(np.uint8),
+                expected.dequantize(out, simd="scalar").view(np.uint8),
+            )
+
+
+@pytest.mark.skipif(not SIMD_LEVELS, reason="this processor has no SIMD level to compare")
+@given(data=st.data(), layout=st.sampled_from(ryzq.LAYOUTS))
+def test_pack_and_unpack_equal_scalar(data, layout):
+    shape = data.draw(shapes(layout, max_side=400 if layout != "bitnet" else 90))
+    c = data.draw(codes(shape))
+    packed = ryzq.pack(c, layout, simd="scalar")
+    for level in SIMD_LEVELS:
+        np.testing.assert_array_equal(ryzq.pack(c, layout, simd=level), packed)
+        np.testing.assert_array_equal(ryzq.unpack(packed, shape, layout, simd=level), c)
+
+
+@pytest.mark.skipif(not SIMD_LEVELS, reason="this processor has no SIMD level to compare")
+@pytest.mark.parametrize("layout", ryzq.LAYOUTS)
+def test_large_tensors_equal_scalar(layout):
+    rng = np.random.default_rng(11)
+    w = (rng.standard_normal((132, 5003)) * 0.05).astype(np.float32)
+    expected = ryzq.quantize(w, layout=layout, granularity="row", simd="scalar")
+    for level in SIMD_LEVELS:
+        assert_same_quantization(
+            ryzq.quantize(w, layout=layout, granularity="row", simd=level), expected
+        )
+
+
+def test_unknown_or_unsupported_level_is_refused():
+    with pytest.raises(ryzq.RyzqError, match="unknown SIMD level"):
+        ryzq.quantize(np.ones(4, np.float32), simd="sse9")
+    if "avx512" not in LEVELS:
+        with pytest.raises(ryzq.RyzqError, match="not supported"):
+            ryzq.quantize(np.ones(4, np.float32), simd="avx512")
