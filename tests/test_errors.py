@@ -51,7 +51,7 @@ def test_bad_input(w, kwargs, message):
 def test_dequantize_checks_scales():
     t = ryzq.quantize(np.ones((8, 4), np.float32), granularity="row")
     wrong = ryzq.TernaryTensor(**{**t.__dict__, "scales": t.scales[:3]})
-    with pytest.raises(ryzq.RyzqError, match="3 scales given .* expected 8"):
+    with pytest.raises(ryzq.RyzqError, match=r"3 scales given .* expected 8"):
         wrong.dequantize()
     nan = ryzq.TernaryTensor(**{**t.__dict__, "scales": np.full(8, np.nan, np.float32)})
     with pytest.raises(ryzq.RyzqError, match="must be finite"):

@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
-import reference as ref
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import codes, shapes
 
+import reference as ref
 import ryzq
+from strategies import codes, shapes
 
 
 @given(data=st.data(), layout=st.sampled_from(ryzq.LAYOUTS))

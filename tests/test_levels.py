@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import codes, shapes, weights
 
 import ryzq
+from strategies import codes, shapes, weights
 
 LEVELS = ryzq.simd_levels()
 SIMD_LEVELS = [level for level in LEVELS if level != "scalar"]

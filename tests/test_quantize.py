@@ -3,12 +3,12 @@
 import ml_dtypes
 import numpy as np
 import pytest
-import reference as ref
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import shapes, weights
 
+import reference as ref
 import ryzq
+from strategies import shapes, weights
 
 
 def assert_stats_match(stats: ryzq.QuantizationStats, expected: dict) -> None:
@@ -19,8 +19,12 @@ def assert_stats_match(stats: ryzq.QuantizationStats, expected: dict) -> None:
     assert stats.counts == expected["counts"]
 
 
-@given(data=st.data(), layout=st.sampled_from(ryzq.LAYOUTS), granularity=st.sampled_from(
-    ryzq.GRANULARITIES), dtype=st.sampled_from(["float32", "float16", "bfloat16"]))
+@given(
+    data=st.data(),
+    layout=st.sampled_from(ryzq.LAYOUTS),
+    granularity=st.sampled_from(ryzq.GRANULARITIES),
+    dtype=st.sampled_from(["float32", "float16", "bfloat16"]),
+)
 def test_codes_scales_and_stats_match_numpy(data, layout, granularity, dtype):
     shape = data.draw(shapes(layout))
     w = data.draw(weights(shape, dtype))

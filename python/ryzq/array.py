@@ -36,9 +36,7 @@ def _dtype_name(dtype: Any) -> str:
     for name, known in DTYPES.items():
         if np_dtype.newbyteorder("=") == known:
             return name
-    raise RyzqError(
-        f"unsupported dtype {np_dtype}: ryzq reads and writes {', '.join(DTYPES)}"
-    )
+    raise RyzqError(f"unsupported dtype {np_dtype}: ryzq reads and writes {', '.join(DTYPES)}")
 
 
 def _raw_weights(w: Any, dtype: Any) -> tuple[np.ndarray, str, tuple[int, ...]]:

@@ -1,0 +1,5 @@
+import sys
+
+from ryzq.cli import main
+
+sys.exit(main())

@@ -1,0 +1,159 @@
+//! The quantize / dequantize drivers: tiling, groups, errors.
+
+use ryzq_core::{
+    Error, FloatDType, Granularity, Layout, Method, QuantizeOptions, SimdLevel, TensorView,
+};
+
+fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn options(layout: Layout, granularity: Granularity) -> QuantizeOptions {
+    QuantizeOptions {
+        layout,
+        method: Method::AbsMean,
+        granularity,
+        level: SimdLevel::best(),
+    }
+}
+
+#[test]
+fn tiles_partition_the_tensor_and_the_packed_bytes() {
+    let shapes: [&[usize]; 6] = [
+        &[4],
+        &[8, 3],
+        &[4, 5000],
+        &[400, 64],
+        &[33_333],
+        &[7, 9, 11],
+    ];
+    for shape in shapes {
+        let numel: usize = shape.iter().product();
+        for layout in Layout::ALL {
+            let layout = layout.get();
+            let Ok(packed_shape) = layout.packed_shape(shape) else {
+                continue;
+            };
+            let mut seen = vec![false; numel];
+            let mut next_byte = 0;
+            for tile in layout.tiles(shape) {
+                assert_eq!(tile.packed.start, next_byte, "{shape:?} {}", layout.name());
+                next_byte = tile.packed.end;
+                for segment in &tile.segments {
+                    for i in segment.clone() {
+                        assert!(!seen[i], "element {i} in two tiles");
+                        seen[i] = true;
+                    }
+                }
+            }
+            assert!(seen.iter().all(|&s| s), "{shape:?} {}", layout.name());
+            assert_eq!(next_byte, packed_shape.iter().product::<usize>());
+        }
+    }
+}
+
+#[test]
+fn quantize_then_dequantize_gives_code_times_scale() {
+    let values: Vec<f32> = (0..64 * 48)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
+        .collect();
+    let bytes = f32_bytes(&values);
+    let shape = [64, 48];
+    for layout in Layout::ALL {
+        for granularity in [Granularity::Tensor, Granularity::Row] {
+            let view = TensorView::new(&bytes, FloatDType::F32, &shape).unwrap();
+            let q = ryzq_core::quantize(&view, &options(layout, granularity)).unwrap();
+            let codes = ryzq_core::unpack(&q.packed, &shape, layout, SimdLevel::SCALAR).unwrap();
+            let out = ryzq_core::dequantize(
+                &q.packed,
+                &q.scales,
+                &shape,
+                layout,
+                granularity,
+                FloatDType::F32,
+                SimdLevel::best(),
+            )
+            .unwrap();
+            let group = if granularity == Granularity::Row {
+                48
+            } else {
+                64 * 48
+            };
+            for (i, chunk) in out.chunks_exact(4).enumerate() {
+                let v = f32::from_le_bytes(chunk.try_into().unwrap());
+                assert_eq!(v, f32::from(codes[i]) * q.scales[i / group]);
+            }
+            assert_eq!(q.stats.numel, 64 * 48);
+            assert_eq!(q.stats.counts.iter().sum::<u64>(), 64 * 48);
+        }
+    }
+}
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    let values: Vec<f32> = (0..300_000u64)
+        .map(|i| ((i * 7919 % 10007) as f32).sin())
+        .collect();
+    let bytes = f32_bytes(&values);
+    let shape = [300, 1000];
+    let view = TensorView::new(&bytes, FloatDType::F32, &shape).unwrap();
+    let opts = options(Layout::Bitnet, Granularity::Tensor);
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let four = rayon::ThreadPoolBuilder::new()
+        .num_threads(4)
+        .build()
+        .unwrap();
+    let a = one.install(|| ryzq_core::quantize(&view, &opts)).unwrap();
+    let b = four.install(|| ryzq_core::quantize(&view, &opts)).unwrap();
+    assert_eq!(a.packed, b.packed);
+    assert_eq!(a.scales, b.scales);
+    assert_eq!(a.stats, b.stats);
+}
+
+#[test]
+fn non_finite_values_are_counted_and_located() {
+    let mut values = vec![0.5f32; 40];
+    values[13] = f32::NAN;
+    values[31] = f32::INFINITY;
+    let bytes = f32_bytes(&values);
+    let shape = [4, 10];
+    let view = TensorView::new(&bytes, FloatDType::F32, &shape).unwrap();
+    let err = ryzq_core::quantize(&view, &options(Layout::I2, Granularity::Row)).unwrap_err();
+    assert!(matches!(err, Error::NonFinite { count: 2, .. }), "{err}");
+    assert!(err.to_string().contains("index (1, 3)"), "{err}");
+}
+
+#[test]
+fn buffer_sizes_are_checked() {
+    let bytes = vec![0u8; 10];
+    let err = TensorView::new(&bytes, FloatDType::F32, &[3]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "float32 tensor of shape [3] has 10 bytes, expected 12"
+    );
+    let err = ryzq_core::unpack(&[0u8; 3], &[16], Layout::I2, SimdLevel::SCALAR).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Size {
+                actual: 3,
+                expected: 4,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn zero_weights_get_the_clamped_scale() {
+    let bytes = f32_bytes(&[0.0; 16]);
+    let view = TensorView::new(&bytes, FloatDType::F32, &[16]).unwrap();
+    let q = ryzq_core::quantize(&view, &options(Layout::I2, Granularity::Tensor)).unwrap();
+    assert_eq!(q.scales, vec![1.0 / (1.0f32 / 1e-5)]);
+    assert_eq!(q.stats.counts, [0, 16, 0]);
+    assert_eq!(q.stats.nmse(), 0.0);
+}

@@ -1,0 +1,176 @@
+//! Every kernel at every supported SIMD level against its scalar reference, bit for bit.
+
+use ryzq_core::kernels::expand::{self, Values};
+use ryzq_core::kernels::{reduce, ternarize, widen};
+use ryzq_core::{FloatDType, Layout, SimdLevel};
+
+/// xorshift64*: reproducible inputs without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Roughly normal values times `scale`, with exact ties mixed in.
+    fn weights(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                let r = self.next();
+                if r % 7 == 0 {
+                    [-1.5f32, -0.5, 0.0, 0.5, 1.5][(r >> 8) as usize % 5] * scale
+                } else {
+                    let u: f32 = (0..4).map(|k| ((r >> (16 * k)) & 0xFFFF) as f32).sum();
+                    (u / 131_070.0 - 1.0) * 3.0 * scale
+                }
+            })
+            .collect()
+    }
+
+    fn codes(&mut self, n: usize) -> Vec<i8> {
+        (0..n).map(|_| (self.next() % 3) as i8 - 1).collect()
+    }
+}
+
+fn simd_levels() -> Vec<SimdLevel> {
+    SimdLevel::supported().into_iter().skip(1).collect()
+}
+
+const LENGTHS: [usize; 12] = [0, 1, 3, 15, 16, 17, 31, 33, 127, 160, 161, 1000];
+
+#[test]
+fn abs_sum_matches_scalar() {
+    let mut rng = Rng(1);
+    for n in LENGTHS {
+        let x = rng.weights(n, 0.02);
+        let expected = reduce::scalar::abs_sum(&x);
+        for level in simd_levels() {
+            assert_eq!(
+                reduce::abs_sum(level, &x).to_bits(),
+                expected.to_bits(),
+                "n={n} {level:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn ternarize_matches_scalar_and_the_formula() {
+    let mut rng = Rng(2);
+    for n in LENGTHS {
+        let x = rng.weights(n, 1.0);
+        let (inv, scale) = (1.0f32, 1.0f32);
+        let mut expected = vec![0i8; n];
+        let stats = ternarize::scalar::ternarize(&x, inv, scale, &mut expected);
+        for (&v, &c) in x.iter().zip(&expected) {
+            let formula = (v * inv).round_ties_even().clamp(-1.0, 1.0) as i8;
+            assert_eq!(c, formula, "value {v}");
+        }
+        for level in simd_levels() {
+            let mut codes = vec![0i8; n];
+            let got = ternarize::ternarize(level, &x, inv, scale, &mut codes);
+            assert_eq!(codes, expected, "n={n} {level:?}");
+            assert_eq!(got, stats, "n={n} {level:?}");
+        }
+    }
+}
+
+#[test]
+fn widen_matches_scalar() {
+    let mut rng = Rng(3);
+    for n in LENGTHS {
+        let bytes: Vec<u8> = (0..2 * n).map(|_| rng.next() as u8).collect();
+        for dtype in [FloatDType::F16, FloatDType::BF16] {
+            let mut expected = vec![0f32; n];
+            widen::widen(SimdLevel::SCALAR, dtype, &bytes, &mut expected);
+            for level in simd_levels() {
+                let mut got = vec![0f32; n];
+                widen::widen(level, dtype, &bytes, &mut got);
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                // NaN payloads may differ between conversions; every other value is exact.
+                let (e, g): (Vec<_>, Vec<_>) = bits(&expected)
+                    .into_iter()
+                    .zip(bits(&got))
+                    .filter(|(e, _)| !f32::from_bits(*e).is_nan())
+                    .unzip();
+                assert_eq!(g, e, "n={n} {dtype:?} {level:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn expand_matches_scalar() {
+    let mut rng = Rng(4);
+    for n in LENGTHS {
+        let codes = rng.codes(n);
+        let v32 = Values {
+            negative: (-0.25f32).to_bits(),
+            positive: 0.25f32.to_bits(),
+        };
+        let v16 = Values {
+            negative: 0xBE80u16,
+            positive: 0x3E80u16,
+        };
+        let mut e32 = vec![0u8; 4 * n];
+        let mut e16 = vec![0u8; 2 * n];
+        expand::scalar::expand32(&codes, v32, &mut e32);
+        expand::scalar::expand16(&codes, v16, &mut e16);
+        for level in simd_levels() {
+            let mut g32 = vec![0u8; 4 * n];
+            let mut g16 = vec![0u8; 2 * n];
+            expand::expand32(level, &codes, v32, &mut g32);
+            expand::expand16(level, &codes, v16, &mut g16);
+            assert_eq!(g32, e32, "n={n} {level:?}");
+            assert_eq!(g16, e16, "n={n} {level:?}");
+        }
+    }
+}
+
+#[test]
+fn layouts_pack_and_unpack_match_scalar_and_round_trip() {
+    let mut rng = Rng(5);
+    let shapes: [&[usize]; 8] = [
+        &[4],
+        &[8, 1],
+        &[16, 33],
+        &[4, 5000],
+        &[64, 300],
+        &[12, 7],
+        &[20_000],
+        &[4, 4100],
+    ];
+    for shape in shapes {
+        let n: usize = shape.iter().product();
+        let codes = rng.codes(n);
+        for layout in Layout::ALL {
+            let expected = ryzq_core::pack(&codes, shape, layout, SimdLevel::SCALAR).unwrap();
+            let back = ryzq_core::unpack(&expected, shape, layout, SimdLevel::SCALAR).unwrap();
+            assert_eq!(back, codes, "{shape:?} {layout:?}");
+            for level in simd_levels() {
+                let packed = ryzq_core::pack(&codes, shape, layout, level).unwrap();
+                assert_eq!(packed, expected, "{shape:?} {layout:?} {level:?}");
+                let back = ryzq_core::unpack(&packed, shape, layout, level).unwrap();
+                assert_eq!(back, codes, "{shape:?} {layout:?} {level:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn t1_decodes_every_byte_it_encodes() {
+    // Every combination of five digits, one per byte of a 243-value tail block... in blocks.
+    for q in 0u32..243 {
+        let digits: Vec<i8> = (0..5)
+            .map(|n| ((q / 3u32.pow(4 - n)) % 3) as i8 - 1)
+            .collect();
+        // A 5-value tensor is one byte holding values 0..5 as digits 0..5.
+        let packed = ryzq_core::pack(&digits, &[5], Layout::T1, SimdLevel::SCALAR).unwrap();
+        assert_eq!(u32::from(packed[0]), (q * 256).div_ceil(243));
+        let back = ryzq_core::unpack(&packed, &[5], Layout::T1, SimdLevel::SCALAR).unwrap();
+        assert_eq!(back, digits, "q={q}");
+    }
+}
