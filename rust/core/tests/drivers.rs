@@ -1,5 +1,8 @@
 //! The quantize / dequantize drivers: tiling, groups, errors.
 
+// These tests check exact, bit-for-bit results.
+#![allow(clippy::float_cmp)]
+
 use ryzq_core::{
     Error, FloatDType, Granularity, Layout, Method, QuantizeOptions, SimdLevel, TensorView,
 };

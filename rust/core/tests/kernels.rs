@@ -1,5 +1,8 @@
 //! Every kernel at every supported SIMD level against its scalar reference, bit for bit.
 
+// These tests check exact, bit-for-bit results.
+#![allow(clippy::float_cmp)]
+
 use ryzq_core::kernels::expand::{self, Values};
 use ryzq_core::kernels::{reduce, ternarize, widen};
 use ryzq_core::{FloatDType, Layout, SimdLevel};
@@ -20,7 +23,7 @@ impl Rng {
         (0..n)
             .map(|_| {
                 let r = self.next();
-                if r % 7 == 0 {
+                if r.is_multiple_of(7) {
                     [-1.5f32, -0.5, 0.0, 0.5, 1.5][(r >> 8) as usize % 5] * scale
                 } else {
                     let u: f32 = (0..4).map(|k| ((r >> (16 * k)) & 0xFFFF) as f32).sum();
