@@ -1,5 +1,9 @@
 """Every SIMD level this processor runs gives exactly the scalar reference's bytes and numbers."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -73,3 +77,26 @@ def test_unknown_or_unsupported_level_is_refused():
     if "avx512" not in LEVELS:
         with pytest.raises(ryzq.RyzqError, match="not supported"):
             ryzq.quantize(np.ones(4, np.float32), simd="avx512")
+
+
+def _level_in_subprocess(env_value: str) -> subprocess.CompletedProcess:
+    code = (
+        "import numpy, ryzq; ryzq.quantize(numpy.ones(8, numpy.float32)); print(ryzq.simd_level())"
+    )
+    env = {**os.environ, "RYZQ_SIMD": env_value}
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_ryzq_simd_forces_a_level(level):
+    result = _level_in_subprocess(level)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == level
+
+
+def test_ryzq_simd_with_an_unknown_level_is_an_error():
+    result = _level_in_subprocess("neon9")
+    assert result.returncode != 0
+    assert "RyzqError: RYZQ_SIMD: unknown SIMD level" in result.stderr
