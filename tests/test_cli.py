@@ -1,33 +1,120 @@
 """The ryzq command."""
 
+import json
+import math
 import subprocess
 import sys
 
+import pytest
+from safetensors import safe_open
+
 import ryzq
+from checkpoints import tiny_model, write
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "ryzq", *args], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "ryzq", *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
 
 
-def test_demo_reports_every_layout_and_exact_round_trips():
-    result = run("demo", "--rows", "64", "--cols", "96")
+def test_demo_quantizes_a_synthetic_model_in_every_layout():
+    result = run("demo", "--layers", "2", "--hidden", "64", "--intermediate", "128")
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    out = result.stdout
+    assert "synthesized a BitNet-style checkpoint: 20 tensors" in out
+    verdict = out[out.index("verdict") :].splitlines()
     for layout in ryzq.LAYOUTS:
-        rows = [line for line in lines if line.strip().startswith(layout + " ")]
-        assert len(rows) == 2, result.stdout  # one per synthetic matrix
-        assert all(row.rstrip().endswith("yes") for row in rows)
-    assert ryzq.simd_level() in result.stdout
+        row = next(line for line in verdict if line.strip().startswith(layout + " "))
+        assert row.rstrip().endswith("ok")
+    assert "NMSE over quantized tensors" in out
 
 
-def test_bad_input_exits_2_with_one_clear_line():
-    result = run("demo", "--rows", "6", "--cols", "8")
-    assert result.returncode == 2
-    assert result.stderr.count("\n") == 1
-    assert "multiple of 4" in result.stderr and result.stderr.startswith("ryzq: error:")
+def test_quantize_inspect_dequantize(tmp_path):
+    src = write(tmp_path / "in.safetensors", tiny_model())
+    dst, report = tmp_path / "out.safetensors", tmp_path / "report.json"
+    result = run("quantize", src, dst, "--layout", "t1", "--report", report, "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    assert "14 quantized" in result.stdout
+    data = json.loads(report.read_text())
+    assert data["summary"]["quantized_tensors"] == 14 and data["layout"] == "t1"
+
+    shown = run("inspect", dst)
+    assert shown.returncode == 0, shown.stderr
+    assert "written by ryzq: 14 quantized tensors" in shown.stdout
+    assert "t1 of BF16 [32, 32], absmean per tensor" in shown.stdout
+    assert "scales of model.layers.0.mlp.up_proj.weight" in shown.stdout
+
+    back = tmp_path / "back.safetensors"
+    restored = run("dequantize", dst, back, "--dtype", "float32")
+    assert restored.returncode == 0 and "14 tensors dequantized" in restored.stdout
+    with safe_open(str(back), framework="numpy") as f:
+        assert f.get_tensor("model.layers.0.mlp.up_proj.weight").dtype == "float32"
+
+
+def test_quantize_a_model_folder(tmp_path):
+    src = tmp_path / "model"
+    src.mkdir()
+    write(src / "model.safetensors", tiny_model())
+    (src / "config.json").write_text("{}")
+    result = run("quantize", src, tmp_path / "out", "--quiet", "--linear-class", "autobitlinear")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["quantization_config"]["linear_class"] == "autobitlinear"
+
+
+def test_synth_shape_and_count(tmp_path):
+    dst = tmp_path / "s.safetensors"
+    result = run(
+        "synth",
+        dst,
+        "--layers",
+        "2",
+        "--hidden",
+        "32",
+        "--intermediate",
+        "64",
+        "--vocab",
+        "100",
+        "--dtype",
+        "BF16",
+    )
+    assert result.returncode == 0, result.stderr
+    with safe_open(str(dst), framework="numpy") as f:
+        names = list(f.keys())
+        assert len(names) == 2 * 9 + 2
+        assert f.get_tensor("model.layers.1.mlp.down_proj.weight").shape == (32, 64)
+        assert str(f.get_tensor("model.embed_tokens.weight").dtype) == "bfloat16"
+
+
+def test_default_synth_is_the_seed_model_shape():
+    from ryzq.synthetic import model_tensors
+
+    tensors = model_tensors(layers=24, hidden=2048, intermediate=8640, vocab=32000)
+    assert len(tensors) == 218
+    assert sum(math.prod(shape) for _, shape in tensors) == 1_742_309_376
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("quantize", "{tmp}/missing.safetensors", "{tmp}/o.safetensors"), "missing.safetensors"),
+        (("quantize", "{tmp}/bad.safetensors", "{tmp}/o.safetensors"), "bad.safetensors"),
+        (("dequantize", "{tmp}/bad.safetensors", "{tmp}/o.safetensors"), "bad.safetensors"),
+        (("inspect", "{tmp}/bad.safetensors"), "bad.safetensors"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_naming_the_file(tmp_path, args, message):
+    (tmp_path / "bad.safetensors").write_bytes(b"\xff" * 20)
+    result = run(*(a.format(tmp=tmp_path) for a in args))
+    assert result.returncode == 2, result
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("ryzq: error:") and message in result.stderr
+    assert not (tmp_path / "o.safetensors").exists()
 
 
 def test_info_and_version():

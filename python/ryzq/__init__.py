@@ -15,17 +15,25 @@ from ryzq.array import (
     quantize,
     unpack,
 )
+from ryzq.files import dequantize_file, quantize_file, quantize_model, read_header
+from ryzq.report import QuantizationReport, TensorReport
 
 __all__ = [
     "GRANULARITIES",
     "LAYOUTS",
     "METHODS",
+    "QuantizationReport",
     "QuantizationStats",
     "RyzqError",
+    "TensorReport",
     "TernaryTensor",
     "__version__",
+    "dequantize_file",
     "pack",
     "quantize",
+    "quantize_file",
+    "quantize_model",
+    "read_header",
     "simd_level",
     "simd_levels",
     "unpack",

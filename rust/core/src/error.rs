@@ -74,6 +74,52 @@ pub enum Error {
         actual: usize,
         expected: usize,
     },
+
+    /// A safetensors file whose header or layout breaks the format's rules.
+    #[error("{0}")]
+    Format(String),
+
+    /// An operating-system error on a path.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Another error, with the file and (where there is one) the tensor it happened in.
+    #[error("{path}: {}{source}", tensor.as_ref().map(|t| format!("tensor {t:?}: ")).unwrap_or_default())]
+    InFile {
+        path: String,
+        tensor: Option<String>,
+        source: Box<Error>,
+    },
+
+    /// The caller asked to stop (an interrupt from Python).
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl Error {
+    /// Names the file and tensor this error happened in.
+    #[must_use]
+    pub fn in_file(self, path: &std::path::Path, tensor: Option<&str>) -> Self {
+        match self {
+            already @ (Error::InFile { .. } | Error::Interrupted | Error::Io { .. }) => already,
+            other => Error::InFile {
+                path: path.display().to_string(),
+                tensor: tensor.map(str::to_owned),
+                source: Box::new(other),
+            },
+        }
+    }
+
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -10,6 +10,7 @@ compile_error!(
 
 pub mod dtype;
 pub mod error;
+pub mod file;
 pub mod kernels;
 pub mod layout;
 pub mod method;
@@ -22,7 +23,10 @@ pub use dtype::FloatDType;
 pub use error::{Error, Index, Result};
 pub use layout::Layout;
 pub use method::{Granularity, Method, TernaryScale};
-pub use quantize::{QuantizeOptions, Quantized, dequantize, pack, quantize, unpack};
+pub use quantize::{
+    QuantizeOptions, Quantized, dequantize, group_scales, pack, quantize, quantize_with_scales,
+    unpack,
+};
 pub use simd::SimdLevel;
 pub use stats::ErrorStats;
 pub use tensor::TensorView;

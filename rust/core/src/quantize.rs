@@ -12,7 +12,7 @@ use crate::error::{Error, Index, Result};
 use crate::kernels::expand::{Values, expand16, expand32};
 use crate::kernels::reduce::abs_sum;
 use crate::kernels::ternarize::ternarize;
-use crate::layout::{Layout, PackedLayout, TILE_VALUES, Tile};
+use crate::layout::{Layout, PackedLayout, TILE_VALUES, Tile, require_nonempty};
 use crate::method::{Granularity, Method, TernaryScale};
 use crate::simd::SimdLevel;
 use crate::stats::ErrorStats;
@@ -99,15 +99,39 @@ fn absmean_scales(
         .collect())
 }
 
+/// The quantizer of each group of `view` (one group per tensor or per row).
+pub fn group_scales(
+    view: &TensorView<'_>,
+    method: Method,
+    granularity: Granularity,
+    level: SimdLevel,
+) -> Result<Vec<TernaryScale>> {
+    require_nonempty(view.shape())?;
+    match method {
+        Method::AbsMean => absmean_scales(view, granularity, level),
+    }
+}
+
 /// Quantizes `view` with `opts`.
 pub fn quantize(view: &TensorView<'_>, opts: &QuantizeOptions) -> Result<Quantized> {
-    let layout = opts.layout.get();
+    opts.layout.get().packed_shape(view.shape())?;
+    let scales = group_scales(view, opts.method, opts.granularity, opts.level)?;
+    quantize_with_scales(view, opts.layout, opts.granularity, &scales, opts.level)
+}
+
+/// Quantizes `view` with given group quantizers (see [`group_scales`]); the stats and the
+/// returned scales use each group's `scale`.
+pub fn quantize_with_scales(
+    view: &TensorView<'_>,
+    layout: Layout,
+    granularity: Granularity,
+    scales: &[TernaryScale],
+    level: SimdLevel,
+) -> Result<Quantized> {
+    let layout = layout.get();
     let packed_shape = layout.packed_shape(view.shape())?;
-    let level = opts.level;
-    let scales = match opts.method {
-        Method::AbsMean => absmean_scales(view, opts.granularity, level)?,
-    };
-    let (_, group_len) = opts.granularity.groups(view.shape());
+    let (groups, group_len) = granularity.groups(view.shape());
+    assert_eq!(scales.len(), groups, "one quantizer per group");
     let tiles = layout.tiles(view.shape());
     let mut packed = vec![0u8; packed_shape.iter().product()];
     let per_tile: Vec<ErrorStats> = tiles

@@ -5,11 +5,18 @@
 // PyO3 extracts arguments by value, and `map_err` hands errors over by value.
 #![allow(clippy::needless_pass_by_value)]
 
+use std::collections::HashMap;
+use std::path::PathBuf;
+
 use numpy::{PyArray1, PyReadonlyArray1};
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyList};
+use ryzq_core::file::{
+    Checkpoint, FileOptions, FileReport, LinearClass, OutputTensor, SafetensorsWriter, Selection,
+    TensorReport,
+};
 use ryzq_core::{
     ErrorStats, FloatDType, Granularity, Layout, Method, QuantizeOptions, SimdLevel, TensorView,
 };
@@ -174,6 +181,204 @@ fn simd_levels() -> Vec<&'static str> {
         .collect()
 }
 
+fn tensor_report_dict<'py>(py: Python<'py>, t: &TensorReport) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("name", &t.name)?;
+    d.set_item("dtype", &t.dtype)?;
+    d.set_item("shape", &t.shape)?;
+    d.set_item("kept_because", &t.kept_because)?;
+    d.set_item("scale", t.scale)?;
+    d.set_item(
+        "stats",
+        t.stats.as_ref().map(|s| stats_dict(py, s)).transpose()?,
+    )?;
+    d.set_item("bytes_in", t.bytes_in)?;
+    d.set_item("bytes_out", t.bytes_out)?;
+    d.set_item("read_seconds", t.read_seconds)?;
+    d.set_item("quantize_seconds", t.quantize_seconds)?;
+    d.set_item("write_seconds", t.write_seconds)?;
+    Ok(d)
+}
+
+fn file_report_dict<'py>(py: Python<'py>, r: &FileReport) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("src", &r.src)?;
+    d.set_item("dst", &r.dst)?;
+    d.set_item("layout", &r.layout)?;
+    d.set_item("method", &r.method)?;
+    d.set_item("granularity", &r.granularity)?;
+    d.set_item("linear_class", &r.linear_class)?;
+    let tensors = PyList::empty(py);
+    for t in &r.tensors {
+        tensors.append(tensor_report_dict(py, t)?)?;
+    }
+    d.set_item("tensors", tensors)?;
+    d.set_item("file_bytes_in", r.file_bytes_in)?;
+    d.set_item("file_bytes_out", r.file_bytes_out)?;
+    d.set_item("seconds", r.seconds)?;
+    d.set_item("threads", r.threads)?;
+    Ok(d)
+}
+
+/// Quantizes a safetensors file; returns the report as a dict. `progress(done, total, bytes)`
+/// is called after each tensor; Ctrl-C stops the work and leaves nothing behind.
+#[pyfunction]
+#[pyo3(signature = (src, dst, layout, method, granularity, linear_class, include, exclude, threads=None, progress=None, simd=None))]
+#[allow(clippy::too_many_arguments)]
+fn quantize_file<'py>(
+    py: Python<'py>,
+    src: PathBuf,
+    dst: PathBuf,
+    layout: &str,
+    method: &str,
+    granularity: &str,
+    linear_class: &str,
+    include: Vec<String>,
+    exclude: Vec<String>,
+    threads: Option<usize>,
+    progress: Option<Py<PyAny>>,
+    simd: Option<&str>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let opts = FileOptions {
+        layout: Layout::parse(layout).map_err(to_py)?,
+        method: Method::parse(method).map_err(to_py)?,
+        granularity: Granularity::parse(granularity).map_err(to_py)?,
+        linear_class: LinearClass::parse(linear_class).map_err(to_py)?,
+        selection: Selection::new(&include, &exclude).map_err(to_py)?,
+        level: SimdLevel::resolve(simd).map_err(to_py)?,
+        threads,
+    };
+    let mut raised: Option<PyErr> = None;
+    let result = py.detach(|| {
+        let mut on_tensor = |t: &TensorReport, done: usize, total: usize| {
+            Python::attach(|py| {
+                let called = match &progress {
+                    Some(f) => f.call1(py, (done, total, t.bytes_in)).map(drop),
+                    None => Ok(()),
+                };
+                called.and_then(|()| py.check_signals())
+            })
+            .map_err(|e| {
+                raised = Some(e);
+                ryzq_core::Error::Interrupted
+            })
+        };
+        ryzq_core::file::quantize_file(&src, &dst, &opts, &mut on_tensor)
+    });
+    match (result, raised) {
+        (Ok(report), _) => file_report_dict(py, &report),
+        (Err(_), Some(err)) => Err(err),
+        (Err(err), None) => Err(to_py(err)),
+    }
+}
+
+/// Dequantizes a file written by `quantize_file`; returns how many tensors were dequantized.
+#[pyfunction]
+#[pyo3(signature = (src, dst, dtype=None, simd=None))]
+fn dequantize_file(
+    py: Python<'_>,
+    src: PathBuf,
+    dst: PathBuf,
+    dtype: Option<&str>,
+    simd: Option<&str>,
+) -> PyResult<usize> {
+    let dtype = dtype.map(FloatDType::parse).transpose().map_err(to_py)?;
+    let level = SimdLevel::resolve(simd).map_err(to_py)?;
+    py.detach(|| ryzq_core::file::dequantize_file(&src, &dst, dtype, level))
+        .map_err(to_py)
+}
+
+/// The validated header of a safetensors file: size, `__metadata__`, and each tensor's name,
+/// dtype, shape and byte range, in file order.
+#[pyfunction]
+fn read_header(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyDict>> {
+    let checkpoint = py.detach(|| Checkpoint::open(&path)).map_err(to_py)?;
+    let d = PyDict::new(py);
+    d.set_item("size", checkpoint.size())?;
+    d.set_item("metadata", checkpoint.metadata().clone())?;
+    let tensors = PyList::empty(py);
+    for t in checkpoint.tensors() {
+        let e = PyDict::new(py);
+        e.set_item("name", &t.name)?;
+        e.set_item("dtype", ryzq_core::file::dtype_name(t.dtype))?;
+        e.set_item("shape", &t.shape)?;
+        e.set_item("start", t.range.start)?;
+        e.set_item("end", t.range.end)?;
+        tensors.append(e)?;
+    }
+    d.set_item("tensors", tensors)?;
+    Ok(d)
+}
+
+fn parse_safetensors_dtype(name: &str) -> PyResult<safetensors::Dtype> {
+    serde_json::from_value(serde_json::Value::String(name.to_owned()))
+        .map_err(|_| RyzqError::new_err(format!("unknown safetensors dtype {name:?}")))
+}
+
+/// Writes a safetensors file one tensor at a time: the layout is fixed up front, each tensor
+/// is written as it comes, and the file appears at its path only when `finish` succeeds.
+#[pyclass(module = "ryzq._ryzq")]
+struct SafetensorsFileWriter {
+    inner: Option<SafetensorsWriter>,
+}
+
+#[pymethods]
+impl SafetensorsFileWriter {
+    /// `tensors`: (name, safetensors dtype such as "BF16", shape) for every tensor.
+    #[new]
+    #[pyo3(signature = (path, tensors, metadata=None))]
+    fn new(
+        path: PathBuf,
+        tensors: Vec<(String, String, Vec<usize>)>,
+        metadata: Option<HashMap<String, String>>,
+    ) -> PyResult<Self> {
+        let outputs = tensors
+            .into_iter()
+            .map(|(name, dtype, shape)| {
+                Ok(OutputTensor {
+                    name,
+                    dtype: parse_safetensors_dtype(&dtype)?,
+                    shape,
+                })
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let writer = SafetensorsWriter::create(&path, &outputs, metadata.unwrap_or_default())
+            .map_err(|e| to_py(e.in_file(&path, None)))?;
+        Ok(Self {
+            inner: Some(writer),
+        })
+    }
+
+    /// Writes the raw little-endian bytes of tensor `name`.
+    fn write(
+        &mut self,
+        py: Python<'_>,
+        name: &str,
+        data: PyReadonlyArray1<'_, u8>,
+    ) -> PyResult<()> {
+        let bytes = contiguous(&data, "the tensor data")?;
+        let writer = self
+            .inner
+            .as_mut()
+            .ok_or_else(|| RyzqError::new_err("the writer is already finished"))?;
+        py.detach(|| writer.write(name, bytes)).map_err(to_py)
+    }
+
+    /// Moves the file into place; fails if a tensor was not written.
+    fn finish(&mut self) -> PyResult<()> {
+        let writer = self
+            .inner
+            .take()
+            .ok_or_else(|| RyzqError::new_err("the writer is already finished"))?;
+        writer.finish().map_err(to_py)
+    }
+
+    /// Discards the unfinished file.
+    fn abort(&mut self) {
+        self.inner = None;
+    }
+}
+
 #[pymodule(gil_used = false)]
 fn _ryzq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("RyzqError", m.py().get_type::<RyzqError>())?;
@@ -184,6 +389,10 @@ fn _ryzq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(packed_shape, m)?)?;
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;
     m.add_function(wrap_pyfunction!(simd_levels, m)?)?;
+    m.add_function(wrap_pyfunction!(quantize_file, m)?)?;
+    m.add_function(wrap_pyfunction!(dequantize_file, m)?)?;
+    m.add_function(wrap_pyfunction!(read_header, m)?)?;
+    m.add_class::<SafetensorsFileWriter>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

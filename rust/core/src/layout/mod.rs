@@ -111,7 +111,7 @@ pub(crate) fn flat_tiles(numel: usize, block: usize, per_byte: usize) -> Vec<Til
         .collect()
 }
 
-pub(crate) fn require_nonempty(shape: &[usize]) -> Result<usize> {
+pub fn require_nonempty(shape: &[usize]) -> Result<usize> {
     if shape.is_empty() {
         return Err(Error::Shape(
             "a 0-d (scalar) tensor cannot be quantized: give at least one dimension".into(),

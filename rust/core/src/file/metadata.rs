@@ -1,0 +1,59 @@
+//! The description ryzq writes into a quantized file's `__metadata__` (key `ryzq`, a JSON
+//! string), so that the file says how to read it back without anything else.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+pub const KEY: &str = "ryzq";
+pub const VERSION: u32 = 1;
+
+/// How a stored scale turns codes into weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScaleConvention {
+    /// `w = code * scale` (absmean; transformers' `autobitlinear`, ryzq's own layouts)
+    Multiply,
+    /// `w = code / scale` (reciprocal; transformers' `bitlinear`)
+    Divide,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuantizedTensor {
+    pub layout: String,
+    pub method: String,
+    pub granularity: String,
+    /// safetensors dtype of the original tensor
+    pub dtype: String,
+    pub shape: Vec<usize>,
+    /// name of the tensor holding the scales
+    pub scale: String,
+    pub scale_convention: ScaleConvention,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RyzqMetadata {
+    pub version: u32,
+    pub quantized: BTreeMap<String, QuantizedTensor>,
+}
+
+impl RyzqMetadata {
+    #[must_use]
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("plain data serializes")
+    }
+
+    pub fn from_json(text: &str) -> Result<Self> {
+        let meta: Self = serde_json::from_str(text)
+            .map_err(|e| Error::Format(format!("unreadable ryzq metadata: {e}")))?;
+        if meta.version != VERSION {
+            return Err(Error::Format(format!(
+                "ryzq metadata version {} is not one this ryzq reads ({VERSION})",
+                meta.version
+            )));
+        }
+        Ok(meta)
+    }
+}

@@ -1,0 +1,397 @@
+//! `quantize_file`: a safetensors checkpoint in, its packed ternary version out, one tensor at
+//! a time, with a report of what happened to every tensor.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+use safetensors::Dtype;
+
+use crate::dtype::FloatDType;
+use crate::error::{Error, Result};
+use crate::file::metadata::{self, QuantizedTensor, RyzqMetadata, ScaleConvention};
+use crate::file::reader::{Checkpoint, StoredTensor};
+use crate::file::report::{FileReport, TensorReport};
+use crate::file::select::{Decision, Selection};
+use crate::file::writer::{OutputTensor, SafetensorsWriter};
+use crate::file::{dtype_name, float_dtype};
+use crate::layout::Layout;
+use crate::method::{Granularity, Method, TernaryScale};
+use crate::simd::SimdLevel;
+use crate::tensor::TensorView;
+use crate::{group_scales, quantize_with_scales};
+
+/// transformers' two BitNet layer classes, which store opposite scales.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LinearClass {
+    /// `weight_scale = 1 / absmean`; the layer divides by it (the default in transformers).
+    BitLinear,
+    /// `weight_scale = absmean`; the layer multiplies by it (`quantization_mode: offline`).
+    AutoBitLinear,
+}
+
+impl LinearClass {
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "bitlinear" => Ok(LinearClass::BitLinear),
+            "autobitlinear" => Ok(LinearClass::AutoBitLinear),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown linear_class {other:?}: expected bitlinear or autobitlinear"
+            ))),
+        }
+    }
+
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            LinearClass::BitLinear => "bitlinear",
+            LinearClass::AutoBitLinear => "autobitlinear",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FileOptions {
+    pub layout: Layout,
+    pub method: Method,
+    pub granularity: Granularity,
+    pub linear_class: LinearClass,
+    pub selection: Selection,
+    pub level: SimdLevel,
+    /// Threads for the kernels; `None` uses rayon's global pool (every core).
+    pub threads: Option<usize>,
+}
+
+/// The name under which the scales of quantized tensor `name` are stored.
+#[must_use]
+pub fn scale_name(name: &str) -> String {
+    name.strip_suffix(".weight").map_or_else(
+        || format!("{name}_scale"),
+        |base| format!("{base}.weight_scale"),
+    )
+}
+
+/// How the scales of one quantized tensor are stored.
+struct ScaleStorage {
+    name: String,
+    dtype: Dtype,
+    convention: ScaleConvention,
+}
+
+enum Plan {
+    Quantize {
+        packed_shape: Vec<usize>,
+        scale: ScaleStorage,
+    },
+    Keep(String),
+}
+
+fn round_to(dtype: Dtype, value: f32) -> f32 {
+    match dtype {
+        Dtype::BF16 => half::bf16::from_f32(value).to_f32(),
+        Dtype::F16 => half::f16::from_f32(value).to_f32(),
+        _ => value,
+    }
+}
+
+fn encode(dtype: Dtype, values: &[f32]) -> Vec<u8> {
+    match dtype {
+        Dtype::BF16 => values
+            .iter()
+            .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+            .collect(),
+        Dtype::F16 => values
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect(),
+        _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    }
+}
+
+/// The values to store for `scales`, and the scales adjusted to what the stored values mean
+/// once rounded to their dtype, so that the reported error is that of the file as written.
+fn stored_scales(storage: &ScaleStorage, scales: &mut [TernaryScale]) -> Result<Vec<f32>> {
+    let mut stored = Vec::with_capacity(scales.len());
+    for s in scales.iter_mut() {
+        let value = match storage.convention {
+            ScaleConvention::Divide => {
+                let inv = round_to(storage.dtype, s.inv);
+                if !inv.is_finite() {
+                    return Err(Error::InvalidArgument(format!(
+                        "its weight_scale 1/absmean = {} overflows {:?}; use linear_class \
+                         autobitlinear, which stores absmean",
+                        s.inv, storage.dtype
+                    )));
+                }
+                s.scale = 1.0 / inv;
+                inv
+            }
+            ScaleConvention::Multiply => {
+                let scale = round_to(storage.dtype, s.scale);
+                s.scale = scale;
+                scale
+            }
+        };
+        stored.push(value);
+    }
+    Ok(stored)
+}
+
+fn plan(tensor: &StoredTensor, opts: &FileOptions) -> Result<Plan> {
+    if let Decision::Keep(reason) = opts
+        .selection
+        .decide(&tensor.name, tensor.dtype, &tensor.shape)
+    {
+        return Ok(Plan::Keep(reason));
+    }
+    if tensor.numel() == 0 {
+        return Err(Error::Shape(format!(
+            "shape {:?} has no elements, so it has no scale to quantize with; exclude it",
+            tensor.shape
+        )));
+    }
+    let packed_shape = match opts.layout.get().packed_shape(&tensor.shape) {
+        Ok(shape) => shape,
+        Err(e) => {
+            return Ok(Plan::Keep(format!(
+                "cannot use layout {}: {e}",
+                opts.layout.name()
+            )));
+        }
+    };
+    let (dtype, convention) = match (opts.layout, opts.linear_class) {
+        (Layout::Bitnet, LinearClass::BitLinear) => (tensor.dtype, ScaleConvention::Divide),
+        (Layout::Bitnet, LinearClass::AutoBitLinear) => (tensor.dtype, ScaleConvention::Multiply),
+        _ => (Dtype::F32, ScaleConvention::Multiply),
+    };
+    Ok(Plan::Quantize {
+        packed_shape,
+        scale: ScaleStorage {
+            name: scale_name(&tensor.name),
+            dtype,
+            convention,
+        },
+    })
+}
+
+/// Refuses `dst` when it is `src` itself (or a link to it).
+pub(crate) fn check_distinct(src: &Path, dst: &Path) -> Result<()> {
+    let same = match (std::fs::metadata(src), std::fs::metadata(dst)) {
+        #[cfg(unix)]
+        (Ok(a), Ok(b)) => {
+            use std::os::unix::fs::MetadataExt;
+            a.dev() == b.dev() && a.ino() == b.ino()
+        }
+        _ => std::fs::canonicalize(src).ok() == std::fs::canonicalize(dst).ok() && dst.exists(),
+    };
+    if same {
+        return Err(Error::InvalidArgument(format!(
+            "{}: the output would overwrite the input; choose another destination",
+            dst.display()
+        )));
+    }
+    let dir = match dst.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::InvalidArgument(format!(
+            "{}: the output folder {} does not exist",
+            dst.display(),
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+fn thread_pool(threads: Option<usize>) -> Result<Option<rayon::ThreadPool>> {
+    threads
+        .map(|n| {
+            if n == 0 {
+                return Err(Error::InvalidArgument("threads must be at least 1".into()));
+            }
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .map_err(|e| Error::InvalidArgument(format!("cannot start {n} threads: {e}")))
+        })
+        .transpose()
+}
+
+/// Quantizes the checkpoint `src` into `dst`. `progress` is called after each tensor with its
+/// report, the number of tensors done and their total; an error from it stops the work.
+/// On any error nothing is left at `dst` (an existing file there is untouched).
+pub fn quantize_file(
+    src: &Path,
+    dst: &Path,
+    opts: &FileOptions,
+    progress: &mut dyn FnMut(&TensorReport, usize, usize) -> Result<()>,
+) -> Result<FileReport> {
+    let start = Instant::now();
+    if opts.layout == Layout::Bitnet && opts.granularity != Granularity::Tensor {
+        return Err(Error::InvalidArgument(
+            "the bitnet layout stores one weight_scale per tensor: use granularity tensor, or \
+             layout i2 or t1 for per-row scales"
+                .into(),
+        ));
+    }
+    check_distinct(src, dst)?;
+    let pool = thread_pool(opts.threads)?;
+    let checkpoint = Checkpoint::open(src)?;
+    let in_file = |e: Error, t: &StoredTensor| e.in_file(src, Some(&t.name));
+
+    let mut plans = Vec::with_capacity(checkpoint.tensors().len());
+    let mut outputs = Vec::new();
+    let mut description = RyzqMetadata {
+        version: metadata::VERSION,
+        ..RyzqMetadata::default()
+    };
+    for t in checkpoint.tensors() {
+        let plan = plan(t, opts).map_err(|e| in_file(e, t))?;
+        match &plan {
+            Plan::Quantize {
+                packed_shape,
+                scale,
+            } => {
+                if checkpoint.tensor(&scale.name).is_some() {
+                    return Err(in_file(
+                        Error::Format(format!(
+                            "its scales would be stored as {:?}, which the file already has",
+                            scale.name
+                        )),
+                        t,
+                    ));
+                }
+                let (groups, _) = opts.granularity.groups(&t.shape);
+                outputs.push(OutputTensor {
+                    name: t.name.clone(),
+                    dtype: Dtype::U8,
+                    shape: packed_shape.clone(),
+                });
+                outputs.push(OutputTensor {
+                    name: scale.name.clone(),
+                    dtype: scale.dtype,
+                    shape: vec![groups],
+                });
+                description.quantized.insert(
+                    t.name.clone(),
+                    QuantizedTensor {
+                        layout: opts.layout.name().into(),
+                        method: opts.method.name().into(),
+                        granularity: opts.granularity.name().into(),
+                        dtype: dtype_name(t.dtype),
+                        shape: t.shape.clone(),
+                        scale: scale.name.clone(),
+                        scale_convention: scale.convention,
+                    },
+                );
+            }
+            Plan::Keep(_) => outputs.push(OutputTensor {
+                name: t.name.clone(),
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+            }),
+        }
+        plans.push(plan);
+    }
+
+    let mut header_metadata: HashMap<String, String> = checkpoint.metadata().clone();
+    header_metadata
+        .entry("format".into())
+        .or_insert_with(|| "pt".into());
+    header_metadata.insert(metadata::KEY.into(), description.to_json());
+    let mut writer = SafetensorsWriter::create(dst, &outputs, header_metadata)
+        .map_err(|e| e.in_file(dst, None))?;
+
+    let total = plans.len();
+    let mut reports = Vec::with_capacity(total);
+    for (i, (t, plan)) in checkpoint.tensors().iter().zip(&plans).enumerate() {
+        let t0 = Instant::now();
+        std::hint::black_box(checkpoint.prefault(t));
+        let t1 = Instant::now();
+        let bytes = checkpoint.bytes(t);
+        let mut report = TensorReport {
+            name: t.name.clone(),
+            dtype: dtype_name(t.dtype),
+            shape: t.shape.clone(),
+            kept_because: None,
+            scale: None,
+            stats: None,
+            bytes_in: bytes.len() as u64,
+            bytes_out: bytes.len() as u64,
+            read_seconds: (t1 - t0).as_secs_f64(),
+            quantize_seconds: 0.0,
+            write_seconds: 0.0,
+        };
+        match plan {
+            Plan::Keep(reason) => {
+                report.kept_because = Some(reason.clone());
+                writer.write(&t.name, bytes)?;
+                report.write_seconds = t1.elapsed().as_secs_f64();
+            }
+            Plan::Quantize { scale, .. } => {
+                let dtype: FloatDType = float_dtype(t.dtype).expect("planned for float tensors");
+                let view = TensorView::new(bytes, dtype, &t.shape).map_err(|e| in_file(e, t))?;
+                let work = || -> Result<_> {
+                    let mut scales =
+                        group_scales(&view, opts.method, opts.granularity, opts.level)?;
+                    let stored = stored_scales(scale, &mut scales)?;
+                    let q = quantize_with_scales(
+                        &view,
+                        opts.layout,
+                        opts.granularity,
+                        &scales,
+                        opts.level,
+                    )?;
+                    Ok((stored, q))
+                };
+                let (stored, q) = match &pool {
+                    Some(pool) => pool.install(work),
+                    None => work(),
+                }
+                .map_err(|e| in_file(e, t))?;
+                let t2 = Instant::now();
+                let scale_bytes = encode(scale.dtype, &stored);
+                writer.write(&t.name, &q.packed)?;
+                writer.write(&scale.name, &scale_bytes)?;
+                report.quantize_seconds = (t2 - t1).as_secs_f64();
+                report.write_seconds = t2.elapsed().as_secs_f64();
+                report.bytes_out = (q.packed.len() + scale_bytes.len()) as u64;
+                report.scale = (q.scales.len() == 1).then(|| q.scales[0]);
+                report.stats = Some(q.stats);
+            }
+        }
+        checkpoint.release(t);
+        progress(&report, i + 1, total)?;
+        reports.push(report);
+    }
+    let file_bytes_out = writer.size();
+    writer.finish()?;
+    Ok(FileReport {
+        src: src.display().to_string(),
+        dst: dst.display().to_string(),
+        layout: opts.layout.name().into(),
+        method: opts.method.name().into(),
+        granularity: opts.granularity.name().into(),
+        linear_class: opts.linear_class.name().into(),
+        tensors: reports,
+        file_bytes_in: checkpoint.size(),
+        file_bytes_out,
+        seconds: start.elapsed().as_secs_f64(),
+        threads: pool.as_ref().map_or_else(
+            rayon::current_num_threads,
+            rayon::ThreadPool::current_num_threads,
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scale_name;
+
+    #[test]
+    fn scale_names() {
+        assert_eq!(scale_name("a.q_proj.weight"), "a.q_proj.weight_scale");
+        assert_eq!(scale_name("lm_head"), "lm_head_scale");
+    }
+}

@@ -1,0 +1,267 @@
+//! Opening a safetensors file: the header is validated by the `safetensors` crate's rules; when
+//! it fails, ryzq looks again to say which tensor and what is wrong.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use memmap2::{Mmap, UncheckedAdvice};
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{Error, Result};
+
+/// The header length field, and the most the format allows.
+const LEN_BYTES: usize = 8;
+const MAX_HEADER: u64 = 100_000_000;
+
+#[derive(Debug, Clone)]
+pub struct StoredTensor {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    /// Byte range in the file.
+    pub range: Range<usize>,
+}
+
+impl StoredTensor {
+    #[must_use]
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// A memory-mapped, validated safetensors file.
+pub struct Checkpoint {
+    path: PathBuf,
+    map: Mmap,
+    tensors: Vec<StoredTensor>,
+    metadata: HashMap<String, String>,
+    size: u64,
+}
+
+impl Checkpoint {
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        if size < LEN_BYTES as u64 {
+            return Err(format_error(
+                path,
+                None,
+                format!(
+                    "truncated file: {size} bytes, but a safetensors file starts with an \
+                     8-byte header length"
+                ),
+            ));
+        }
+        // SAFETY: the map is only read. Another process truncating or rewriting the file
+        // while ryzq reads it is outside what any reader can guard against.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let (header_len, meta) =
+            SafeTensors::read_metadata(&map).map_err(|e| diagnose(path, &map, &e.to_string()))?;
+        let data_start = LEN_BYTES + header_len;
+        let info = meta.tensors();
+        let tensors = meta
+            .offset_keys()
+            .into_iter()
+            .map(|name| {
+                let t = info[&name];
+                StoredTensor {
+                    dtype: t.dtype,
+                    shape: t.shape.clone(),
+                    range: data_start + t.data_offsets.0..data_start + t.data_offsets.1,
+                    name,
+                }
+            })
+            .collect();
+        Ok(Self {
+            path: path.to_path_buf(),
+            map,
+            tensors,
+            metadata: meta.metadata().clone().unwrap_or_default(),
+            size,
+        })
+    }
+
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Tensors in the order of their data in the file.
+    #[must_use]
+    pub fn tensors(&self) -> &[StoredTensor] {
+        &self.tensors
+    }
+
+    #[must_use]
+    pub fn tensor(&self, name: &str) -> Option<&StoredTensor> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+
+    /// The header's `__metadata__` map.
+    #[must_use]
+    pub fn metadata(&self) -> &HashMap<String, String> {
+        &self.metadata
+    }
+
+    #[must_use]
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    #[must_use]
+    pub fn bytes(&self, tensor: &StoredTensor) -> &[u8] {
+        &self.map[tensor.range.clone()]
+    }
+
+    /// Reads one byte of every page of the tensor, so that the file is read (from disk or page
+    /// cache) here and not in the middle of the kernels; returns a value so the reads stay.
+    #[must_use]
+    pub fn prefault(&self, tensor: &StoredTensor) -> u8 {
+        self.bytes(tensor)
+            .iter()
+            .step_by(4096)
+            .fold(0u8, |acc, &b| acc ^ b)
+    }
+
+    /// Drops the tensor's pages from this process's memory (the page cache keeps them), so
+    /// that resident memory does not grow with the file.
+    pub fn release(&self, tensor: &StoredTensor) {
+        if tensor.range.is_empty() {
+            return;
+        }
+        // SAFETY: the map is a read-only, file-backed mapping: dropping its pages only makes
+        // the next read fetch them from the file again. No slice of the map outlives this
+        // call in a way that depends on the pages staying resident.
+        let _ = unsafe {
+            self.map.unchecked_advise_range(
+                UncheckedAdvice::DontNeed,
+                tensor.range.start,
+                tensor.range.len(),
+            )
+        };
+    }
+}
+
+fn format_error(path: &Path, tensor: Option<&str>, message: String) -> Error {
+    Error::Format(message).in_file(path, tensor)
+}
+
+/// Says what is wrong with a header the `safetensors` crate refused, naming the tensor where
+/// there is one; falls back to the crate's own message.
+fn diagnose(path: &Path, file: &[u8], crate_message: &str) -> Error {
+    let size = file.len();
+    let n = u64::from_le_bytes(file[..LEN_BYTES].try_into().expect("8 bytes"));
+    if n > MAX_HEADER {
+        return format_error(
+            path,
+            None,
+            format!("header length {n} is over the format's limit of {MAX_HEADER} bytes"),
+        );
+    }
+    let n = n as usize;
+    if LEN_BYTES + n > size {
+        return format_error(
+            path,
+            None,
+            format!(
+                "header length {n} runs past the end of the file ({size} bytes): the file is \
+                 truncated or not a safetensors file"
+            ),
+        );
+    }
+    let header: serde_json::Value = match serde_json::from_slice(&file[LEN_BYTES..LEN_BYTES + n]) {
+        Ok(v) => v,
+        Err(e) => {
+            return format_error(path, None, format!("header is not valid JSON: {e}"));
+        }
+    };
+    let Some(entries) = header.as_object() else {
+        return format_error(path, None, "header is not a JSON object".into());
+    };
+    let data_len = size - LEN_BYTES - n;
+    let mut spans: Vec<(usize, usize, &str)> = Vec::new();
+    for (name, entry) in entries {
+        if name == "__metadata__" {
+            continue;
+        }
+        let bad = |what: String| format_error(path, Some(name), what);
+        let Some(dtype) = entry.get("dtype") else {
+            return bad("no dtype".into());
+        };
+        let dtype: Dtype = match serde_json::from_value(dtype.clone()) {
+            Ok(d) => d,
+            Err(_) => return bad(format!("unknown dtype {dtype}")),
+        };
+        let Some(shape) = entry
+            .get("shape")
+            .and_then(|s| serde_json::from_value::<Vec<usize>>(s.clone()).ok())
+        else {
+            return bad("shape is missing or not a list of sizes".into());
+        };
+        let Some((start, end)) = entry
+            .get("data_offsets")
+            .and_then(|s| serde_json::from_value::<(usize, usize)>(s.clone()).ok())
+        else {
+            return bad("data_offsets is missing or not [start, end]".into());
+        };
+        if end < start {
+            return bad(format!(
+                "data_offsets [{start}, {end}] end before they start"
+            ));
+        }
+        let need = shape
+            .iter()
+            .try_fold(dtype.bitsize(), |a, &d| a.checked_mul(d))
+            .map(|bits| bits / 8);
+        if need != Some(end - start) {
+            return bad(format!(
+                "data_offsets [{start}, {end}] hold {} bytes, but {dtype:?} of shape {shape:?} \
+                 needs {}",
+                end - start,
+                need.map_or("more than fits in memory".into(), |b| b.to_string())
+            ));
+        }
+        if end > data_len {
+            return bad(format!(
+                "data_offsets [{start}, {end}] run past the end of the data ({data_len} bytes): \
+                 the file is truncated"
+            ));
+        }
+        spans.push((start, end, name));
+    }
+    spans.sort_unstable();
+    let mut next = 0;
+    for &(start, end, name) in &spans {
+        if start < next {
+            return format_error(
+                path,
+                Some(name),
+                format!("data_offsets [{start}, {end}] overlap the previous tensor's data"),
+            );
+        }
+        if start > next {
+            return format_error(
+                path,
+                Some(name),
+                format!("data_offsets [{start}, {end}] leave a gap after byte {next}"),
+            );
+        }
+        next = end;
+    }
+    if next != data_len {
+        return format_error(
+            path,
+            None,
+            format!(
+                "the tensors' data ends at byte {next}, but the file holds {data_len} bytes of data"
+            ),
+        );
+    }
+    format_error(
+        path,
+        None,
+        format!("invalid safetensors file: {crate_message}"),
+    )
+}

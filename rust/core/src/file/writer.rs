@@ -1,0 +1,179 @@
+//! Writing a safetensors file whose tensors arrive one at a time, in any order.
+//!
+//! The whole layout (header and every tensor's offsets) is fixed first, so each tensor is
+//! written at its place as soon as it is ready and never held for later. The `safetensors`
+//! crate's serializer instead pulls every tensor through an infallible `View::data`, which
+//! leaves no way to report an error in the middle of a tensor. Tensors are laid out by
+//! decreasing alignment, as that serializer does, so every one starts at an offset aligned for
+//! its dtype. The file is written under a temporary name beside the destination and renamed
+//! into place only by [`SafetensorsWriter::finish`]; dropped unfinished, it is removed.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use safetensors::Dtype;
+use safetensors::tensor::{Metadata, TensorInfo};
+use tempfile::NamedTempFile;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputTensor {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+}
+
+impl OutputTensor {
+    #[must_use]
+    pub fn nbytes(&self) -> usize {
+        self.shape.iter().product::<usize>() * self.dtype.bitsize() / 8
+    }
+}
+
+pub struct SafetensorsWriter {
+    file: NamedTempFile,
+    dst: PathBuf,
+    data_start: u64,
+    /// name -> (offset in the data, length, written yet)
+    slots: HashMap<String, (u64, usize, bool)>,
+    size: u64,
+}
+
+fn write_at(file: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
+    }
+    #[cfg(windows)]
+    {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = std::os::windows::fs::FileExt::seek_write(
+                file,
+                &buf[done..],
+                offset + done as u64,
+            )?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+impl SafetensorsWriter {
+    /// Creates the temporary file beside `dst` and writes the header.
+    pub fn create(
+        dst: &Path,
+        tensors: &[OutputTensor],
+        metadata: HashMap<String, String>,
+    ) -> Result<Self> {
+        let mut order: Vec<&OutputTensor> = tensors.iter().collect();
+        order.sort_by_key(|t| std::cmp::Reverse(t.dtype.bitsize()));
+        let mut offset = 0usize;
+        let mut infos = Vec::with_capacity(order.len());
+        let mut slots = HashMap::with_capacity(order.len());
+        for t in order {
+            let n = t.nbytes();
+            infos.push((
+                t.name.clone(),
+                TensorInfo {
+                    dtype: t.dtype,
+                    shape: t.shape.clone(),
+                    data_offsets: (offset, offset + n),
+                },
+            ));
+            if slots
+                .insert(t.name.clone(), (offset as u64, n, false))
+                .is_some()
+            {
+                return Err(Error::Format(format!(
+                    "two output tensors are named {:?}",
+                    t.name
+                )));
+            }
+            offset += n;
+        }
+        let metadata = Metadata::new(Some(metadata), infos)
+            .map_err(|e| Error::Format(format!("cannot lay out the output: {e}")))?;
+        let mut header = serde_json::to_vec(&metadata)
+            .map_err(|e| Error::Format(format!("cannot write the output header: {e}")))?;
+        header.resize(header.len().next_multiple_of(8), b' ');
+
+        let dir = match dst.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let prefix = format!(
+            ".{}.",
+            dst.file_name()
+                .map_or("out".into(), |n| n.to_string_lossy())
+        );
+        let file = tempfile::Builder::new()
+            .prefix(&prefix)
+            .suffix(".ryzq-partial")
+            .tempfile_in(&dir)
+            .map_err(|e| Error::io(&dir, e))?;
+        let data_start = 8 + header.len() as u64;
+        let size = data_start + offset as u64;
+        let f = file.as_file();
+        let tmp = file.path().to_path_buf();
+        // Temporary files are private (0600); the result is an ordinary, readable file.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(std::fs::Permissions::from_mode(0o644))
+                .map_err(|e| Error::io(&tmp, e))?;
+        }
+        write_at(f, &(header.len() as u64).to_le_bytes(), 0).map_err(|e| Error::io(&tmp, e))?;
+        write_at(f, &header, 8).map_err(|e| Error::io(&tmp, e))?;
+        f.set_len(size).map_err(|e| Error::io(&tmp, e))?;
+        Ok(Self {
+            file,
+            dst: dst.to_path_buf(),
+            data_start,
+            slots,
+            size,
+        })
+    }
+
+    /// Writes the data of the tensor `name`, which must have its planned size.
+    pub fn write(&mut self, name: &str, data: &[u8]) -> Result<()> {
+        let Some((offset, len, written)) = self.slots.get_mut(name) else {
+            return Err(Error::Format(format!("no output tensor is named {name:?}")));
+        };
+        if data.len() != *len {
+            return Err(Error::Size {
+                what: format!("output tensor {name:?}"),
+                actual: data.len(),
+                expected: *len,
+            });
+        }
+        *written = true;
+        let at = self.data_start + *offset;
+        write_at(self.file.as_file(), data, at).map_err(|e| Error::io(self.file.path(), e))
+    }
+
+    /// Size of the finished file in bytes.
+    #[must_use]
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Renames the file into place once every tensor has been written.
+    pub fn finish(self) -> Result<()> {
+        if let Some((name, _)) = self.slots.iter().find(|(_, (_, _, w))| !w) {
+            return Err(Error::Format(format!(
+                "output tensor {name:?} was never written"
+            )));
+        }
+        let dst = self.dst;
+        self.file
+            .persist(&dst)
+            .map_err(|e| Error::io(&dst, e.error))?;
+        Ok(())
+    }
+}

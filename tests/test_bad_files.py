@@ -1,0 +1,180 @@
+"""Bad checkpoints and destinations: a RyzqError naming the file (and tensor), nothing written."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ryzq
+from checkpoints import digest, raw_file, tiny_model, write
+
+W = "model.layers.0.mlp.up_proj.weight"
+
+
+def valid(tmp_path):
+    return write(tmp_path / "in.safetensors", tiny_model("F32"))
+
+
+def truncated(tmp_path):
+    path = valid(tmp_path)
+    path.write_bytes(path.read_bytes()[:-100])
+    return path, "the file is truncated"
+
+
+def shorter_than_a_header(tmp_path):
+    path = tmp_path / "in.safetensors"
+    path.write_bytes(b"\x10\x00")
+    return path, "truncated file: 2 bytes"
+
+
+def header_past_end(tmp_path):
+    header = {W: {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}
+    return raw_file(tmp_path / "in.safetensors", header, bytes(16), length=10**6), (
+        "header length 1000000 runs past the end of the file"
+    )
+
+
+def header_not_json(tmp_path):
+    return raw_file(tmp_path / "in.safetensors", b"{not json}      ", b""), "not valid JSON"
+
+
+def header_too_large(tmp_path):
+    return raw_file(tmp_path / "in.safetensors", b"{}", b"", length=200_000_000), (
+        "over the format's limit"
+    )
+
+
+def offsets_out_of_bounds(tmp_path):
+    header = {W: {"dtype": "F32", "shape": [16, 16], "data_offsets": [0, 1024]}}
+    return raw_file(tmp_path / "in.safetensors", header, bytes(64)), (
+        f'tensor "{W}": data_offsets [0, 1024] run past the end of the data (64 bytes)'
+    )
+
+
+def offsets_overlap(tmp_path):
+    header = {
+        "a.weight": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+        "b.weight": {"dtype": "F32", "shape": [4], "data_offsets": [8, 24]},
+    }
+    return raw_file(tmp_path / "in.safetensors", header, bytes(24)), (
+        'tensor "b.weight": data_offsets [8, 24] overlap'
+    )
+
+
+def offsets_do_not_match_shape(tmp_path):
+    header = {W: {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 12]}}
+    return raw_file(tmp_path / "in.safetensors", header, bytes(12)), (
+        f'tensor "{W}": data_offsets [0, 12] hold 12 bytes, but F32 of shape [2, 2] needs 16'
+    )
+
+
+def unknown_dtype(tmp_path):
+    header = {W: {"dtype": "F99", "shape": [2, 2], "data_offsets": [0, 16]}}
+    return raw_file(tmp_path / "in.safetensors", header, bytes(16)), (
+        f'tensor "{W}": unknown dtype "F99"'
+    )
+
+
+def zero_size_weight(tmp_path):
+    state = tiny_model("F32")
+    state[W] = np.zeros((0, 32), np.float32)
+    return write(tmp_path / "in.safetensors", state), f'tensor "{W}": shape [0, 32] has no elements'
+
+
+def nan_weight(tmp_path):
+    state = tiny_model("F32")
+    state[W][3, 7] = np.nan
+    state[W][5, 1] = np.inf
+    return write(tmp_path / "in.safetensors", state), (
+        f'tensor "{W}": 2 non-finite values (NaN or infinity) in the weights; the first is NaN '
+        "at index (3, 7)"
+    )
+
+
+CASES = [
+    truncated,
+    shorter_than_a_header,
+    header_past_end,
+    header_not_json,
+    header_too_large,
+    offsets_out_of_bounds,
+    offsets_overlap,
+    offsets_do_not_match_shape,
+    unknown_dtype,
+    zero_size_weight,
+    nan_weight,
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])
+def test_bad_checkpoint(tmp_path, case):
+    src, message = case(tmp_path)
+    before = digest(src)
+    dst = tmp_path / "out.safetensors"
+    with pytest.raises(ryzq.RyzqError) as err:
+        ryzq.quantize_file(src, dst)
+    text = str(err.value)
+    assert text.startswith(str(src)), text
+    assert message.lower() in text.lower(), text
+    assert not dst.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.safetensors"]
+    assert digest(src) == before
+
+
+def test_an_existing_destination_is_untouched_on_error(tmp_path):
+    src, _ = nan_weight(tmp_path)
+    dst = tmp_path / "out.safetensors"
+    dst.write_bytes(b"precious")
+    with pytest.raises(ryzq.RyzqError):
+        ryzq.quantize_file(src, dst)
+    assert dst.read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.safetensors", "out.safetensors"]
+
+
+def test_missing_destination_folder(tmp_path):
+    src = valid(tmp_path)
+    dst = tmp_path / "no" / "such" / "out.safetensors"
+    with pytest.raises(ryzq.RyzqError, match="does not exist"):
+        ryzq.quantize_file(src, dst)
+    assert not (tmp_path / "no").exists()
+
+
+def test_unwritable_destination(tmp_path):
+    src = valid(tmp_path)
+    dst = tmp_path / "a_folder"
+    dst.mkdir()
+    with pytest.raises(ryzq.RyzqError, match=str(dst)):
+        ryzq.quantize_file(src, dst)
+    assert dst.is_dir() and not any(dst.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_folder", "in.safetensors"]
+
+
+def test_destination_equal_to_source_is_refused(tmp_path):
+    src = valid(tmp_path)
+    before = digest(src)
+    link = tmp_path / "link.safetensors"
+    os.symlink(src, link)
+    for dst in (src, link, Path(tmp_path / "." / "in.safetensors")):
+        with pytest.raises(ryzq.RyzqError, match="would overwrite the input"):
+            ryzq.quantize_file(src, dst)
+        with pytest.raises(ryzq.RyzqError, match="would overwrite the input"):
+            ryzq.dequantize_file(src, dst)
+    assert digest(src) == before
+
+
+def test_missing_source(tmp_path):
+    with pytest.raises(ryzq.RyzqError, match="No such file"):
+        ryzq.quantize_file(tmp_path / "nope.safetensors", tmp_path / "out.safetensors")
+
+
+def test_dequantize_needs_ryzq_metadata(tmp_path):
+    src = valid(tmp_path)
+    with pytest.raises(ryzq.RyzqError, match="not written by ryzq"):
+        ryzq.dequantize_file(src, tmp_path / "out.safetensors")
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_bad_glob_pattern(tmp_path):
+    with pytest.raises(ryzq.RyzqError, match="bad glob pattern"):
+        ryzq.quantize_file(valid(tmp_path), tmp_path / "o.safetensors", include="[")

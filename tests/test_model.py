@@ -1,0 +1,112 @@
+"""quantize_model: Hugging Face model folders, single-file and sharded."""
+
+import json
+
+import pytest
+from safetensors import safe_open
+
+import ryzq
+from checkpoints import tiny_model, write
+
+
+def make_folder(root, shards: int):
+    root.mkdir()
+    state = tiny_model("BF16", layers=3)
+    (root / "config.json").write_text(json.dumps({"model_type": "bitnet", "hidden_size": 32}))
+    (root / "tokenizer.json").write_text('{"tokenizer": true}')
+    (root / "extra").mkdir()
+    (root / "extra" / "notes.txt").write_text("kept")
+    if shards == 1:
+        write(root / "model.safetensors", state)
+        return state
+    names = sorted(state)
+    weight_map = {}
+    for i in range(shards):
+        shard = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        part = {n: state[n] for n in names[i::shards]}
+        write(root / shard, part)
+        weight_map.update(dict.fromkeys(part, shard))
+    index = {"metadata": {"total_size": 123}, "weight_map": weight_map}
+    (root / "model.safetensors.index.json").write_text(json.dumps(index))
+    return state
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+@pytest.mark.parametrize("linear_class", ["bitlinear", "autobitlinear"])
+def test_model_folder(tmp_path, shards, linear_class):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    state = make_folder(src, shards)
+    report = ryzq.quantize_model(src, dst, linear_class=linear_class)
+    config = json.loads((dst / "config.json").read_text())
+    qc = config["quantization_config"]
+    assert qc["quant_method"] == "bitnet" and qc["linear_class"] == linear_class
+    assert qc["quantization_mode"] == "offline"
+    assert qc["modules_to_not_convert"] == ["lm_head", "model.embed_tokens"]
+    assert config["hidden_size"] == 32
+    assert (dst / "tokenizer.json").read_text() == '{"tokenizer": true}'
+    assert (dst / "extra" / "notes.txt").read_text() == "kept"
+    assert len(report.tensors) == len(state) and len(report.quantized) == 21
+
+    if shards == 1:
+        files = ["model.safetensors"]
+    else:
+        index = json.loads((dst / "model.safetensors.index.json").read_text())
+        files = sorted(set(index["weight_map"].values()))
+        assert len(files) == shards
+        sizes = 0
+        seen = {}
+        for f in files:
+            with safe_open(str(dst / f), framework="numpy") as h:
+                for k in h.keys():  # noqa: SIM118 (a safe_open handle, not a dict)
+                    seen[k] = f
+                    sizes += h.get_tensor(k).nbytes
+        assert index["weight_map"] == seen
+        assert index["metadata"]["total_size"] == sizes
+    names = set()
+    for f in files:
+        with safe_open(str(dst / f), framework="numpy") as h:
+            names |= set(h.keys())
+    scales = {n for n in names if n.endswith("_scale")}
+    assert len(scales) == 21 and names - scales == set(state)
+    assert not list(tmp_path.glob(".*ryzq-partial"))
+
+
+def test_missing_shard_is_named(tmp_path):
+    src = tmp_path / "src"
+    make_folder(src, 2)
+    (src / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(ryzq.RyzqError, match=r"shard 'model-00002-of-00002.safetensors'.*does not"):
+        ryzq.quantize_model(src, tmp_path / "dst")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_an_error_in_a_later_shard_leaves_nothing(tmp_path):
+    src = tmp_path / "src"
+    make_folder(src, 2)
+    (src / "model-00002-of-00002.safetensors").write_bytes(b"\x64" + bytes(7) + b"{}")
+    with pytest.raises(ryzq.RyzqError, match=r"model-00002-of-00002\.safetensors"):
+        ryzq.quantize_model(src, tmp_path / "dst")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_destination_rules(tmp_path):
+    src = tmp_path / "src"
+    make_folder(src, 1)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(ryzq.RyzqError, match="not an empty folder"):
+        ryzq.quantize_model(src, tmp_path / "full")
+    (tmp_path / "empty").mkdir()
+    ryzq.quantize_model(src, tmp_path / "empty")
+    assert (tmp_path / "empty" / "model.safetensors").is_file()
+    with pytest.raises(ryzq.RyzqError, match=r"no config\.json"):
+        ryzq.quantize_model(tmp_path / "full", tmp_path / "other")
+
+
+def test_own_layouts_are_described_for_ryzq(tmp_path):
+    src = tmp_path / "src"
+    make_folder(src, 1)
+    ryzq.quantize_model(src, tmp_path / "dst", layout="t1", granularity="row")
+    qc = json.loads((tmp_path / "dst" / "config.json").read_text())["quantization_config"]
+    assert qc["quant_method"] == "ryzq" and qc["layout"] == "t1" and qc["granularity"] == "row"
+    ryzq.dequantize_file(tmp_path / "dst" / "model.safetensors", tmp_path / "back.safetensors")
