@@ -1,5 +1,8 @@
 """The native module. Arrays cross as flat C-contiguous numpy arrays of raw bytes."""
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -34,3 +37,31 @@ def unpack(
 def packed_shape(shape: list[int], layout: str) -> list[int]: ...
 def simd_level() -> str: ...
 def simd_levels() -> list[str]: ...
+def quantize_file(
+    src: str,
+    dst: str,
+    layout: str,
+    method: str,
+    granularity: str,
+    linear_class: str,
+    include: list[str],
+    exclude: list[str],
+    threads: int | None = None,
+    progress: Callable[[int, int, int], object] | None = None,
+    simd: str | None = None,
+) -> dict[str, Any]: ...
+def dequantize_file(
+    src: str, dst: str, dtype: str | None = None, simd: str | None = None
+) -> int: ...
+def read_header(path: str) -> dict[str, Any]: ...
+
+class SafetensorsFileWriter:
+    def __init__(
+        self,
+        path: str,
+        tensors: list[tuple[str, str, list[int]]],
+        metadata: dict[str, str] | None = None,
+    ) -> None: ...
+    def write(self, name: str, data: npt.NDArray[np.uint8]) -> None: ...
+    def finish(self) -> None: ...
+    def abort(self) -> None: ...
