@@ -18,6 +18,7 @@ def quantize(
     method: str,
     granularity: str,
     simd: str | None = None,
+    threads: int | None = None,
 ) -> tuple[npt.NDArray[np.uint8], list[int], npt.NDArray[np.float32], dict[str, float | int]]: ...
 def dequantize(
     packed: npt.NDArray[np.uint8],
@@ -27,12 +28,21 @@ def dequantize(
     granularity: str,
     dtype: str,
     simd: str | None = None,
+    threads: int | None = None,
 ) -> npt.NDArray[np.uint8]: ...
 def pack(
-    codes: npt.NDArray[np.int8], shape: list[int], layout: str, simd: str | None = None
+    codes: npt.NDArray[np.int8],
+    shape: list[int],
+    layout: str,
+    simd: str | None = None,
+    threads: int | None = None,
 ) -> tuple[npt.NDArray[np.uint8], list[int]]: ...
 def unpack(
-    packed: npt.NDArray[np.uint8], shape: list[int], layout: str, simd: str | None = None
+    packed: npt.NDArray[np.uint8],
+    shape: list[int],
+    layout: str,
+    simd: str | None = None,
+    threads: int | None = None,
 ) -> npt.NDArray[np.int8]: ...
 def packed_shape(shape: list[int], layout: str) -> list[int]: ...
 def simd_level() -> str: ...

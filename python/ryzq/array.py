@@ -152,11 +152,13 @@ class TernaryTensor:
         """Bytes of packed codes plus scales."""
         return int(self.data.nbytes + self.scales.nbytes)
 
-    def codes(self, *, simd: str | None = None) -> np.ndarray:
+    def codes(self, *, simd: str | None = None, threads: int | None = None) -> np.ndarray:
         """The int8 codes (-1, 0, 1), in the original shape."""
-        return unpack(self.data, self.shape, self.layout, simd=simd)
+        return unpack(self.data, self.shape, self.layout, simd=simd, threads=threads)
 
-    def dequantize(self, dtype: Any = None, *, simd: str | None = None) -> np.ndarray:
+    def dequantize(
+        self, dtype: Any = None, *, simd: str | None = None, threads: int | None = None
+    ) -> np.ndarray:
         """The dequantized tensor, by default in the original dtype."""
         name = self.dtype if dtype is None else _dtype_name(dtype)
         raw = _ryzq.dequantize(
@@ -167,6 +169,7 @@ class TernaryTensor:
             self.granularity,
             name,
             simd,
+            threads,
         )
         return raw.view(DTYPES[name]).reshape(self.shape)
 
@@ -186,6 +189,7 @@ def quantize(
     granularity: str = "tensor",
     dtype: Any = None,
     simd: str | None = None,
+    threads: int | None = None,
 ) -> TernaryTensor:
     """Quantize ``w`` to ternary codes, packed in ``layout``.
 
@@ -194,15 +198,16 @@ def quantize(
     ``method="absmean"`` is BitNet b1.58's quantizer; ``granularity`` is ``"tensor"`` (one
     scale) or ``"row"`` (one scale per index of dim 0). ``simd`` forces a kernel level
     (``"scalar"``, ``"avx2"``, ``"avx512"``) for this call; by default ``RYZQ_SIMD`` or the
-    best the processor has. Raises :class:`RyzqError` on bad input, such as NaN or infinite
-    weights.
+    best the processor has. ``threads`` sets how many threads the kernels use (default:
+    ``RYZQ_NUM_THREADS``, else every core); the result never depends on it. Raises
+    :class:`RyzqError` on bad input, such as NaN or infinite weights.
     """
     data, name, shape = _raw_weights(w, dtype)
     _check_choice(layout, LAYOUTS, "layout")
     _check_choice(method, METHODS, "method")
     _check_choice(granularity, GRANULARITIES, "granularity")
     packed, packed_shape, scales, stats = _ryzq.quantize(
-        data, name, list(shape), layout, method, granularity, simd
+        data, name, list(shape), layout, method, granularity, simd, threads
     )
     return TernaryTensor(
         data=packed.reshape(packed_shape),
@@ -232,16 +237,23 @@ def _as_codes(codes: Any) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def pack(codes: Any, layout: str = "i2", *, simd: str | None = None) -> np.ndarray:
+def pack(
+    codes: Any, layout: str = "i2", *, simd: str | None = None, threads: int | None = None
+) -> np.ndarray:
     """Pack int8 ternary codes (-1, 0, 1) into ``layout``; returns uint8 in the packed shape."""
     arr = _as_codes(codes)
     _check_choice(layout, LAYOUTS, "layout")
-    packed, packed_shape = _ryzq.pack(arr.reshape(-1), list(arr.shape), layout, simd)
+    packed, packed_shape = _ryzq.pack(arr.reshape(-1), list(arr.shape), layout, simd, threads)
     return packed.reshape(packed_shape)
 
 
 def unpack(
-    data: Any, shape: tuple[int, ...] | list[int], layout: str = "i2", *, simd: str | None = None
+    data: Any,
+    shape: tuple[int, ...] | list[int],
+    layout: str = "i2",
+    *,
+    simd: str | None = None,
+    threads: int | None = None,
 ) -> np.ndarray:
     """Unpack ``layout`` bytes into int8 codes of ``shape``."""
     arr = np.asarray(data)
@@ -249,5 +261,5 @@ def unpack(
         raise RyzqError(f"packed data must be uint8, got {arr.dtype}")
     _check_choice(layout, LAYOUTS, "layout")
     shape = tuple(int(d) for d in shape)
-    codes = _ryzq.unpack(np.ascontiguousarray(arr).reshape(-1), list(shape), layout, simd)
+    codes = _ryzq.unpack(np.ascontiguousarray(arr).reshape(-1), list(shape), layout, simd, threads)
     return codes.reshape(shape)

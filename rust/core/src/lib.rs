@@ -18,6 +18,7 @@ pub mod quantize;
 pub mod simd;
 pub mod stats;
 pub mod tensor;
+pub mod threads;
 
 pub use dtype::FloatDType;
 pub use error::{Error, Index, Result};

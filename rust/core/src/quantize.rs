@@ -82,16 +82,14 @@ fn absmean_scales(
         .collect();
     let sums: Vec<f64> = chunks
         .par_iter()
-        .map_init(Vec::new, |scratch, (_, range)| {
-            abs_sum(level, view.f32_values(level, range.clone(), scratch))
-        })
+        .map(|(_, range)| abs_sum(level, view.raw(range.clone())))
         .collect();
     let mut totals = vec![0.0f64; groups];
     for ((g, _), s) in chunks.iter().zip(sums) {
         totals[*g] += s;
     }
     if totals.iter().any(|s| !s.is_finite()) {
-        return Err(view.non_finite_error(level));
+        return Err(view.non_finite_error());
     }
     Ok(totals
         .into_iter()
@@ -137,32 +135,29 @@ pub fn quantize_with_scales(
     let per_tile: Vec<ErrorStats> = tiles
         .par_iter()
         .zip(split_by_tiles(&mut packed, &tiles))
-        .map_init(
-            || (Vec::new(), Vec::new()),
-            |(values, codes), (tile, out)| {
-                codes.resize(tile.len(), 0i8);
-                let mut stats = ErrorStats::default();
-                let mut offset = 0;
-                for segment in &tile.segments {
-                    for (g, run) in group_runs(segment.clone(), group_len) {
-                        let n = run.len();
-                        let x = view.f32_values(level, run, values);
-                        let s = scales[g];
-                        stats.merge(&ternarize(
-                            level,
-                            x,
-                            s.inv,
-                            s.scale,
-                            &mut codes[offset..offset + n],
-                        ));
-                        offset += n;
-                    }
+        .map_init(Vec::new, |codes, (tile, out)| {
+            codes.resize(tile.len(), 0i8);
+            let mut stats = ErrorStats::default();
+            let mut offset = 0;
+            for segment in &tile.segments {
+                for (g, run) in group_runs(segment.clone(), group_len) {
+                    let n = run.len();
+                    let x = view.raw(run);
+                    let s = scales[g];
+                    stats.merge(&ternarize(
+                        level,
+                        x,
+                        s.inv,
+                        s.scale,
+                        &mut codes[offset..offset + n],
+                    ));
+                    offset += n;
                 }
-                let valid = layout.pack(level, codes, out);
-                debug_assert!(valid, "ternarize only writes -1, 0 and 1");
-                stats
-            },
-        )
+            }
+            let valid = layout.pack(level, codes, out);
+            debug_assert!(valid, "ternarize only writes -1, 0 and 1");
+            stats
+        })
         .collect();
     let mut stats = ErrorStats::default();
     for s in &per_tile {

@@ -4,8 +4,8 @@ use std::ops::Range;
 
 use crate::dtype::FloatDType;
 use crate::error::{Error, Index, Result};
-use crate::kernels::widen::widen;
-use crate::simd::SimdLevel;
+use crate::kernels::Raw;
+use crate::kernels::widen::for_each_chunk;
 
 #[derive(Debug, Clone, Copy)]
 pub struct TensorView<'a> {
@@ -51,48 +51,27 @@ impl<'a> TensorView<'a> {
         self.bytes.len() / self.dtype.size()
     }
 
-    /// The values `range` as float32: borrowed when stored as aligned float32, else widened
-    /// into `scratch`.
-    pub fn f32_values<'s>(
-        &self,
-        level: SimdLevel,
-        range: Range<usize>,
-        scratch: &'s mut Vec<f32>,
-    ) -> &'s [f32]
-    where
-        'a: 's,
-    {
-        let size = self.dtype.size();
-        let bytes = &self.bytes[range.start * size..range.end * size];
-        if self.dtype == FloatDType::F32
-            && let Ok(values) = bytemuck::try_cast_slice::<u8, f32>(bytes)
-        {
-            return values;
-        }
-        scratch.resize(range.len(), 0.0);
-        widen(level, self.dtype, bytes, scratch);
-        scratch
+    /// The stored values `range`, for the kernels.
+    #[must_use]
+    pub fn raw(&self, range: Range<usize>) -> Raw<'a> {
+        Raw::new(self.bytes, self.dtype).slice(range)
     }
 
     /// Counts NaN and infinite values; called only once a sum has shown there are some.
-    pub fn non_finite_error(&self, level: SimdLevel) -> Error {
-        let mut scratch = Vec::new();
+    #[must_use]
+    pub fn non_finite_error(&self) -> Error {
         let mut count = 0u64;
         let mut first = None;
-        let step = 1 << 16;
-        for start in (0..self.numel()).step_by(step) {
-            let end = (start + step).min(self.numel());
-            for (i, &v) in self
-                .f32_values(level, start..end, &mut scratch)
-                .iter()
-                .enumerate()
-            {
+        let mut index = 0;
+        for_each_chunk(self.raw(0..self.numel()), |values| {
+            for &v in values {
                 if !v.is_finite() {
                     count += 1;
-                    first.get_or_insert((start + i, v));
+                    first.get_or_insert((index, v));
                 }
+                index += 1;
             }
-        }
+        });
         let (flat, value) = first.expect("called only when a value is not finite");
         Error::NonFinite {
             count,

@@ -4,7 +4,7 @@
 #![allow(clippy::float_cmp)]
 
 use ryzq_core::kernels::expand::{self, Values};
-use ryzq_core::kernels::{reduce, ternarize, widen};
+use ryzq_core::kernels::{Raw, reduce, ternarize, widen};
 use ryzq_core::{FloatDType, Layout, SimdLevel};
 
 /// xorshift64*: reproducible inputs without a dependency.
@@ -44,18 +44,40 @@ fn simd_levels() -> Vec<SimdLevel> {
 
 const LENGTHS: [usize; 12] = [0, 1, 3, 15, 16, 17, 31, 33, 127, 160, 161, 1000];
 
+/// The same values stored as float32, float16 and bfloat16 (rounded), one byte into the
+/// buffer so that no load is aligned.
+fn stored(x: &[f32]) -> Vec<(FloatDType, Vec<u8>)> {
+    let mut out = Vec::new();
+    for dtype in FloatDType::ALL {
+        let mut bytes = vec![0u8];
+        for &v in x {
+            match dtype {
+                FloatDType::F32 => bytes.extend(v.to_le_bytes()),
+                FloatDType::F16 => bytes.extend(half::f16::from_f32(v).to_le_bytes()),
+                FloatDType::BF16 => bytes.extend(half::bf16::from_f32(v).to_le_bytes()),
+            }
+        }
+        out.push((dtype, bytes));
+    }
+    out
+}
+
 #[test]
 fn abs_sum_matches_scalar() {
     let mut rng = Rng(1);
     for n in LENGTHS {
         let x = rng.weights(n, 0.02);
-        let expected = reduce::scalar::abs_sum(&x);
-        for level in simd_levels() {
-            assert_eq!(
-                reduce::abs_sum(level, &x).to_bits(),
-                expected.to_bits(),
-                "n={n} {level:?}"
-            );
+        for (dtype, bytes) in stored(&x) {
+            let raw = Raw::new(&bytes[1..], dtype);
+            let expected = reduce::scalar::abs_sum(raw);
+            for level in simd_levels() {
+                let got = reduce::abs_sum(level, raw);
+                assert_eq!(
+                    got.to_bits(),
+                    expected.to_bits(),
+                    "n={n} {dtype:?} {level:?}"
+                );
+            }
         }
     }
 }
@@ -66,17 +88,22 @@ fn ternarize_matches_scalar_and_the_formula() {
     for n in LENGTHS {
         let x = rng.weights(n, 1.0);
         let (inv, scale) = (1.0f32, 1.0f32);
-        let mut expected = vec![0i8; n];
-        let stats = ternarize::scalar::ternarize(&x, inv, scale, &mut expected);
-        for (&v, &c) in x.iter().zip(&expected) {
+        let mut formula_codes = vec![0i8; n];
+        let _ = ternarize::scalar::ternarize(Raw::f32(&x), inv, scale, &mut formula_codes);
+        for (&v, &c) in x.iter().zip(&formula_codes) {
             let formula = (v * inv).round_ties_even().clamp(-1.0, 1.0) as i8;
             assert_eq!(c, formula, "value {v}");
         }
-        for level in simd_levels() {
-            let mut codes = vec![0i8; n];
-            let got = ternarize::ternarize(level, &x, inv, scale, &mut codes);
-            assert_eq!(codes, expected, "n={n} {level:?}");
-            assert_eq!(got, stats, "n={n} {level:?}");
+        for (dtype, bytes) in stored(&x) {
+            let raw = Raw::new(&bytes[1..], dtype);
+            let mut expected = vec![0i8; n];
+            let stats = ternarize::scalar::ternarize(raw, inv, scale, &mut expected);
+            for level in simd_levels() {
+                let mut codes = vec![0i8; n];
+                let got = ternarize::ternarize(level, raw, inv, scale, &mut codes);
+                assert_eq!(codes, expected, "n={n} {dtype:?} {level:?}");
+                assert_eq!(got, stats, "n={n} {dtype:?} {level:?}");
+            }
         }
     }
 }

@@ -19,6 +19,7 @@ use ryzq_core::file::{
 };
 use ryzq_core::{
     ErrorStats, FloatDType, Granularity, Layout, Method, QuantizeOptions, SimdLevel, TensorView,
+    threads,
 };
 
 create_exception!(
@@ -62,7 +63,7 @@ type QuantizeResult<'py> = (
 
 /// Quantizes raw weights; returns (packed bytes, packed shape, scales, stats).
 #[pyfunction]
-#[pyo3(signature = (data, dtype, shape, layout, method, granularity, simd=None))]
+#[pyo3(signature = (data, dtype, shape, layout, method, granularity, simd=None, threads=None))]
 #[allow(clippy::too_many_arguments)]
 fn quantize<'py>(
     py: Python<'py>,
@@ -73,6 +74,7 @@ fn quantize<'py>(
     method: &str,
     granularity: &str,
     simd: Option<&str>,
+    threads: Option<usize>,
 ) -> PyResult<QuantizeResult<'py>> {
     let bytes = contiguous(&data, "the weights")?;
     let dtype = FloatDType::parse(dtype).map_err(to_py)?;
@@ -84,7 +86,8 @@ fn quantize<'py>(
     };
     let view = TensorView::new(bytes, dtype, &shape).map_err(to_py)?;
     let q = py
-        .detach(|| ryzq_core::quantize(&view, &opts))
+        .detach(|| threads::run(threads, || ryzq_core::quantize(&view, &opts)))
+        .and_then(|(q, _)| q)
         .map_err(to_py)?;
     Ok((
         PyArray1::from_vec(py, q.packed),
@@ -96,7 +99,7 @@ fn quantize<'py>(
 
 /// Dequantizes packed codes; returns the raw little-endian bytes of `dtype`.
 #[pyfunction]
-#[pyo3(signature = (packed, scales, shape, layout, granularity, dtype, simd=None))]
+#[pyo3(signature = (packed, scales, shape, layout, granularity, dtype, simd=None, threads=None))]
 #[allow(clippy::too_many_arguments)]
 fn dequantize<'py>(
     py: Python<'py>,
@@ -107,6 +110,7 @@ fn dequantize<'py>(
     granularity: &str,
     dtype: &str,
     simd: Option<&str>,
+    threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyArray1<u8>>> {
     let packed = contiguous(&packed, "the packed data")?;
     let scales = contiguous(&scales, "the scales")?;
@@ -115,46 +119,55 @@ fn dequantize<'py>(
     let dtype = FloatDType::parse(dtype).map_err(to_py)?;
     let level = SimdLevel::resolve(simd).map_err(to_py)?;
     let out = py
-        .detach(|| ryzq_core::dequantize(packed, scales, &shape, layout, granularity, dtype, level))
+        .detach(|| {
+            threads::run(threads, || {
+                ryzq_core::dequantize(packed, scales, &shape, layout, granularity, dtype, level)
+            })
+        })
+        .and_then(|(out, _)| out)
         .map_err(to_py)?;
     Ok(PyArray1::from_vec(py, out))
 }
 
 /// Packs int8 codes; returns (packed bytes, packed shape).
 #[pyfunction]
-#[pyo3(signature = (codes, shape, layout, simd=None))]
+#[pyo3(signature = (codes, shape, layout, simd=None, threads=None))]
 fn pack<'py>(
     py: Python<'py>,
     codes: PyReadonlyArray1<'py, i8>,
     shape: Vec<usize>,
     layout: &str,
     simd: Option<&str>,
+    threads: Option<usize>,
 ) -> PyResult<(Bound<'py, PyArray1<u8>>, Vec<usize>)> {
     let codes = contiguous(&codes, "the codes")?;
     let layout = Layout::parse(layout).map_err(to_py)?;
     let level = SimdLevel::resolve(simd).map_err(to_py)?;
     let packed_shape = layout.get().packed_shape(&shape).map_err(to_py)?;
     let packed = py
-        .detach(|| ryzq_core::pack(codes, &shape, layout, level))
+        .detach(|| threads::run(threads, || ryzq_core::pack(codes, &shape, layout, level)))
+        .and_then(|(p, _)| p)
         .map_err(to_py)?;
     Ok((PyArray1::from_vec(py, packed), packed_shape))
 }
 
 /// Unpacks int8 codes (flat).
 #[pyfunction]
-#[pyo3(signature = (packed, shape, layout, simd=None))]
+#[pyo3(signature = (packed, shape, layout, simd=None, threads=None))]
 fn unpack<'py>(
     py: Python<'py>,
     packed: PyReadonlyArray1<'py, u8>,
     shape: Vec<usize>,
     layout: &str,
     simd: Option<&str>,
+    threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyArray1<i8>>> {
     let packed = contiguous(&packed, "the packed data")?;
     let layout = Layout::parse(layout).map_err(to_py)?;
     let level = SimdLevel::resolve(simd).map_err(to_py)?;
     let codes = py
-        .detach(|| ryzq_core::unpack(packed, &shape, layout, level))
+        .detach(|| threads::run(threads, || ryzq_core::unpack(packed, &shape, layout, level)))
+        .and_then(|(c, _)| c)
         .map_err(to_py)?;
     Ok(PyArray1::from_vec(py, codes))
 }

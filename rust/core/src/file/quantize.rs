@@ -58,7 +58,7 @@ pub struct FileOptions {
     pub linear_class: LinearClass,
     pub selection: Selection,
     pub level: SimdLevel,
-    /// Threads for the kernels; `None` uses rayon's global pool (every core).
+    /// Threads for the kernels; `None`: `RYZQ_NUM_THREADS`, else every core.
     pub threads: Option<usize>,
 }
 
@@ -204,20 +204,6 @@ pub(crate) fn check_distinct(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
-fn thread_pool(threads: Option<usize>) -> Result<Option<rayon::ThreadPool>> {
-    threads
-        .map(|n| {
-            if n == 0 {
-                return Err(Error::InvalidArgument("threads must be at least 1".into()));
-            }
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(n)
-                .build()
-                .map_err(|e| Error::InvalidArgument(format!("cannot start {n} threads: {e}")))
-        })
-        .transpose()
-}
-
 /// Quantizes the checkpoint `src` into `dst`. `progress` is called after each tensor with its
 /// report, the number of tensors done and their total; an error from it stops the work.
 /// On any error nothing is left at `dst` (an existing file there is untouched).
@@ -236,7 +222,7 @@ pub fn quantize_file(
         ));
     }
     check_distinct(src, dst)?;
-    let pool = thread_pool(opts.threads)?;
+    let threads = crate::threads::resolve(opts.threads)?;
     let checkpoint = Checkpoint::open(src)?;
     let in_file = |e: Error, t: &StoredTensor| e.in_file(src, Some(&t.name));
 
@@ -345,11 +331,9 @@ pub fn quantize_file(
                     )?;
                     Ok((stored, q))
                 };
-                let (stored, q) = match &pool {
-                    Some(pool) => pool.install(work),
-                    None => work(),
-                }
-                .map_err(|e| in_file(e, t))?;
+                let (stored, q) = crate::threads::run(threads, work)?
+                    .0
+                    .map_err(|e| in_file(e, t))?;
                 let t2 = Instant::now();
                 let scale_bytes = encode(scale.dtype, &stored);
                 writer.write(&t.name, &q.packed)?;
@@ -378,10 +362,7 @@ pub fn quantize_file(
         file_bytes_in: checkpoint.size(),
         file_bytes_out,
         seconds: start.elapsed().as_secs_f64(),
-        threads: pool.as_ref().map_or_else(
-            rayon::current_num_threads,
-            rayon::ThreadPool::current_num_threads,
-        ),
+        threads: threads.unwrap_or_else(rayon::current_num_threads),
     })
 }
 

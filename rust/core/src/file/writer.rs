@@ -99,7 +99,10 @@ impl SafetensorsWriter {
         }
         let metadata = Metadata::new(Some(metadata), infos)
             .map_err(|e| Error::Format(format!("cannot lay out the output: {e}")))?;
-        let mut header = serde_json::to_vec(&metadata)
+        // Through a JSON value, whose maps are sorted, so that the same input gives the same
+        // bytes: the crate keeps `__metadata__` in a HashMap of random order.
+        let mut header = serde_json::to_value(&metadata)
+            .and_then(|v| serde_json::to_vec(&v))
             .map_err(|e| Error::Format(format!("cannot write the output header: {e}")))?;
         header.resize(header.len().next_multiple_of(8), b' ');
 
@@ -175,5 +178,58 @@ impl SafetensorsWriter {
             .persist(&dst)
             .map_err(|e| Error::io(&dst, e.error))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_tensors_and_metadata_give_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let tensors = vec![
+            OutputTensor {
+                name: "b".into(),
+                dtype: Dtype::U8,
+                shape: vec![3],
+            },
+            OutputTensor {
+                name: "a".into(),
+                dtype: Dtype::F32,
+                shape: vec![2],
+            },
+        ];
+        let files: Vec<Vec<u8>> = (0..4)
+            .map(|i| {
+                let metadata = (0..8).map(|k| (format!("key{k}"), format!("v{k}"))).collect();
+                let path = dir.path().join(format!("{i}.safetensors"));
+                let mut w = SafetensorsWriter::create(&path, &tensors, metadata).unwrap();
+                w.write("b", &[1, 2, 3]).unwrap();
+                w.write("a", &[0; 8]).unwrap();
+                w.finish().unwrap();
+                std::fs::read(&path).unwrap()
+            })
+            .collect();
+        assert!(files.windows(2).all(|w| w[0] == w[1]));
+        // The float tensor comes first, aligned; the bytes follow.
+        let n = u64::from_le_bytes(files[0][..8].try_into().unwrap()) as usize;
+        assert_eq!(n % 8, 0);
+        assert_eq!(&files[0][8 + n + 8..], &[1, 2, 3]);
+    }
+
+    #[test]
+    fn an_unfinished_writer_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.safetensors");
+        let tensors = [OutputTensor {
+            name: "a".into(),
+            dtype: Dtype::U8,
+            shape: vec![2],
+        }];
+        let w = SafetensorsWriter::create(&path, &tensors, HashMap::new()).unwrap();
+        assert!(w.finish().is_err());
+        drop(SafetensorsWriter::create(&path, &tensors, HashMap::new()).unwrap());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

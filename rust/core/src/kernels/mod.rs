@@ -10,6 +10,50 @@ pub mod reduce;
 pub mod ternarize;
 pub mod widen;
 
+use crate::dtype::FloatDType;
+
+/// Stored weights: the little-endian bytes of one float type, at any alignment (a memory-mapped
+/// file gives no alignment). Kernels read them directly, widening in registers.
+#[derive(Debug, Clone, Copy)]
+pub struct Raw<'a> {
+    pub bytes: &'a [u8],
+    pub dtype: FloatDType,
+}
+
+impl<'a> Raw<'a> {
+    #[must_use]
+    pub fn new(bytes: &'a [u8], dtype: FloatDType) -> Self {
+        assert_eq!(bytes.len() % dtype.size(), 0, "whole values");
+        Self { bytes, dtype }
+    }
+
+    /// Float32 values, as raw bytes.
+    #[must_use]
+    pub fn f32(values: &'a [f32]) -> Self {
+        Self::new(bytemuck::cast_slice(values), FloatDType::F32)
+    }
+
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.bytes.len() / self.dtype.size()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The values `range`.
+    #[must_use]
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Self {
+        let size = self.dtype.size();
+        Self {
+            bytes: &self.bytes[range.start * size..range.end * size],
+            dtype: self.dtype,
+        }
+    }
+}
+
 /// Number of float64 accumulators of every reduction.
 pub const LANES: usize = 16;
 

@@ -1,16 +1,40 @@
 //! Sum of absolute values: the first pass of absmean.
 
-use super::{LANES, dispatch, sum_lanes};
+use super::{LANES, Raw, dispatch, sum_lanes};
+use crate::dtype::FloatDType;
 use crate::simd::SimdLevel;
 
 /// `sum(|x|)` in float64, in the lane order described in [`super`].
 #[must_use]
-pub fn abs_sum(level: SimdLevel, x: &[f32]) -> f64 {
-    dispatch!(level, scalar::abs_sum, avx2::abs_sum, avx512::abs_sum, (x))
+pub fn abs_sum(level: SimdLevel, x: Raw<'_>) -> f64 {
+    match x.dtype {
+        FloatDType::F32 => dispatch!(
+            level,
+            scalar::abs_sum,
+            avx2::abs_sum_f32,
+            avx512::abs_sum_f32,
+            (x)
+        ),
+        FloatDType::BF16 => dispatch!(
+            level,
+            scalar::abs_sum,
+            avx2::abs_sum_bf16,
+            avx512::abs_sum_bf16,
+            (x)
+        ),
+        FloatDType::F16 => dispatch!(
+            level,
+            scalar::abs_sum,
+            avx2::abs_sum_f16,
+            avx512::abs_sum_f16,
+            (x)
+        ),
+    }
 }
 
 pub mod scalar {
-    use super::{LANES, sum_lanes};
+    use super::{LANES, Raw, sum_lanes};
+    use crate::kernels::widen::for_each_chunk;
 
     /// Adds `|x[i]|` to `lanes[i % 16]`.
     pub fn abs_sum_into(x: &[f32], lanes: &mut [f64; LANES]) {
@@ -19,86 +43,104 @@ pub mod scalar {
         }
     }
 
+    pub fn abs_sum_raw_into(x: Raw<'_>, lanes: &mut [f64; LANES]) {
+        for_each_chunk(x, |chunk| abs_sum_into(chunk, lanes));
+    }
+
     #[must_use]
-    pub fn abs_sum(x: &[f32]) -> f64 {
+    pub fn abs_sum(x: Raw<'_>) -> f64 {
         let mut lanes = [0.0; LANES];
-        abs_sum_into(x, &mut lanes);
+        abs_sum_raw_into(x, &mut lanes);
         sum_lanes(&lanes)
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2 {
-    use std::arch::x86_64::{
-        __m256, _mm256_add_pd, _mm256_andnot_ps, _mm256_castps256_ps128, _mm256_cvtps_pd,
-        _mm256_extractf128_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_pd,
-        _mm256_storeu_pd,
-    };
+    #[allow(clippy::wildcard_imports)]
+    use std::arch::x86_64::*;
 
-    use super::{LANES, scalar, sum_lanes};
+    use super::{LANES, Raw, scalar, sum_lanes};
+    use crate::kernels::widen::load_f32x8;
 
-    /// # Safety
-    /// The processor must support the target features this function enables.
-    #[target_feature(enable = "avx2,f16c")]
-    pub unsafe fn abs_sum(x: &[f32]) -> f64 {
-        let sign = _mm256_set1_ps(-0.0);
-        let mut acc = [_mm256_setzero_pd(); 4];
-        let blocks = x.len() / LANES;
-        for b in 0..blocks {
-            // SAFETY: `b * 16 + 16 <= x.len()`.
-            let (v0, v1): (__m256, __m256) = unsafe {
-                let p = x.as_ptr().add(b * LANES);
-                (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
-            };
-            let a0 = _mm256_andnot_ps(sign, v0);
-            let a1 = _mm256_andnot_ps(sign, v1);
-            acc[0] = _mm256_add_pd(acc[0], _mm256_cvtps_pd(_mm256_castps256_ps128(a0)));
-            acc[1] = _mm256_add_pd(acc[1], _mm256_cvtps_pd(_mm256_extractf128_ps(a0, 1)));
-            acc[2] = _mm256_add_pd(acc[2], _mm256_cvtps_pd(_mm256_castps256_ps128(a1)));
-            acc[3] = _mm256_add_pd(acc[3], _mm256_cvtps_pd(_mm256_extractf128_ps(a1, 1)));
-        }
-        let mut lanes = [0.0; LANES];
-        for (k, a) in acc.iter().enumerate() {
-            // SAFETY: lanes has 16 slots; k * 4 + 4 <= 16.
-            unsafe { _mm256_storeu_pd(lanes.as_mut_ptr().add(k * 4), *a) };
-        }
-        scalar::abs_sum_into(&x[blocks * LANES..], &mut lanes);
-        sum_lanes(&lanes)
+    macro_rules! abs_sum {
+        ($name:ident, $dtype:tt) => {
+            /// # Safety
+            /// The processor must support the target features this function enables.
+            #[target_feature(enable = "avx2,f16c")]
+            pub unsafe fn $name(x: Raw<'_>) -> f64 {
+                let size = x.dtype.size();
+                let sign = _mm256_set1_ps(-0.0);
+                let mut acc = [_mm256_setzero_pd(); 4];
+                let blocks = x.len() / LANES;
+                for b in 0..blocks {
+                    // SAFETY: values b*16 .. b*16+16 are within `x`.
+                    let (v0, v1) = unsafe {
+                        let p = x.bytes.as_ptr().add(b * LANES * size);
+                        (load_f32x8!($dtype, p), load_f32x8!($dtype, p.add(8 * size)))
+                    };
+                    let a0 = _mm256_andnot_ps(sign, v0);
+                    let a1 = _mm256_andnot_ps(sign, v1);
+                    acc[0] = _mm256_add_pd(acc[0], _mm256_cvtps_pd(_mm256_castps256_ps128(a0)));
+                    acc[1] = _mm256_add_pd(acc[1], _mm256_cvtps_pd(_mm256_extractf128_ps(a0, 1)));
+                    acc[2] = _mm256_add_pd(acc[2], _mm256_cvtps_pd(_mm256_castps256_ps128(a1)));
+                    acc[3] = _mm256_add_pd(acc[3], _mm256_cvtps_pd(_mm256_extractf128_ps(a1, 1)));
+                }
+                let mut lanes = [0.0; LANES];
+                for (k, a) in acc.iter().enumerate() {
+                    // SAFETY: lanes has 16 slots; k * 4 + 4 <= 16.
+                    unsafe { _mm256_storeu_pd(lanes.as_mut_ptr().add(k * 4), *a) };
+                }
+                scalar::abs_sum_raw_into(x.slice(blocks * LANES..x.len()), &mut lanes);
+                sum_lanes(&lanes)
+            }
+        };
     }
+
+    abs_sum!(abs_sum_f32, F32);
+    abs_sum!(abs_sum_bf16, BF16);
+    abs_sum!(abs_sum_f16, F16);
 }
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx512 {
-    use std::arch::x86_64::_mm256_castpd_ps;
-    use std::arch::x86_64::{
-        _mm512_abs_ps, _mm512_add_pd, _mm512_castps_pd, _mm512_castps512_ps256, _mm512_cvtps_pd,
-        _mm512_extractf64x4_pd, _mm512_loadu_ps, _mm512_setzero_pd, _mm512_storeu_pd,
-    };
+    #[allow(clippy::wildcard_imports)]
+    use std::arch::x86_64::*;
 
-    use super::{LANES, scalar, sum_lanes};
+    use super::{LANES, Raw, scalar, sum_lanes};
+    use crate::kernels::widen::load_f32x16;
 
-    /// # Safety
-    /// The processor must support the target features this function enables.
-    #[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vl")]
-    pub unsafe fn abs_sum(x: &[f32]) -> f64 {
-        let mut lo = _mm512_setzero_pd();
-        let mut hi = _mm512_setzero_pd();
-        let blocks = x.len() / LANES;
-        for b in 0..blocks {
-            // SAFETY: `b * 16 + 16 <= x.len()`.
-            let v = unsafe { _mm512_loadu_ps(x.as_ptr().add(b * LANES)) };
-            let a = _mm512_abs_ps(v);
-            let upper = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1));
-            lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(a)));
-            hi = _mm512_add_pd(hi, _mm512_cvtps_pd(upper));
-        }
-        let mut lanes = [0.0; LANES];
-        // SAFETY: lanes has 16 slots, each store writes 8.
-        unsafe {
-            _mm512_storeu_pd(lanes.as_mut_ptr(), lo);
-            _mm512_storeu_pd(lanes.as_mut_ptr().add(8), hi);
-        }
-        scalar::abs_sum_into(&x[blocks * LANES..], &mut lanes);
-        sum_lanes(&lanes)
+    macro_rules! abs_sum {
+        ($name:ident, $dtype:tt) => {
+            /// # Safety
+            /// The processor must support the target features this function enables.
+            #[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vl")]
+            pub unsafe fn $name(x: Raw<'_>) -> f64 {
+                let size = x.dtype.size();
+                let mut lo = _mm512_setzero_pd();
+                let mut hi = _mm512_setzero_pd();
+                let blocks = x.len() / LANES;
+                for b in 0..blocks {
+                    // SAFETY: values b*16 .. b*16+16 are within `x`.
+                    let v = unsafe { load_f32x16!($dtype, x.bytes.as_ptr().add(b * LANES * size)) };
+                    let a = _mm512_abs_ps(v);
+                    let upper = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(a)));
+                    lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(a)));
+                    hi = _mm512_add_pd(hi, _mm512_cvtps_pd(upper));
+                }
+                let mut lanes = [0.0; LANES];
+                // SAFETY: lanes has 16 slots, each store writes 8.
+                unsafe {
+                    _mm512_storeu_pd(lanes.as_mut_ptr(), lo);
+                    _mm512_storeu_pd(lanes.as_mut_ptr().add(8), hi);
+                }
+                scalar::abs_sum_raw_into(x.slice(blocks * LANES..x.len()), &mut lanes);
+                sum_lanes(&lanes)
+            }
+        };
     }
+
+    abs_sum!(abs_sum_f32, F32);
+    abs_sum!(abs_sum_bf16, BF16);
+    abs_sum!(abs_sum_f16, F16);
 }

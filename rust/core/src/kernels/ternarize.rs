@@ -4,7 +4,8 @@
 //! `+1 if y > 0.5`, `-1 if y < -0.5`, else `0` (a tie at 0.5 rounds to the even 0). The
 //! dequantized value is `code * scale`, i.e. `-scale`, `0` or `scale`.
 
-use super::{LANES, dispatch, sum_lanes};
+use super::{LANES, Raw, dispatch, sum_lanes};
+use crate::dtype::FloatDType;
 use crate::simd::SimdLevel;
 use crate::stats::ErrorStats;
 
@@ -51,23 +52,40 @@ impl ErrorLanes {
 #[must_use]
 pub fn ternarize(
     level: SimdLevel,
-    x: &[f32],
+    x: Raw<'_>,
     inv: f32,
     scale: f32,
     codes: &mut [i8],
 ) -> ErrorStats {
     assert_eq!(x.len(), codes.len(), "one code per value");
-    dispatch!(
-        level,
-        scalar::ternarize,
-        avx2::ternarize,
-        avx512::ternarize,
-        (x, inv, scale, codes)
-    )
+    match x.dtype {
+        FloatDType::F32 => dispatch!(
+            level,
+            scalar::ternarize,
+            avx2::ternarize_f32,
+            avx512::ternarize_f32,
+            (x, inv, scale, codes)
+        ),
+        FloatDType::BF16 => dispatch!(
+            level,
+            scalar::ternarize,
+            avx2::ternarize_bf16,
+            avx512::ternarize_bf16,
+            (x, inv, scale, codes)
+        ),
+        FloatDType::F16 => dispatch!(
+            level,
+            scalar::ternarize,
+            avx2::ternarize_f16,
+            avx512::ternarize_f16,
+            (x, inv, scale, codes)
+        ),
+    }
 }
 
 pub mod scalar {
-    use super::{ErrorLanes, ErrorStats, LANES};
+    use super::{ErrorLanes, ErrorStats, LANES, Raw};
+    use crate::kernels::widen::{CHUNK, for_each_chunk};
 
     /// The reference: element `i` goes to lane `i % 16`.
     pub fn ternarize_into(x: &[f32], inv: f32, scale: f32, codes: &mut [i8], acc: &mut ErrorLanes) {
@@ -91,10 +109,24 @@ pub mod scalar {
         }
     }
 
+    pub fn ternarize_raw_into(
+        x: Raw<'_>,
+        inv: f32,
+        scale: f32,
+        codes: &mut [i8],
+        acc: &mut ErrorLanes,
+    ) {
+        let mut chunks = codes.chunks_mut(CHUNK);
+        for_each_chunk(x, |values| {
+            let c = chunks.next().expect("one code per value");
+            ternarize_into(values, inv, scale, c, acc);
+        });
+    }
+
     #[must_use]
-    pub fn ternarize(x: &[f32], inv: f32, scale: f32, codes: &mut [i8]) -> ErrorStats {
+    pub fn ternarize(x: Raw<'_>, inv: f32, scale: f32, codes: &mut [i8]) -> ErrorStats {
         let mut acc = ErrorLanes::default();
-        ternarize_into(x, inv, scale, codes, &mut acc);
+        ternarize_raw_into(x, inv, scale, codes, &mut acc);
         acc.finish(x.len())
     }
 }
@@ -104,82 +136,102 @@ pub mod avx2 {
     #[allow(clippy::wildcard_imports)]
     use std::arch::x86_64::*;
 
-    use super::{ErrorLanes, ErrorStats, LANES, scalar};
+    use super::{ErrorLanes, ErrorStats, LANES, Raw, scalar};
+    use crate::kernels::widen::load_f32x8;
 
-    /// # Safety
-    /// The processor must support the target features this function enables.
-    #[target_feature(enable = "avx2,f16c")]
-    pub unsafe fn ternarize(x: &[f32], inv: f32, scale: f32, codes: &mut [i8]) -> ErrorStats {
-        let inv_v = _mm256_set1_ps(inv);
-        let half = _mm256_set1_ps(0.5);
-        let neg_half = _mm256_set1_ps(-0.5);
-        let pos_s = _mm256_set1_ps(scale);
-        let neg_s = _mm256_set1_ps(-scale);
-        let sign = _mm256_set1_ps(-0.0);
-        let one = _mm256_set1_epi32(1);
-        let mut sse = [_mm256_setzero_pd(); 4];
-        let mut sum_sq = [_mm256_setzero_pd(); 4];
-        let mut max_e = _mm256_setzero_ps();
-        let (mut positive, mut negative) = (0u64, 0u64);
-        let blocks = x.len() / LANES;
-        for b in 0..blocks {
-            let mut words = [_mm256_setzero_si256(); 2];
-            for h in 0..2 {
-                // SAFETY: `b * 16 + h * 8 + 8 <= x.len()`.
-                let v = unsafe { _mm256_loadu_ps(x.as_ptr().add(b * LANES + h * 8)) };
-                let y = _mm256_mul_ps(v, inv_v);
-                let p = _mm256_cmp_ps::<_CMP_GT_OQ>(y, half);
-                let n = _mm256_cmp_ps::<_CMP_LT_OQ>(y, neg_half);
-                let d = _mm256_or_ps(_mm256_and_ps(p, pos_s), _mm256_and_ps(n, neg_s));
-                let e = _mm256_sub_ps(v, d);
-                max_e = _mm256_max_ps(max_e, _mm256_andnot_ps(sign, e));
-                positive += u64::from(_mm256_movemask_ps(p).count_ones());
-                negative += u64::from(_mm256_movemask_ps(n).count_ones());
-                words[h] = _mm256_or_si256(
-                    _mm256_and_si256(_mm256_castps_si256(p), one),
-                    _mm256_castps_si256(n),
+    macro_rules! ternarize {
+        ($name:ident, $dtype:tt) => {
+            /// # Safety
+            /// The processor must support the target features this function enables.
+            #[target_feature(enable = "avx2,f16c")]
+            pub unsafe fn $name(x: Raw<'_>, inv: f32, scale: f32, codes: &mut [i8]) -> ErrorStats {
+                let size = x.dtype.size();
+                let inv_v = _mm256_set1_ps(inv);
+                let half = _mm256_set1_ps(0.5);
+                let neg_half = _mm256_set1_ps(-0.5);
+                let pos_s = _mm256_set1_ps(scale);
+                let neg_s = _mm256_set1_ps(-scale);
+                let sign = _mm256_set1_ps(-0.0);
+                let one = _mm256_set1_epi32(1);
+                let mut sse = [_mm256_setzero_pd(); 4];
+                let mut sum_sq = [_mm256_setzero_pd(); 4];
+                let mut max_e = _mm256_setzero_ps();
+                let (mut positive, mut negative) = (0u64, 0u64);
+                let blocks = x.len() / LANES;
+                for b in 0..blocks {
+                    let mut words = [_mm256_setzero_si256(); 2];
+                    for h in 0..2 {
+                        // SAFETY: values b*16 + h*8 .. + 8 are within `x`.
+                        let v = unsafe {
+                            load_f32x8!($dtype, x.bytes.as_ptr().add((b * LANES + h * 8) * size))
+                        };
+                        let y = _mm256_mul_ps(v, inv_v);
+                        let p = _mm256_cmp_ps::<_CMP_GT_OQ>(y, half);
+                        let n = _mm256_cmp_ps::<_CMP_LT_OQ>(y, neg_half);
+                        let d = _mm256_or_ps(_mm256_and_ps(p, pos_s), _mm256_and_ps(n, neg_s));
+                        let e = _mm256_sub_ps(v, d);
+                        max_e = _mm256_max_ps(max_e, _mm256_andnot_ps(sign, e));
+                        positive += u64::from(_mm256_movemask_ps(p).count_ones());
+                        negative += u64::from(_mm256_movemask_ps(n).count_ones());
+                        words[h] = _mm256_or_si256(
+                            _mm256_and_si256(_mm256_castps_si256(p), one),
+                            _mm256_castps_si256(n),
+                        );
+                        let (e_lo, e_hi) = (
+                            _mm256_cvtps_pd(_mm256_castps256_ps128(e)),
+                            _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)),
+                        );
+                        let (v_lo, v_hi) = (
+                            _mm256_cvtps_pd(_mm256_castps256_ps128(v)),
+                            _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)),
+                        );
+                        sse[2 * h] = _mm256_add_pd(sse[2 * h], _mm256_mul_pd(e_lo, e_lo));
+                        sse[2 * h + 1] = _mm256_add_pd(sse[2 * h + 1], _mm256_mul_pd(e_hi, e_hi));
+                        sum_sq[2 * h] = _mm256_add_pd(sum_sq[2 * h], _mm256_mul_pd(v_lo, v_lo));
+                        sum_sq[2 * h + 1] =
+                            _mm256_add_pd(sum_sq[2 * h + 1], _mm256_mul_pd(v_hi, v_hi));
+                    }
+                    // 16 int32 codes -> 16 int8, in order.
+                    let packed16 = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(
+                        words[0], words[1],
+                    ));
+                    let bytes = _mm_packs_epi16(
+                        _mm256_castsi256_si128(packed16),
+                        _mm256_extracti128_si256::<1>(packed16),
+                    );
+                    // SAFETY: `codes.len() == x.len()` and `b * 16 + 16 <= x.len()`.
+                    unsafe { _mm_storeu_si128(codes.as_mut_ptr().add(b * LANES).cast(), bytes) };
+                }
+                let mut acc = ErrorLanes::default();
+                for k in 0..4 {
+                    // SAFETY: each lane array has 16 slots; k * 4 + 4 <= 16.
+                    unsafe {
+                        _mm256_storeu_pd(acc.sse.as_mut_ptr().add(4 * k), sse[k]);
+                        _mm256_storeu_pd(acc.sum_sq.as_mut_ptr().add(4 * k), sum_sq[k]);
+                    }
+                }
+                let mut maxes = [0f32; 8];
+                // SAFETY: `maxes` has 8 slots.
+                unsafe { _mm256_storeu_ps(maxes.as_mut_ptr(), max_e) };
+                acc.max_abs_error = maxes.iter().fold(0.0, |m, &v| m.max(v));
+                acc.positive = positive;
+                acc.negative = negative;
+                let done = blocks * LANES;
+                scalar::ternarize_raw_into(
+                    x.slice(done..x.len()),
+                    inv,
+                    scale,
+                    &mut codes[done..],
+                    &mut acc,
                 );
-                let (e_lo, e_hi) = (
-                    _mm256_cvtps_pd(_mm256_castps256_ps128(e)),
-                    _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)),
-                );
-                let (v_lo, v_hi) = (
-                    _mm256_cvtps_pd(_mm256_castps256_ps128(v)),
-                    _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)),
-                );
-                sse[2 * h] = _mm256_add_pd(sse[2 * h], _mm256_mul_pd(e_lo, e_lo));
-                sse[2 * h + 1] = _mm256_add_pd(sse[2 * h + 1], _mm256_mul_pd(e_hi, e_hi));
-                sum_sq[2 * h] = _mm256_add_pd(sum_sq[2 * h], _mm256_mul_pd(v_lo, v_lo));
-                sum_sq[2 * h + 1] = _mm256_add_pd(sum_sq[2 * h + 1], _mm256_mul_pd(v_hi, v_hi));
+                acc.finish(x.len())
             }
-            // 16 int32 codes -> 16 int8, in order.
-            let packed16 =
-                _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(words[0], words[1]));
-            let bytes = _mm_packs_epi16(
-                _mm256_castsi256_si128(packed16),
-                _mm256_extracti128_si256::<1>(packed16),
-            );
-            // SAFETY: `codes.len() == x.len()` and `b * 16 + 16 <= x.len()`.
-            unsafe { _mm_storeu_si128(codes.as_mut_ptr().add(b * LANES).cast(), bytes) };
-        }
-        let mut acc = ErrorLanes::default();
-        for k in 0..4 {
-            // SAFETY: each lane array has 16 slots; k * 4 + 4 <= 16.
-            unsafe {
-                _mm256_storeu_pd(acc.sse.as_mut_ptr().add(4 * k), sse[k]);
-                _mm256_storeu_pd(acc.sum_sq.as_mut_ptr().add(4 * k), sum_sq[k]);
-            }
-        }
-        let mut maxes = [0f32; 8];
-        // SAFETY: `maxes` has 8 slots.
-        unsafe { _mm256_storeu_ps(maxes.as_mut_ptr(), max_e) };
-        acc.max_abs_error = maxes.iter().fold(0.0, |m, &v| m.max(v));
-        acc.positive = positive;
-        acc.negative = negative;
-        let done = blocks * LANES;
-        scalar::ternarize_into(&x[done..], inv, scale, &mut codes[done..], &mut acc);
-        acc.finish(x.len())
+        };
     }
+
+    ternarize!(ternarize_f32, F32);
+    ternarize!(ternarize_bf16, BF16);
+    ternarize!(ternarize_f16, F16);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -187,63 +239,81 @@ pub mod avx512 {
     #[allow(clippy::wildcard_imports)]
     use std::arch::x86_64::*;
 
-    use super::{ErrorLanes, ErrorStats, LANES, scalar};
+    use super::{ErrorLanes, ErrorStats, LANES, Raw, scalar};
+    use crate::kernels::widen::load_f32x16;
 
-    /// # Safety
-    /// The processor must support the target features this function enables.
-    #[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vl")]
-    pub unsafe fn ternarize(x: &[f32], inv: f32, scale: f32, codes: &mut [i8]) -> ErrorStats {
-        let inv_v = _mm512_set1_ps(inv);
-        let half = _mm512_set1_ps(0.5);
-        let neg_half = _mm512_set1_ps(-0.5);
-        let pos_s = _mm512_set1_ps(scale);
-        let neg_s = _mm512_set1_ps(-scale);
-        let (zero8, one8, minus8) = (_mm_setzero_si128(), _mm_set1_epi8(1), _mm_set1_epi8(-1));
-        let (mut sse_lo, mut sse_hi) = (_mm512_setzero_pd(), _mm512_setzero_pd());
-        let (mut sq_lo, mut sq_hi) = (_mm512_setzero_pd(), _mm512_setzero_pd());
-        let mut max_e = _mm512_setzero_ps();
-        let (mut positive, mut negative) = (0u64, 0u64);
-        let blocks = x.len() / LANES;
-        for b in 0..blocks {
-            // SAFETY: `b * 16 + 16 <= x.len()`.
-            let v = unsafe { _mm512_loadu_ps(x.as_ptr().add(b * LANES)) };
-            let y = _mm512_mul_ps(v, inv_v);
-            let p = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(y, half);
-            let n = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(y, neg_half);
-            let d = _mm512_mask_mov_ps(_mm512_maskz_mov_ps(p, pos_s), n, neg_s);
-            let e = _mm512_sub_ps(v, d);
-            max_e = _mm512_max_ps(max_e, _mm512_abs_ps(e));
-            positive += u64::from(p.count_ones());
-            negative += u64::from(n.count_ones());
-            let c = _mm_mask_blend_epi8(n, _mm_mask_blend_epi8(p, zero8, one8), minus8);
-            // SAFETY: `codes.len() == x.len()` and `b * 16 + 16 <= x.len()`.
-            unsafe { _mm_storeu_si128(codes.as_mut_ptr().add(b * LANES).cast(), c) };
-            let e_lo = _mm512_cvtps_pd(_mm512_castps512_ps256(e));
-            let e_hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
-                _mm512_castps_pd(e),
-            )));
-            let v_lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
-            let v_hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
-                _mm512_castps_pd(v),
-            )));
-            sse_lo = _mm512_add_pd(sse_lo, _mm512_mul_pd(e_lo, e_lo));
-            sse_hi = _mm512_add_pd(sse_hi, _mm512_mul_pd(e_hi, e_hi));
-            sq_lo = _mm512_add_pd(sq_lo, _mm512_mul_pd(v_lo, v_lo));
-            sq_hi = _mm512_add_pd(sq_hi, _mm512_mul_pd(v_hi, v_hi));
-        }
-        let mut acc = ErrorLanes::default();
-        // SAFETY: each lane array has 16 slots, each store writes 8.
-        unsafe {
-            _mm512_storeu_pd(acc.sse.as_mut_ptr(), sse_lo);
-            _mm512_storeu_pd(acc.sse.as_mut_ptr().add(8), sse_hi);
-            _mm512_storeu_pd(acc.sum_sq.as_mut_ptr(), sq_lo);
-            _mm512_storeu_pd(acc.sum_sq.as_mut_ptr().add(8), sq_hi);
-        }
-        acc.max_abs_error = _mm512_reduce_max_ps(max_e);
-        acc.positive = positive;
-        acc.negative = negative;
-        let done = blocks * LANES;
-        scalar::ternarize_into(&x[done..], inv, scale, &mut codes[done..], &mut acc);
-        acc.finish(x.len())
+    macro_rules! ternarize {
+        ($name:ident, $dtype:tt) => {
+            /// # Safety
+            /// The processor must support the target features this function enables.
+            #[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vl")]
+            pub unsafe fn $name(x: Raw<'_>, inv: f32, scale: f32, codes: &mut [i8]) -> ErrorStats {
+                let size = x.dtype.size();
+                let inv_v = _mm512_set1_ps(inv);
+                let half = _mm512_set1_ps(0.5);
+                let neg_half = _mm512_set1_ps(-0.5);
+                let pos_s = _mm512_set1_ps(scale);
+                let neg_s = _mm512_set1_ps(-scale);
+                let (zero8, one8, minus8) =
+                    (_mm_setzero_si128(), _mm_set1_epi8(1), _mm_set1_epi8(-1));
+                let (mut sse_lo, mut sse_hi) = (_mm512_setzero_pd(), _mm512_setzero_pd());
+                let (mut sq_lo, mut sq_hi) = (_mm512_setzero_pd(), _mm512_setzero_pd());
+                let mut max_e = _mm512_setzero_ps();
+                let (mut positive, mut negative) = (0u64, 0u64);
+                let blocks = x.len() / LANES;
+                for b in 0..blocks {
+                    // SAFETY: values b*16 .. b*16+16 are within `x`.
+                    let v = unsafe { load_f32x16!($dtype, x.bytes.as_ptr().add(b * LANES * size)) };
+                    let y = _mm512_mul_ps(v, inv_v);
+                    let p = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(y, half);
+                    let n = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(y, neg_half);
+                    let d = _mm512_mask_mov_ps(_mm512_maskz_mov_ps(p, pos_s), n, neg_s);
+                    let e = _mm512_sub_ps(v, d);
+                    max_e = _mm512_max_ps(max_e, _mm512_abs_ps(e));
+                    positive += u64::from(p.count_ones());
+                    negative += u64::from(n.count_ones());
+                    let c = _mm_mask_blend_epi8(n, _mm_mask_blend_epi8(p, zero8, one8), minus8);
+                    // SAFETY: `codes.len() == x.len()` and `b * 16 + 16 <= x.len()`.
+                    unsafe { _mm_storeu_si128(codes.as_mut_ptr().add(b * LANES).cast(), c) };
+                    let upper = |w: __m512| {
+                        _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
+                            _mm512_castps_pd(w),
+                        )))
+                    };
+                    let e_lo = _mm512_cvtps_pd(_mm512_castps512_ps256(e));
+                    let e_hi = upper(e);
+                    let v_lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+                    let v_hi = upper(v);
+                    sse_lo = _mm512_add_pd(sse_lo, _mm512_mul_pd(e_lo, e_lo));
+                    sse_hi = _mm512_add_pd(sse_hi, _mm512_mul_pd(e_hi, e_hi));
+                    sq_lo = _mm512_add_pd(sq_lo, _mm512_mul_pd(v_lo, v_lo));
+                    sq_hi = _mm512_add_pd(sq_hi, _mm512_mul_pd(v_hi, v_hi));
+                }
+                let mut acc = ErrorLanes::default();
+                // SAFETY: each lane array has 16 slots, each store writes 8.
+                unsafe {
+                    _mm512_storeu_pd(acc.sse.as_mut_ptr(), sse_lo);
+                    _mm512_storeu_pd(acc.sse.as_mut_ptr().add(8), sse_hi);
+                    _mm512_storeu_pd(acc.sum_sq.as_mut_ptr(), sq_lo);
+                    _mm512_storeu_pd(acc.sum_sq.as_mut_ptr().add(8), sq_hi);
+                }
+                acc.max_abs_error = _mm512_reduce_max_ps(max_e);
+                acc.positive = positive;
+                acc.negative = negative;
+                let done = blocks * LANES;
+                scalar::ternarize_raw_into(
+                    x.slice(done..x.len()),
+                    inv,
+                    scale,
+                    &mut codes[done..],
+                    &mut acc,
+                );
+                acc.finish(x.len())
+            }
+        };
     }
+
+    ternarize!(ternarize_f32, F32);
+    ternarize!(ternarize_bf16, BF16);
+    ternarize!(ternarize_f16, F16);
 }
