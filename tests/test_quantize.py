@@ -114,3 +114,31 @@ def test_stats_fields():
     assert s.mse == pytest.approx(s.sse / 16)
     assert s.snr_db == pytest.approx(10 * np.log10(s.sum_sq / s.sse))
     assert set(s.to_dict()) >= {"mse", "nmse", "snr_db", "max_abs_error", "zeros_fraction"}
+
+
+@pytest.mark.parametrize("layout", ryzq.LAYOUTS)
+def test_dequantize_into_out(layout):
+    w = np.random.default_rng(4).standard_normal((64, 48)).astype(np.float32)
+    t = ryzq.quantize(w, layout=layout)
+    out = np.full((64, 48), np.nan, np.float32)
+    assert t.dequantize(out=out) is out
+    np.testing.assert_array_equal(out, t.dequantize())
+    half_out = np.empty((64, 48), np.float16)
+    np.testing.assert_array_equal(t.dequantize(out=half_out), t.dequantize(np.float16))
+    with pytest.raises(ryzq.RyzqError, match="out must be a float32 array of shape"):
+        t.dequantize(out=np.empty((48, 64), np.float32))
+    with pytest.raises(ryzq.RyzqError, match="C-contiguous"):
+        t.dequantize(out=np.empty((48, 64), np.float32).T)
+
+
+@pytest.mark.parametrize("layout", ryzq.LAYOUTS)
+def test_thread_count_does_not_change_results(layout):
+    w = np.random.default_rng(6).standard_normal((256, 1000)).astype(np.float32)
+    one = ryzq.quantize(w, layout=layout, threads=1)
+    two = ryzq.quantize(w, layout=layout, threads=2)
+    np.testing.assert_array_equal(one.data, two.data)
+    assert one.stats == two.stats
+    np.testing.assert_array_equal(one.dequantize(threads=1), two.dequantize(threads=2))
+    np.testing.assert_array_equal(one.codes(threads=1), two.codes(threads=3))
+    with pytest.raises(ryzq.RyzqError, match="at least 1"):
+        ryzq.quantize(w, threads=0)

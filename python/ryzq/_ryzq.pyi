@@ -27,9 +27,10 @@ def dequantize(
     layout: str,
     granularity: str,
     dtype: str,
+    out: npt.NDArray[np.uint8],
     simd: str | None = None,
     threads: int | None = None,
-) -> npt.NDArray[np.uint8]: ...
+) -> None: ...
 def pack(
     codes: npt.NDArray[np.int8],
     shape: list[int],

@@ -157,21 +157,39 @@ class TernaryTensor:
         return unpack(self.data, self.shape, self.layout, simd=simd, threads=threads)
 
     def dequantize(
-        self, dtype: Any = None, *, simd: str | None = None, threads: int | None = None
+        self,
+        dtype: Any = None,
+        *,
+        out: np.ndarray | None = None,
+        simd: str | None = None,
+        threads: int | None = None,
     ) -> np.ndarray:
-        """The dequantized tensor, by default in the original dtype."""
-        name = self.dtype if dtype is None else _dtype_name(dtype)
-        raw = _ryzq.dequantize(
+        """The dequantized tensor, by default in the original dtype; written into ``out`` (a
+        C-contiguous array of the tensor's shape) when given."""
+        if out is None:
+            name = self.dtype if dtype is None else _dtype_name(dtype)
+            out = np.empty(self.shape, DTYPES[name])
+        else:
+            name = _dtype_name(out.dtype if dtype is None else dtype)
+            if out.dtype != DTYPES[name] or out.shape != self.shape:
+                raise RyzqError(
+                    f"out must be a {name} array of shape {self.shape}, "
+                    f"got {out.dtype} of shape {out.shape}"
+                )
+            if not (out.flags.c_contiguous and out.flags.writeable):
+                raise RyzqError("out must be a writeable, C-contiguous array")
+        _ryzq.dequantize(
             np.ascontiguousarray(self.data).reshape(-1),
             np.ascontiguousarray(self.scales, dtype=np.float32).reshape(-1),
             list(self.shape),
             self.layout,
             self.granularity,
             name,
+            out.reshape(-1).view(np.uint8),
             simd,
             threads,
         )
-        return raw.view(DTYPES[name]).reshape(self.shape)
+        return out
 
     def __repr__(self) -> str:
         return (

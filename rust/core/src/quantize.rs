@@ -226,41 +226,86 @@ pub fn pack(codes: &[i8], shape: &[usize], layout: Layout, level: SimdLevel) -> 
     Ok(packed)
 }
 
-/// Runs `f` on each tile's unpacked codes, in tile order; fails on corrupt packed data.
+/// A buffer that tiles fill in parallel, each tile at element ranges no other tile touches.
+struct DisjointOut<'a, T> {
+    ptr: *mut T,
+    len: usize,
+    _buffer: std::marker::PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: the buffer is only reached through `range`, whose callers write disjoint ranges.
+unsafe impl<T: Send> Send for DisjointOut<'_, T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for DisjointOut<'_, T> {}
+
+impl<'a, T> DisjointOut<'a, T> {
+    fn new(buffer: &'a mut [T]) -> Self {
+        Self {
+            ptr: buffer.as_mut_ptr(),
+            len: buffer.len(),
+            _buffer: std::marker::PhantomData,
+        }
+    }
+
+    /// # Safety
+    /// No two live slices returned by this method may overlap.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn range(&self, range: Range<usize>) -> &mut [T] {
+        assert!(
+            range.start <= range.end && range.end <= self.len,
+            "within the buffer"
+        );
+        // SAFETY: in bounds (checked above); exclusive by the caller's promise.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(range.start), range.len()) }
+    }
+}
+
+/// The first byte of `data` with a 2-bit field of 0b11, the one pattern unpacking refuses.
+fn first_corrupt_byte(data: &[u8]) -> Option<usize> {
+    data.iter()
+        .position(|&b| (0..4).any(|k| (b >> (2 * k)) & 0b11 == 0b11))
+}
+
+/// Unpacks every tile, in parallel, and hands its codes to `f`; fails on corrupt packed data.
 fn for_each_unpacked_tile(
     packed: &[u8],
     shape: &[usize],
     layout: &dyn PackedLayout,
     level: SimdLevel,
-    mut f: impl FnMut(&Tile, &[i8]),
+    f: impl Fn(&Tile, &[i8]) + Sync,
 ) -> Result<()> {
     check_packed_len(layout, shape, packed)?;
-    let mut codes = Vec::new();
-    for tile in layout.tiles(shape) {
+    let tiles = layout.tiles(shape);
+    let unpacked = tiles.par_iter().try_for_each_init(Vec::new, |codes, tile| {
         codes.resize(tile.len(), 0);
-        let data = &packed[tile.packed.clone()];
-        if !layout.unpack(level, data, &mut codes) {
-            // Fields of 0b11 are the only thing unpack refuses; name the first byte with one.
-            let offset = data
-                .iter()
-                .position(|&b| (0..4).any(|k| (b >> (2 * k)) & 0b11 == 0b11))
-                .expect("unpack reported corrupt data");
-            return Err(Error::CorruptPacked {
-                byte: tile.packed.start + offset,
-            });
+        if !layout.unpack(level, &packed[tile.packed.clone()], codes) {
+            return Err(());
         }
-        f(&tile, &codes);
-    }
-    Ok(())
+        f(tile, codes);
+        Ok(())
+    });
+    unpacked.map_err(|()| {
+        // Name the first corrupt byte, whichever tile a thread stopped at.
+        let byte = tiles
+            .iter()
+            .find_map(|tile| {
+                first_corrupt_byte(&packed[tile.packed.clone()]).map(|i| tile.packed.start + i)
+            })
+            .expect("unpack refused a tile");
+        Error::CorruptPacked { byte }
+    })
 }
 
 /// Unpacks the int8 codes of a tensor of `shape`.
 pub fn unpack(packed: &[u8], shape: &[usize], layout: Layout, level: SimdLevel) -> Result<Vec<i8>> {
     let mut codes = vec![0i8; shape.iter().product()];
+    let out = DisjointOut::new(&mut codes);
     for_each_unpacked_tile(packed, shape, layout.get(), level, |tile, tile_codes| {
         let mut offset = 0;
         for segment in &tile.segments {
-            codes[segment.clone()].copy_from_slice(&tile_codes[offset..offset + segment.len()]);
+            // SAFETY: the tiles' segments partition the tensor, so no two overlap.
+            let dst = unsafe { out.range(segment.clone()) };
+            dst.copy_from_slice(&tile_codes[offset..offset + segment.len()]);
             offset += segment.len();
         }
     })?;
@@ -296,6 +341,32 @@ pub fn dequantize(
     dtype: FloatDType,
     level: SimdLevel,
 ) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; shape.iter().product::<usize>() * dtype.size()];
+    dequantize_into(
+        packed,
+        scales,
+        shape,
+        layout,
+        granularity,
+        dtype,
+        level,
+        &mut out,
+    )?;
+    Ok(out)
+}
+
+/// [`dequantize`] into `out`, which must hold exactly the tensor's bytes.
+#[allow(clippy::too_many_arguments)]
+pub fn dequantize_into(
+    packed: &[u8],
+    scales: &[f32],
+    shape: &[usize],
+    layout: Layout,
+    granularity: Granularity,
+    dtype: FloatDType,
+    level: SimdLevel,
+    out: &mut [u8],
+) -> Result<()> {
     let layout = layout.get();
     layout.packed_shape(shape)?;
     let (groups, group_len) = granularity.groups(shape);
@@ -312,15 +383,27 @@ pub fn dequantize(
             scales[i]
         )));
     }
-    let values: Vec<_> = scales.iter().map(|&s| output_values(dtype, s)).collect();
     let size = dtype.size();
-    let mut out = vec![0u8; shape.iter().product::<usize>() * size];
+    let expected = shape.iter().product::<usize>() * size;
+    if out.len() != expected {
+        return Err(Error::Size {
+            what: format!(
+                "the output for a {} tensor of shape {shape:?}",
+                dtype.name()
+            ),
+            actual: out.len(),
+            expected,
+        });
+    }
+    let values: Vec<_> = scales.iter().map(|&s| output_values(dtype, s)).collect();
+    let out = DisjointOut::new(out);
     for_each_unpacked_tile(packed, shape, layout, level, |tile, codes| {
         let mut offset = 0;
         for segment in &tile.segments {
             for (g, run) in group_runs(segment.clone(), group_len) {
                 let c = &codes[offset..offset + run.len()];
-                let dst = &mut out[run.start * size..run.end * size];
+                // SAFETY: the tiles' segments partition the tensor, so no two overlap.
+                let dst = unsafe { out.range(run.start * size..run.end * size) };
                 match dtype {
                     FloatDType::F32 => expand32(level, c, values[g].0, dst),
                     FloatDType::F16 | FloatDType::BF16 => expand16(level, c, values[g].1, dst),
@@ -328,6 +411,5 @@ pub fn dequantize(
                 offset += run.len();
             }
         }
-    })?;
-    Ok(out)
+    })
 }

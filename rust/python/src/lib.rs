@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use numpy::{PyArray1, PyReadonlyArray1};
+use numpy::{PyArray1, PyReadonlyArray1, PyReadwriteArray1};
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -97,9 +97,9 @@ fn quantize<'py>(
     ))
 }
 
-/// Dequantizes packed codes; returns the raw little-endian bytes of `dtype`.
+/// Dequantizes packed codes into `out`, the raw little-endian bytes of a `dtype` array.
 #[pyfunction]
-#[pyo3(signature = (packed, scales, shape, layout, granularity, dtype, simd=None, threads=None))]
+#[pyo3(signature = (packed, scales, shape, layout, granularity, dtype, out, simd=None, threads=None))]
 #[allow(clippy::too_many_arguments)]
 fn dequantize<'py>(
     py: Python<'py>,
@@ -109,24 +109,35 @@ fn dequantize<'py>(
     layout: &str,
     granularity: &str,
     dtype: &str,
+    mut out: PyReadwriteArray1<'py, u8>,
     simd: Option<&str>,
     threads: Option<usize>,
-) -> PyResult<Bound<'py, PyArray1<u8>>> {
+) -> PyResult<()> {
     let packed = contiguous(&packed, "the packed data")?;
     let scales = contiguous(&scales, "the scales")?;
     let layout = Layout::parse(layout).map_err(to_py)?;
     let granularity = Granularity::parse(granularity).map_err(to_py)?;
     let dtype = FloatDType::parse(dtype).map_err(to_py)?;
     let level = SimdLevel::resolve(simd).map_err(to_py)?;
-    let out = py
-        .detach(|| {
-            threads::run(threads, || {
-                ryzq_core::dequantize(packed, scales, &shape, layout, granularity, dtype, level)
-            })
+    let out = out
+        .as_slice_mut()
+        .map_err(|_| RyzqError::new_err("out must be a C-contiguous array"))?;
+    py.detach(|| {
+        threads::run(threads, || {
+            ryzq_core::dequantize_into(
+                packed,
+                scales,
+                &shape,
+                layout,
+                granularity,
+                dtype,
+                level,
+                out,
+            )
         })
-        .and_then(|(out, _)| out)
-        .map_err(to_py)?;
-    Ok(PyArray1::from_vec(py, out))
+    })
+    .and_then(|(r, _)| r)
+    .map_err(to_py)
 }
 
 /// Packs int8 codes; returns (packed bytes, packed shape).

@@ -202,7 +202,9 @@ mod tests {
         ];
         let files: Vec<Vec<u8>> = (0..4)
             .map(|i| {
-                let metadata = (0..8).map(|k| (format!("key{k}"), format!("v{k}"))).collect();
+                let metadata = (0..8)
+                    .map(|k| (format!("key{k}"), format!("v{k}")))
+                    .collect();
                 let path = dir.path().join(format!("{i}.safetensors"));
                 let mut w = SafetensorsWriter::create(&path, &tensors, metadata).unwrap();
                 w.write("b", &[1, 2, 3]).unwrap();
