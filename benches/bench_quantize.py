@@ -1,9 +1,11 @@
-"""Throughput of ryzq.quantize and dequantize beside plain numpy and memory floors, all on the
-same arrays in the same process. Prints a table and, with --json, writes the figures.
+"""Throughput of ryzq's kernels beside their peers and two memory floors, all on the same
+arrays in the same process. Prints a table and, with --json, writes the figures.
 
     python benches/bench_quantize.py [--rows 4096 --cols 4096 --repeat 5 --json out.json]
 
-Figures are Mparam/s (millions of weights per second), the median of --repeat runs.
+Figures are Mparam/s (millions of weights per second), the median of --repeat runs. ryzq rows
+run on ONE thread unless they say otherwise. Peers run when installed: transformers (torch),
+and gguf-py (`pip install gguf`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import ryzq
 
 
 def median_seconds(fn: Callable[[], object], repeat: int) -> float:
-    fn()  # warm up: page faults, thread pool start
+    fn()  # warm up: page faults, thread pools, caches
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -40,6 +42,32 @@ def numpy_absmean_i2(w: np.ndarray) -> np.ndarray:
     return c[:, 0] | (c[:, 1] << 2) | (c[:, 2] << 4) | (c[:, 3] << 6)
 
 
+def transformers_peer() -> Callable[[np.ndarray], object] | None:
+    """transformers' WeightQuant math and pack_weights, in eager torch."""
+    os.environ.setdefault("TORCH_COMPILE_DISABLE", "1")
+    try:
+        import torch
+        from transformers.integrations.bitnet import pack_weights
+    except ImportError:
+        return None
+
+    def run(w: np.ndarray) -> object:
+        t = torch.from_numpy(w)
+        scale = 1.0 / t.abs().mean().clamp_(min=1e-5)
+        return pack_weights((t * scale).round().clamp(-1, 1))
+
+    return run
+
+
+def gguf_peer(kind: str) -> Callable[[np.ndarray], object] | None:
+    try:
+        from gguf import GGMLQuantizationType, quants
+    except ImportError:
+        return None
+    qtype = getattr(GGMLQuantizationType, kind)
+    return lambda w: quants.quantize(w, qtype)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=4096)
@@ -52,45 +80,79 @@ def main() -> None:
     w = (rng.standard_normal((args.rows, args.cols)) * 0.02).astype(np.float32)
     n = w.size
     scratch = np.empty_like(w)
-    inputs = {
-        "float32": w,
-        "bfloat16": w.astype(ml_dtypes.bfloat16),
-        "float16": w.astype(np.float16),
-    }
     rows: list[tuple[str, float]] = []
 
-    def measure(name: str, fn: Callable[[], object]) -> float:
-        rate = n / median_seconds(fn, args.repeat) / 1e6
+    def measure(name: str, fn: Callable[[], object], count: int = n) -> float:
+        rate = count / median_seconds(fn, args.repeat) / 1e6
         rows.append((name, rate))
         return rate
 
-    floor_read = measure("floor: W.sum() (one read)", lambda: w.sum())
-    floor_copy = measure("floor: np.copyto (one read, one write)", lambda: np.copyto(scratch, w))
+    measure("floor: W.sum() (one read)", lambda: w.sum())
+    copyto = measure("floor: np.copyto (one read, one write)", lambda: np.copyto(scratch, w))
     numpy_rate = measure("numpy: absmean + 2-bit pack", lambda: numpy_absmean_i2(w))
+    peer = transformers_peer()
+    if peer:
+        import torch
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        measure(
+            f"transformers WeightQuant + pack_weights ({torch.get_num_threads()} threads)",
+            lambda: peer(w),
+        )
+    for kind in ("TQ2_0", "TQ1_0"):
+        g = gguf_peer(kind)
+        if g:
+            measure(f"gguf-py quants.quantize {kind}", lambda g=g: g(w))
+
+    best = ryzq.simd_level()
     for level in ryzq.simd_levels():
         for layout in ryzq.LAYOUTS:
             measure(
                 f"ryzq.quantize {layout}, float32, {level}",
-                lambda layout=layout, level=level: ryzq.quantize(w, layout=layout, simd=level),
+                lambda layout=layout, level=level: ryzq.quantize(
+                    w, layout=layout, simd=level, threads=1
+                ),
             )
-    best = ryzq.simd_level()
-    for dtype, arr in inputs.items():
-        if dtype != "float32":
-            measure(f"ryzq.quantize i2, {dtype}, {best}", lambda arr=arr: ryzq.quantize(arr))
+    for dtype, arr in (
+        ("bfloat16", w.astype(ml_dtypes.bfloat16)),
+        ("float16", w.astype(np.float16)),
+    ):
+        for layout in ryzq.LAYOUTS:
+            measure(
+                f"ryzq.quantize {layout}, {dtype}, {best}",
+                lambda arr=arr, layout=layout: ryzq.quantize(arr, layout=layout, threads=1),
+            )
     for layout in ryzq.LAYOUTS:
         t = ryzq.quantize(w, layout=layout)
-        measure(f"ryzq dequantize {layout} -> float32, {best}", lambda t=t: t.dequantize())
+        measure(
+            f"ryzq dequantize {layout} -> float32 into out=, {best}",
+            lambda t=t: t.dequantize(out=scratch, threads=1),
+        )
+    t = ryzq.quantize(w, layout="i2")
+    measure(f"ryzq dequantize i2 -> new float32 array, {best}", lambda: t.dequantize(threads=1))
+
+    wide = (rng.standard_normal((4096, 16384)) * 0.02).astype(np.float32)
+    threads = os.cpu_count() or 1
+    single = measure(
+        "ryzq.quantize i2, 4096 x 16384, 1 thread",
+        lambda: ryzq.quantize(wide, threads=1),
+        wide.size,
+    )
+    multi = measure(
+        f"ryzq.quantize i2, 4096 x 16384, {threads} threads",
+        lambda: ryzq.quantize(wide, threads=threads),
+        wide.size,
+    )
 
     width = max(len(name) for name, _ in rows)
     print(
         f"{args.rows} x {args.cols} float32 = {n / 1e6:.1f} Mparam; median of {args.repeat}; "
-        f"{os.cpu_count()} CPUs; RAYON_NUM_THREADS={os.environ.get('RAYON_NUM_THREADS', '')}"
+        f"{os.cpu_count()} CPUs; {platform.processor() or platform.machine()}"
     )
     print(f"{'what':<{width}}  {'Mparam/s':>9}  {'x numpy':>7}  {'/ copyto':>8}")
     for name, rate in rows:
-        print(
-            f"{name:<{width}}  {rate:>9,.0f}  {rate / numpy_rate:>7.2f}  {rate / floor_copy:>8.2f}"
-        )
+        print(f"{name:<{width}}  {rate:>9,.0f}  {rate / numpy_rate:>7.2f}  {rate / copyto:>8.2f}")
+    print(f"threads: {threads} threads / 1 thread = {multi / single:.2f}x")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
@@ -98,10 +160,9 @@ def main() -> None:
                     "shape": [args.rows, args.cols],
                     "repeat": args.repeat,
                     "cpu_count": os.cpu_count(),
-                    "machine": platform.machine(),
                     "simd_level": best,
                     "mparam_per_s": dict(rows),
-                    "floors": {"sum": floor_read, "copyto": floor_copy},
+                    "thread_speedup": multi / single,
                 },
                 f,
                 indent=2,

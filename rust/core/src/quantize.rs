@@ -52,7 +52,7 @@ fn group_runs(
     })
 }
 
-/// Splits `buf` into the consecutive pieces given by `tiles`' packed ranges.
+/// Splits `buf` into the consecutive pieces given by the packed ranges of one part's tiles.
 fn split_by_tiles<'b>(mut buf: &'b mut [u8], tiles: &[Tile]) -> Vec<&'b mut [u8]> {
     tiles
         .iter()
@@ -132,33 +132,29 @@ pub fn quantize_with_scales(
     assert_eq!(scales.len(), groups, "one quantizer per group");
     let tiles = layout.tiles(view.shape());
     let mut packed = vec![0u8; packed_shape.iter().product()];
-    let per_tile: Vec<ErrorStats> = tiles
-        .par_iter()
-        .zip(split_by_tiles(&mut packed, &tiles))
-        .map_init(Vec::new, |codes, (tile, out)| {
-            codes.resize(tile.len(), 0i8);
-            let mut stats = ErrorStats::default();
-            let mut offset = 0;
-            for segment in &tile.segments {
-                for (g, run) in group_runs(segment.clone(), group_len) {
-                    let n = run.len();
-                    let x = view.raw(run);
+    let mut per_tile: Vec<ErrorStats> = Vec::with_capacity(tiles.len());
+    for part in tiles.chunk_by(|a, b| a.part == b.part) {
+        let outs = split_by_tiles(&mut packed, part);
+        let stats: Vec<ErrorStats> = part
+            .par_iter()
+            .zip(outs)
+            .map_init(Vec::new, |codes, (tile, out)| {
+                codes.resize(tile.values.len(), 0i8);
+                let mut stats = ErrorStats::default();
+                let first = tile.values.start;
+                for (g, run) in group_runs(tile.values.clone(), group_len) {
+                    let at = run.start - first..run.end - first;
                     let s = scales[g];
-                    stats.merge(&ternarize(
-                        level,
-                        x,
-                        s.inv,
-                        s.scale,
-                        &mut codes[offset..offset + n],
-                    ));
-                    offset += n;
+                    let x = view.raw(run);
+                    stats.merge(&ternarize(level, x, s.inv, s.scale, &mut codes[at]));
                 }
-            }
-            let valid = layout.pack(level, codes, out);
-            debug_assert!(valid, "ternarize only writes -1, 0 and 1");
-            stats
-        })
-        .collect();
+                let valid = layout.pack(level, tile.part, codes, out);
+                debug_assert!(valid, "ternarize only writes -1, 0 and 1");
+                stats
+            })
+            .collect();
+        per_tile.extend(stats);
+    }
     let mut stats = ErrorStats::default();
     for s in &per_tile {
         stats.merge(s);
@@ -201,17 +197,14 @@ pub fn pack(codes: &[i8], shape: &[usize], layout: Layout, level: SimdLevel) -> 
     }
     let tiles = layout.tiles(shape);
     let mut packed = vec![0u8; packed_shape.iter().product()];
-    let valid = tiles
-        .par_iter()
-        .zip(split_by_tiles(&mut packed, &tiles))
-        .map_init(Vec::new, |scratch, (tile, out)| {
-            scratch.clear();
-            for segment in &tile.segments {
-                scratch.extend_from_slice(&codes[segment.clone()]);
-            }
-            layout.pack(level, scratch, out)
-        })
-        .all(|ok| ok);
+    let mut valid = true;
+    for part in tiles.chunk_by(|a, b| a.part == b.part) {
+        let outs = split_by_tiles(&mut packed, part);
+        valid &= part
+            .par_iter()
+            .zip(outs)
+            .all(|(tile, out)| layout.pack(level, tile.part, &codes[tile.values.clone()], out));
+    }
     if !valid {
         let (i, &value) = codes
             .iter()
@@ -277,8 +270,8 @@ fn for_each_unpacked_tile(
     check_packed_len(layout, shape, packed)?;
     let tiles = layout.tiles(shape);
     let unpacked = tiles.par_iter().try_for_each_init(Vec::new, |codes, tile| {
-        codes.resize(tile.len(), 0);
-        if !layout.unpack(level, &packed[tile.packed.clone()], codes) {
+        codes.resize(tile.values.len(), 0);
+        if !layout.unpack(level, tile.part, &packed[tile.packed.clone()], codes) {
             return Err(());
         }
         f(tile, codes);
@@ -301,13 +294,9 @@ pub fn unpack(packed: &[u8], shape: &[usize], layout: Layout, level: SimdLevel) 
     let mut codes = vec![0i8; shape.iter().product()];
     let out = DisjointOut::new(&mut codes);
     for_each_unpacked_tile(packed, shape, layout.get(), level, |tile, tile_codes| {
-        let mut offset = 0;
-        for segment in &tile.segments {
-            // SAFETY: the tiles' segments partition the tensor, so no two overlap.
-            let dst = unsafe { out.range(segment.clone()) };
-            dst.copy_from_slice(&tile_codes[offset..offset + segment.len()]);
-            offset += segment.len();
-        }
+        // SAFETY: every value is in exactly one tile, so no two tiles write the same codes.
+        let dst = unsafe { out.range(tile.values.clone()) };
+        dst.copy_from_slice(tile_codes);
     })?;
     Ok(codes)
 }
@@ -398,17 +387,14 @@ pub fn dequantize_into(
     let values: Vec<_> = scales.iter().map(|&s| output_values(dtype, s)).collect();
     let out = DisjointOut::new(out);
     for_each_unpacked_tile(packed, shape, layout, level, |tile, codes| {
-        let mut offset = 0;
-        for segment in &tile.segments {
-            for (g, run) in group_runs(segment.clone(), group_len) {
-                let c = &codes[offset..offset + run.len()];
-                // SAFETY: the tiles' segments partition the tensor, so no two overlap.
-                let dst = unsafe { out.range(run.start * size..run.end * size) };
-                match dtype {
-                    FloatDType::F32 => expand32(level, c, values[g].0, dst),
-                    FloatDType::F16 | FloatDType::BF16 => expand16(level, c, values[g].1, dst),
-                }
-                offset += run.len();
+        let first = tile.values.start;
+        for (g, run) in group_runs(tile.values.clone(), group_len) {
+            let c = &codes[run.start - first..run.end - first];
+            // SAFETY: every value is in exactly one tile, so no two tiles write the same bytes.
+            let dst = unsafe { out.range(run.start * size..run.end * size) };
+            match dtype {
+                FloatDType::F32 => expand32(level, c, values[g].0, dst),
+                FloatDType::F16 | FloatDType::BF16 => expand16(level, c, values[g].1, dst),
             }
         }
     })

@@ -21,12 +21,12 @@ impl PackedLayout for I2 {
         flat_tiles(shape.iter().product(), 4, 4)
     }
 
-    fn pack(&self, level: SimdLevel, codes: &[i8], out: &mut [u8]) -> bool {
+    fn pack(&self, level: SimdLevel, _part: usize, codes: &[i8], out: &mut [u8]) -> bool {
         assert_eq!(out.len(), codes.len().div_ceil(4), "packed length");
         dispatch!(level, scalar::pack, avx2::pack, avx2::pack, (codes, out))
     }
 
-    fn unpack(&self, level: SimdLevel, data: &[u8], codes: &mut [i8]) -> bool {
+    fn unpack(&self, level: SimdLevel, _part: usize, data: &[u8], codes: &mut [i8]) -> bool {
         assert_eq!(data.len(), codes.len().div_ceil(4), "packed length");
         dispatch!(
             level,

@@ -16,27 +16,19 @@ pub mod t1;
 /// packed bytes of a tile to stay in L2, large enough to amortize the per-tile work.
 pub const TILE_VALUES: usize = 16 * 1024;
 
-/// An independent unit of packing work.
+/// An independent unit of packing work: the values `values` of the flat tensor, whose codes
+/// pack into the bytes `packed`.
 ///
-/// The tile's codes are its `segments` (flat element ranges of the tensor) laid end to end; they
-/// pack into the bytes `packed` of the packed tensor. Tiles of a tensor are listed in the order of
-/// their `packed` ranges, which partition the packed tensor.
+/// A layout that stores values from distant places of the tensor in one byte (bitnet: four
+/// rows) packs each byte in `parts`: tile of part `k` writes its own bits of its bytes, which
+/// start zeroed. Tiles of one part write disjoint bytes and may run in parallel; parts run one
+/// after the other. [`PackedLayout::tiles`] lists tiles by part, and within a part in the order
+/// of their `packed` ranges, which cover the packed tensor. Every value is in exactly one tile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tile {
-    pub segments: Vec<Range<usize>>,
+    pub values: Range<usize>,
     pub packed: Range<usize>,
-}
-
-impl Tile {
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.segments.iter().map(ExactSizeIterator::len).sum()
-    }
-
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+    pub part: usize,
 }
 
 pub trait PackedLayout: Sync {
@@ -48,11 +40,13 @@ pub trait PackedLayout: Sync {
     /// The tiles of a tensor of `shape` (already accepted by [`Self::packed_shape`]).
     fn tiles(&self, shape: &[usize]) -> Vec<Tile>;
 
-    /// Packs one tile. Returns false if a code is not -1, 0 or 1 (then `out` is unspecified).
-    fn pack(&self, level: SimdLevel, codes: &[i8], out: &mut [u8]) -> bool;
+    /// Packs one tile's codes into its bytes `out` (for a layout of several parts, adds the
+    /// tile's bits to `out`). Returns false if a code is not -1, 0 or 1.
+    fn pack(&self, level: SimdLevel, part: usize, codes: &[i8], out: &mut [u8]) -> bool;
 
-    /// Unpacks one tile. Returns false if `data` holds a bit pattern no code packs to.
-    fn unpack(&self, level: SimdLevel, data: &[u8], codes: &mut [i8]) -> bool;
+    /// Unpacks one tile's codes from its bytes. Returns false if `data` holds a bit pattern no
+    /// code packs to.
+    fn unpack(&self, level: SimdLevel, part: usize, data: &[u8], codes: &mut [i8]) -> bool;
 }
 
 /// The layouts ryzq knows, by name.
@@ -104,8 +98,9 @@ pub(crate) fn flat_tiles(numel: usize, block: usize, per_byte: usize) -> Vec<Til
         .map(|start| {
             let end = (start + step).min(numel);
             Tile {
-                segments: std::iter::once(start..end).collect(),
+                values: start..end,
                 packed: start / per_byte..end.div_ceil(per_byte),
+                part: 0,
             }
         })
         .collect()

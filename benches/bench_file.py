@@ -1,0 +1,109 @@
+"""End to end: `ryzq quantize` on a checkpoint against `cat` and the plain numpy script, with
+wall time and peak RSS of each (measured by /usr/bin/time). Warm page cache: every command
+reads the file once before it is timed.
+
+    python benches/bench_file.py [--src model.safetensors] [--dtype F32] [--json out.json]
+
+Without --src, a checkpoint is made with `ryzq synth` (the default: 218 tensors,
+1.742e9 parameters, 6.97 GB in float32) in --workdir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+def timed(cmd: list[str], label: str) -> dict[str, float]:
+    """Runs `cmd` under /usr/bin/time; returns wall seconds and peak RSS in MiB."""
+    result = subprocess.run(
+        ["/usr/bin/time", "-f", "%e %M", *cmd],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"{label} failed:\n{result.stderr}")
+    wall, rss_kib = result.stderr.strip().splitlines()[-1].split()
+    return {"seconds": float(wall), "peak_rss_mib": int(rss_kib) / 1024}
+
+
+def digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--src", help="checkpoint to quantize (default: make one)")
+    parser.add_argument("--workdir", default="/tmp/ryzq-bench")
+    parser.add_argument("--dtype", default="F32", choices=["F32", "BF16", "F16"])
+    parser.add_argument("--skip-numpy", action="store_true", help="skip the numpy script")
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args()
+
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    ryzq_cmd = [sys.executable, "-m", "ryzq"]
+    src = Path(args.src) if args.src else work / f"synth-{args.dtype}.safetensors"
+    if not src.exists():
+        subprocess.run([*ryzq_cmd, "synth", str(src), "--dtype", args.dtype, "--quiet"], check=True)
+    size = src.stat().st_size
+    timed(["cat", str(src)], "warm-up")
+
+    rows = {"cat": timed(["sh", "-c", f"cat '{src}' > /dev/null"], "cat")}
+    out = work / "out.safetensors"
+    rows["ryzq quantize"] = timed([*ryzq_cmd, "quantize", str(src), str(out), "--quiet"], "ryzq")
+    one = work / "out-1thread.safetensors"
+    rows["ryzq quantize --threads 1"] = timed(
+        [*ryzq_cmd, "quantize", str(src), str(one), "--quiet", "--threads", "1"], "ryzq"
+    )
+    identical = digest(out) == digest(one)
+    if not args.skip_numpy:
+        rows["numpy script"] = timed(
+            [
+                sys.executable,
+                str(HERE / "numpy_baseline.py"),
+                str(src),
+                str(work / "out-numpy.safetensors"),
+            ],
+            "numpy script",
+        )
+
+    print(f"{src}: {size / 1e9:.2f} GB, {os.cpu_count()} CPUs, warm page cache")
+    print(f"{'what':<28} {'seconds':>8} {'x cat':>7} {'peak RSS MiB':>13}")
+    for name, r in rows.items():
+        print(
+            f"{name:<28} {r['seconds']:>8.2f} {r['seconds'] / rows['cat']['seconds']:>7.2f} "
+            f"{r['peak_rss_mib']:>13,.0f}"
+        )
+    print(f"output {out.stat().st_size:,} bytes; identical to the 1-thread output: {identical}")
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "src": str(src),
+                    "bytes": size,
+                    "cpus": os.cpu_count(),
+                    "rows": rows,
+                    "output_bytes": out.stat().st_size,
+                    "identical_to_one_thread": identical,
+                },
+                indent=2,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
