@@ -22,7 +22,9 @@ HERE = Path(__file__).parent
 
 
 def timed(cmd: list[str], label: str) -> dict[str, float]:
-    """Runs `cmd` under /usr/bin/time; returns wall seconds and peak RSS in MiB."""
+    """Runs `cmd` under /usr/bin/time; returns wall seconds and peak RSS in MiB. Dirty pages
+    of earlier runs are flushed first, so that no run pays for another's writeback."""
+    os.sync()
     result = subprocess.run(
         ["/usr/bin/time", "-f", "%e %M", *cmd],
         stdout=subprocess.DEVNULL,

@@ -160,6 +160,39 @@ impl SafetensorsWriter {
         write_at(self.file.as_file(), data, at).map_err(|e| Error::io(self.file.path(), e))
     }
 
+    /// Writes tensor `name` with `len` bytes of `src` from `offset`, copied by the kernel
+    /// (`copy_file_range` where the system has it) without passing through this process.
+    pub fn copy_from(&mut self, name: &str, src: &File, offset: u64, len: usize) -> Result<()> {
+        use std::io::{Read, Seek, SeekFrom};
+        let Some((at, planned, written)) = self.slots.get_mut(name) else {
+            return Err(Error::Format(format!("no output tensor is named {name:?}")));
+        };
+        if len != *planned {
+            return Err(Error::Size {
+                what: format!("output tensor {name:?}"),
+                actual: len,
+                expected: *planned,
+            });
+        }
+        *written = true;
+        let tmp = self.file.path().to_path_buf();
+        let mut reader = src;
+        reader
+            .seek(SeekFrom::Start(offset))
+            .map_err(|e| Error::io(&tmp, e))?;
+        let mut out = self.file.as_file();
+        out.seek(SeekFrom::Start(self.data_start + *at))
+            .map_err(|e| Error::io(&tmp, e))?;
+        let copied = std::io::copy(&mut reader.take(len as u64), &mut out)
+            .map_err(|e| Error::io(&tmp, e))?;
+        if copied != len as u64 {
+            return Err(Error::Format(format!(
+                "tensor {name:?}: the input ended after {copied} of its {len} bytes"
+            )));
+        }
+        Ok(())
+    }
+
     /// Size of the finished file in bytes.
     #[must_use]
     pub fn size(&self) -> u64 {
