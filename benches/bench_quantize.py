@@ -17,6 +17,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import ml_dtypes
 import numpy as np
@@ -143,6 +144,15 @@ def main() -> None:
         lambda: ryzq.quantize(wide, threads=threads),
         wide.size,
     )
+    # What the memory gives more threads: each thread sums its own part of the matrix.
+    parts = np.array_split(wide.reshape(-1), threads)
+    with ThreadPoolExecutor(threads) as pool:
+        read_one = measure("floor: 4096 x 16384 .sum(), 1 thread", lambda: wide.sum(), wide.size)
+        read_all = measure(
+            f"floor: 4096 x 16384 .sum(), {threads} threads",
+            lambda: list(pool.map(np.sum, parts)),
+            wide.size,
+        )
 
     width = max(len(name) for name, _ in rows)
     print(
@@ -152,7 +162,10 @@ def main() -> None:
     print(f"{'what':<{width}}  {'Mparam/s':>9}  {'x numpy':>7}  {'/ copyto':>8}")
     for name, rate in rows:
         print(f"{name:<{width}}  {rate:>9,.0f}  {rate / numpy_rate:>7.2f}  {rate / copyto:>8.2f}")
-    print(f"threads: {threads} threads / 1 thread = {multi / single:.2f}x")
+    print(
+        f"threads: ryzq {threads} threads / 1 thread = {multi / single:.2f}x; "
+        f"the memory's own read floor: {read_all / read_one:.2f}x"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
@@ -163,6 +176,7 @@ def main() -> None:
                     "simd_level": best,
                     "mparam_per_s": dict(rows),
                     "thread_speedup": multi / single,
+                    "read_floor_thread_speedup": read_all / read_one,
                 },
                 f,
                 indent=2,
