@@ -114,6 +114,23 @@ impl Error {
         }
     }
 
+    /// Fails with [`Error::Size`] unless a buffer of `what()` has the `expected` length.
+    pub(crate) fn check_size(
+        actual: usize,
+        expected: usize,
+        what: impl FnOnce() -> String,
+    ) -> Result<()> {
+        if actual == expected {
+            Ok(())
+        } else {
+            Err(Error::Size {
+                what: what(),
+                actual,
+                expected,
+            })
+        }
+    }
+
     pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
         Error::Io {
             path: path.display().to_string(),

@@ -169,18 +169,12 @@ pub fn quantize_with_scales(
 
 fn check_packed_len(layout: &dyn PackedLayout, shape: &[usize], packed: &[u8]) -> Result<()> {
     let packed_shape = layout.packed_shape(shape)?;
-    let expected: usize = packed_shape.iter().product();
-    if packed.len() != expected {
-        return Err(Error::Size {
-            what: format!(
-                "packed {} data for shape {shape:?} (packed shape {packed_shape:?})",
-                layout.name()
-            ),
-            actual: packed.len(),
-            expected,
-        });
-    }
-    Ok(())
+    Error::check_size(packed.len(), packed_shape.iter().product(), || {
+        format!(
+            "packed {} data for shape {shape:?} (packed shape {packed_shape:?})",
+            layout.name()
+        )
+    })
 }
 
 /// Packs int8 codes (each -1, 0 or 1) of a tensor of `shape`.
@@ -188,13 +182,9 @@ pub fn pack(codes: &[i8], shape: &[usize], layout: Layout, level: SimdLevel) -> 
     let layout = layout.get();
     let packed_shape = layout.packed_shape(shape)?;
     let numel: usize = shape.iter().product();
-    if codes.len() != numel {
-        return Err(Error::Size {
-            what: format!("int8 codes of shape {shape:?}"),
-            actual: codes.len(),
-            expected: numel,
-        });
-    }
+    Error::check_size(codes.len(), numel, || {
+        format!("int8 codes of shape {shape:?}")
+    })?;
     let tiles = layout.tiles(shape);
     let mut packed = vec![0u8; packed_shape.iter().product()];
     let mut valid = true;
@@ -373,17 +363,12 @@ pub fn dequantize_into(
         )));
     }
     let size = dtype.size();
-    let expected = shape.iter().product::<usize>() * size;
-    if out.len() != expected {
-        return Err(Error::Size {
-            what: format!(
-                "the output for a {} tensor of shape {shape:?}",
-                dtype.name()
-            ),
-            actual: out.len(),
-            expected,
-        });
-    }
+    Error::check_size(out.len(), shape.iter().product::<usize>() * size, || {
+        format!(
+            "the output for a {} tensor of shape {shape:?}",
+            dtype.name()
+        )
+    })?;
     let values: Vec<_> = scales.iter().map(|&s| output_values(dtype, s)).collect();
     let out = DisjointOut::new(out);
     for_each_unpacked_tile(packed, shape, layout, level, |tile, codes| {

@@ -21,14 +21,9 @@ impl<'a> TensorView<'a> {
             .iter()
             .try_fold(1usize, |n, &d| n.checked_mul(d))
             .ok_or_else(|| Error::Shape(format!("shape {shape:?} has too many elements")))?;
-        let expected = numel * dtype.size();
-        if bytes.len() != expected {
-            return Err(Error::Size {
-                what: format!("{} tensor of shape {shape:?}", dtype.name()),
-                actual: bytes.len(),
-                expected,
-            });
-        }
+        Error::check_size(bytes.len(), numel * dtype.size(), || {
+            format!("{} tensor of shape {shape:?}", dtype.name())
+        })?;
         Ok(Self {
             bytes,
             dtype,

@@ -148,13 +148,7 @@ impl SafetensorsWriter {
         let Some((offset, len, written)) = self.slots.get_mut(name) else {
             return Err(Error::Format(format!("no output tensor is named {name:?}")));
         };
-        if data.len() != *len {
-            return Err(Error::Size {
-                what: format!("output tensor {name:?}"),
-                actual: data.len(),
-                expected: *len,
-            });
-        }
+        Error::check_size(data.len(), *len, || format!("output tensor {name:?}"))?;
         *written = true;
         let at = self.data_start + *offset;
         write_at(self.file.as_file(), data, at).map_err(|e| Error::io(self.file.path(), e))
@@ -167,13 +161,7 @@ impl SafetensorsWriter {
         let Some((at, planned, written)) = self.slots.get_mut(name) else {
             return Err(Error::Format(format!("no output tensor is named {name:?}")));
         };
-        if len != *planned {
-            return Err(Error::Size {
-                what: format!("output tensor {name:?}"),
-                actual: len,
-                expected: *planned,
-            });
-        }
+        Error::check_size(len, *planned, || format!("output tensor {name:?}"))?;
         *written = true;
         let tmp = self.file.path().to_path_buf();
         let mut reader = src;
