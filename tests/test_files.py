@@ -40,8 +40,10 @@ def test_quantize_file_writes_what_quantize_computes(tmp_path, dtype, layout, li
     report = ryzq.quantize_file(src, dst, layout=layout, linear_class=linear_class)
     assert digest(src) == before
     out, meta = load(dst)
-    described = json.loads(meta["ryzq"])["quantized"]
+    description = json.loads(meta["ryzq"])
+    described = description["quantized"]
     assert meta["format"] == "pt"
+    assert description.get("linear_class") == (linear_class if layout == "bitnet" else None)
 
     quantized = {t.name for t in report.tensors if t.quantized}
     assert quantized == {

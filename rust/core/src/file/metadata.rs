@@ -36,6 +36,9 @@ pub struct QuantizedTensor {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RyzqMetadata {
     pub version: u32,
+    /// transformers' layer class the `bitnet` layout's scales were written for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linear_class: Option<String>,
     pub quantized: BTreeMap<String, QuantizedTensor>,
 }
 

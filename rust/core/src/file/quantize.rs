@@ -230,6 +230,7 @@ pub fn quantize_file(
     let mut outputs = Vec::new();
     let mut description = RyzqMetadata {
         version: metadata::VERSION,
+        linear_class: (opts.layout == Layout::Bitnet).then(|| opts.linear_class.name().into()),
         ..RyzqMetadata::default()
     };
     for t in checkpoint.tensors() {
