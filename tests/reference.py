@@ -27,17 +27,52 @@ def bitnet_codes(w: np.ndarray, inv: np.float32) -> np.ndarray:
     return np.clip(np.round(y), -1, 1).astype(np.int8)
 
 
-def absmean_quantize(w: np.ndarray, granularity: str) -> tuple[np.ndarray, np.ndarray]:
-    """(codes, scales) of BitNet's absmean quantizer per tensor or per index of dim 0."""
-    x = as_f32(w)
+def groups_of(x: np.ndarray, granularity: str) -> np.ndarray:
+    """The values of `x` as (groups, values per group)."""
     if granularity == "tensor":
-        inv = absmean_inv(x)
-        return bitnet_codes(x, inv), np.array([np.float32(1.0) / inv], dtype=np.float32)
-    rows = x.reshape(x.shape[0], -1)
-    invs = [absmean_inv(r) for r in rows]
-    codes = np.stack([bitnet_codes(r, i) for r, i in zip(rows, invs, strict=True)])
+        return x.reshape(1, -1)
+    if granularity == "row":
+        return x.reshape(x.shape[0], -1)
+    n = int(granularity.removeprefix("group:"))
+    return x.reshape(-1, n)
+
+
+def absmean_quantize(w: np.ndarray, granularity: str) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, scales) of BitNet's absmean quantizer per tensor, row or group."""
+    x = as_f32(w)
+    groups = groups_of(x, granularity)
+    invs = [absmean_inv(g) for g in groups]
+    codes = np.stack([bitnet_codes(g, i) for g, i in zip(groups, invs, strict=True)])
     scales = np.array([np.float32(1.0) / i for i in invs], dtype=np.float32)
     return codes.reshape(x.shape), scales
+
+
+def round_half_away(y: np.ndarray) -> np.ndarray:
+    """C's lroundf: halfway cases away from zero. (floor(|y| + 0.5) would be wrong: the sum
+    rounds 0.49999997 + 0.5 up to 1.)"""
+    a = np.abs(y)
+    whole = np.floor(a)
+    return np.sign(y) * (whole + np.floor(2 * (a - whole)))
+
+
+def absmax_quantize(w: np.ndarray, granularity: str) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, scales) of ggml's absmax quantizer: d = max |w|, lroundf(w / d) in float32."""
+    x = as_f32(w)
+    groups = groups_of(x, granularity)
+    d = np.abs(groups).max(axis=1).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        inv = np.where(d == 0, np.float32(0), np.float32(1) / d).astype(np.float32)
+    y = groups * inv[:, None]
+    codes = np.clip(round_half_away(y), -1, 1).astype(np.int8)
+    return codes.reshape(x.shape), d
+
+
+def quantize(w: np.ndarray, layout: str, method: str, granularity: str):
+    """(codes, stored scales) as ryzq's layout stores them (GGUF blocks: float16 scales)."""
+    codes, scales = (absmean_quantize if method == "absmean" else absmax_quantize)(w, granularity)
+    if layout in ("tq2_0", "tq1_0"):
+        scales = scales.astype(np.float16).astype(np.float32)
+    return codes, scales
 
 
 def dequantize(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
@@ -87,12 +122,52 @@ def pack_t1(codes: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
-PACKERS = {"bitnet": pack_bitnet, "i2": pack_i2, "t1": pack_t1}
+def pack_tq2_0(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """GGUF TQ2_0: per 256 values, byte 32 j + m holds values 128 j + m + 32 n at bits 2n."""
+    c = (codes.astype(np.int16) + 1).astype(np.uint8).reshape(-1, 2, 4, 32)
+    qs = c[:, :, 0] | (c[:, :, 1] << 2) | (c[:, :, 2] << 4) | (c[:, :, 3] << 6)
+    d = scales.astype(np.float16).view(np.uint8).reshape(-1, 2)
+    return np.concatenate([qs.reshape(-1, 64), d], axis=1).reshape(-1)
+
+
+def _base3(digits: np.ndarray) -> np.ndarray:
+    """Digits (..., n, m) most significant first -> ceil(q * 256 / 243) per m."""
+    q = np.zeros(digits.shape[:-2] + digits.shape[-1:], np.int64)
+    for n in range(digits.shape[-2]):
+        q = q * 3 + digits[..., n, :]
+    return ((q * 256 + 242) // 243).astype(np.uint8)
+
+
+def pack_tq1_0(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """GGUF TQ1_0: qs[32] (values m + 32 n), qs[16] (160 + m + 16 n), qh[4] (240 + j + 4 n,
+    then a fifth digit 0), d."""
+    c = (codes.astype(np.int16) + 1).astype(np.int64).reshape(-1, 256)
+    qs0 = _base3(c[:, :160].reshape(-1, 5, 32))
+    qs1 = _base3(c[:, 160:240].reshape(-1, 5, 16))
+    tail = np.concatenate([c[:, 240:].reshape(-1, 4, 4), np.zeros((len(c), 1, 4), np.int64)], 1)
+    qh = _base3(tail)
+    d = scales.astype(np.float16).view(np.uint8).reshape(-1, 2)
+    return np.concatenate([qs0, qs1, qh, d], axis=1).reshape(-1)
+
+
+PACKERS = {
+    "bitnet": lambda c, s: pack_bitnet(c),
+    "i2": lambda c, s: pack_i2(c),
+    "t1": lambda c, s: pack_t1(c),
+    "tq2_0": pack_tq2_0,
+    "tq1_0": pack_tq1_0,
+}
 
 
 def packed_nbytes(shape: tuple[int, ...], layout: str) -> int:
     n = math.prod(shape)
-    return {"bitnet": n // 4, "i2": -(-n // 4), "t1": -(-n // 5)}[layout]
+    return {
+        "bitnet": n // 4,
+        "i2": -(-n // 4),
+        "t1": -(-n // 5),
+        "tq2_0": n // 256 * 66,
+        "tq1_0": n // 256 * 54,
+    }[layout]
 
 
 def supported_levels() -> list[str]:

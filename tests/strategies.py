@@ -14,7 +14,17 @@ DTYPES = {
 }
 
 
+BLOCK_LAYOUTS = ("tq2_0", "tq1_0")
+
+
 def shapes(layout: str, max_side: int = 70) -> st.SearchStrategy[tuple[int, ...]]:
+    if layout in BLOCK_LAYOUTS:
+        row = st.integers(1, 3).map(lambda k: 256 * k)
+        return st.one_of(
+            row.map(lambda r: (r,)),
+            st.tuples(st.integers(1, 6), row),
+            st.tuples(st.integers(1, 3), st.integers(1, 3), row),
+        )
     if layout == "bitnet":
         rows = st.integers(1, 24).map(lambda r: 4 * r)
         return st.one_of(
@@ -54,3 +64,20 @@ def weights(draw, shape: tuple[int, ...], dtype: str = "float32") -> np.ndarray:
 @st.composite
 def codes(draw, shape: tuple[int, ...]) -> np.ndarray:
     return draw(hnp.arrays(np.int8, shape, elements=st.integers(-1, 1)))
+
+
+def granularities(layout: str, shape: tuple[int, ...]) -> st.SearchStrategy[str]:
+    """The granularities `layout` takes for `shape`: GGUF blocks take only group:256."""
+    if layout in BLOCK_LAYOUTS:
+        return st.just("group:256")
+    groups = [f"group:{n}" for n in (32, 64, 128, 256) if shape[-1] % n == 0]
+    return st.sampled_from(["tensor", "row", *groups])
+
+
+def default_granularity(layout: str) -> str:
+    return "group:256" if layout in BLOCK_LAYOUTS else "tensor"
+
+
+def matrix_shape(layout: str, rows: int = 64) -> tuple[int, int]:
+    """A 2-D shape every layout takes."""
+    return (rows, 512)

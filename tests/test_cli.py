@@ -22,10 +22,13 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_demo_quantizes_a_synthetic_model_in_every_layout():
-    result = run("demo", "--layers", "2", "--hidden", "64", "--intermediate", "128")
+    result = run("demo", "--layers", "2", "--hidden", "256", "--intermediate", "512")
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "synthesized a BitNet-style checkpoint: 20 tensors" in out
+    small = run("demo", "--layers", "1", "--hidden", "64", "--intermediate", "128")
+    assert small.returncode == 0, small.stderr
+    assert "tq2_0, tq1_0: rows must be multiples of 256 values" in small.stdout
     verdict = out[out.index("verdict") :].splitlines()
     for layout in ryzq.LAYOUTS:
         row = next(line for line in verdict if line.strip().startswith(layout + " "))

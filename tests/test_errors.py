@@ -11,13 +11,14 @@ def test_error_is_a_value_error():
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-@pytest.mark.parametrize("granularity", ryzq.GRANULARITIES)
-def test_non_finite_weights_name_count_and_first_index(bad, granularity):
-    w = np.ones((8, 30), np.float32)
+@pytest.mark.parametrize("granularity", ["tensor", "row", "group:32"])
+@pytest.mark.parametrize("method", ryzq.METHODS)
+def test_non_finite_weights_name_count_and_first_index(bad, granularity, method):
+    w = np.ones((8, 32), np.float32)
     w[2, 5] = bad
     w[6, 1] = bad
     with pytest.raises(ryzq.RyzqError, match=r"2 non-finite values .* first is .* index \(2, 5\)"):
-        ryzq.quantize(w, granularity=granularity)
+        ryzq.quantize(w, granularity=granularity, method=method)
 
 
 def test_non_finite_bfloat16_is_found_too():
@@ -37,6 +38,11 @@ def test_non_finite_bfloat16_is_found_too():
         (np.ones(8, np.float32), {"layout": "q4"}, "unknown layout"),
         (np.ones(8, np.float32), {"method": "absmedian"}, "unknown method"),
         (np.ones(8, np.float32), {"granularity": "column"}, "unknown granularity"),
+        (np.ones(64, np.float32), {"granularity": "group:16"}, "unknown granularity"),
+        (np.ones((4, 96), np.float32), {"granularity": "group:64"}, "do not split into groups"),
+        (np.ones((4, 256), np.float32), {"layout": "tq2_0", "granularity": "row"}, "group:256"),
+        (np.ones((4, 300), np.float32), {"layout": "tq1_0"}, "blocks of 256 values"),
+        (np.ones(8, np.float32), {"method": "absmedian"}, "unknown method"),
         (np.ones((6, 4), np.float32), {"layout": "bitnet"}, "multiple of 4"),
         (np.ones((4, 4, 4), np.float32), {"layout": "bitnet"}, "1-D or 2-D"),
         (np.ones((0, 4), np.float32), {}, "no elements"),

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import reference as ref
 import ryzq
@@ -12,12 +13,17 @@ from strategies import codes, shapes
 
 @given(data=st.data(), layout=st.sampled_from(ryzq.LAYOUTS))
 def test_round_trip_and_reference_bytes(data, layout):
-    shape = data.draw(shapes(layout, max_side=200 if layout != "bitnet" else 60))
+    shape = data.draw(shapes(layout, max_side=200 if layout in ("i2", "t1") else 60))
     c = data.draw(codes(shape))
-    packed = ryzq.pack(c, layout)
+    scales = None
+    if layout.startswith("tq"):
+        scales = data.draw(
+            hnp.arrays(np.float32, c.size // 256, elements=st.floats(0, 100, width=16))
+        )
+    packed = ryzq.pack(c, layout, scales=scales)
     assert packed.dtype == np.uint8
     assert packed.nbytes == ref.packed_nbytes(shape, layout)
-    np.testing.assert_array_equal(packed.ravel(), ref.PACKERS[layout](c).ravel())
+    np.testing.assert_array_equal(packed.ravel(), ref.PACKERS[layout](c, scales).ravel())
     back = ryzq.unpack(packed, shape, layout)
     assert back.dtype == np.int8 and back.shape == shape
     np.testing.assert_array_equal(back, c)
@@ -49,10 +55,11 @@ def test_t1_every_digit_combination_decodes():
         np.testing.assert_array_equal(ryzq.unpack(ryzq.pack(part, "t1"), part.shape, "t1"), part)
 
 
-@pytest.mark.parametrize("layout", ["bitnet", "i2"])
+@pytest.mark.parametrize("layout", ["bitnet", "i2", "tq2_0"])
 def test_corrupt_two_bit_field_is_refused(layout):
-    c = np.zeros((8, 40), np.int8)
-    packed = ryzq.pack(c, layout).copy()
+    c = np.zeros((8, 256), np.int8)
+    scales = np.ones(8, np.float32) if layout == "tq2_0" else None
+    packed = ryzq.pack(c, layout, scales=scales).copy()
     packed.ravel()[5] = 0b1101_0101
     with pytest.raises(ryzq.RyzqError, match="corrupt packed data: byte 5"):
         ryzq.unpack(packed, c.shape, layout)
@@ -60,14 +67,25 @@ def test_corrupt_two_bit_field_is_refused(layout):
 
 @pytest.mark.parametrize("layout", ryzq.LAYOUTS)
 def test_invalid_codes_are_refused_with_their_index(layout):
-    c = np.zeros((8, 40), np.int8)
+    scales = np.ones(8, np.float32) if layout.startswith("tq") else None
+    c = np.zeros((8, 256), np.int8)
     c[3, 7] = 2
     with pytest.raises(ryzq.RyzqError, match=r"invalid ternary code 2 at index \(3, 7\)"):
-        ryzq.pack(c, layout)
-    c16 = np.zeros((8, 40), np.int16)
+        ryzq.pack(c, layout, scales=scales)
+    c16 = np.zeros((8, 256), np.int16)
     c16[1, 2] = 257  # would wrap to a valid int8 code
     with pytest.raises(ryzq.RyzqError, match=r"invalid ternary code 257 at index \(1, 2\)"):
-        ryzq.pack(c16, layout)
+        ryzq.pack(c16, layout, scales=scales)
+
+
+def test_gguf_blocks_need_their_scales_and_the_others_none():
+    c = np.zeros((2, 256), np.int8)
+    with pytest.raises(ryzq.RyzqError, match="give the scales too"):
+        ryzq.pack(c, "tq2_0")
+    with pytest.raises(ryzq.RyzqError, match=r"3 scales given, .* 2 for shape"):
+        ryzq.pack(c, "tq1_0", scales=np.ones(3, np.float32))
+    with pytest.raises(ryzq.RyzqError, match="give no scales"):
+        ryzq.pack(c, "i2", scales=np.ones(2, np.float32))
 
 
 def test_wrong_packed_size_is_refused():

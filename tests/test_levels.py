@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ryzq
-from strategies import codes, shapes, weights
+from strategies import codes, granularities, shapes, weights
 
 LEVELS = ryzq.simd_levels()
 SIMD_LEVELS = [level for level in LEVELS if level != "scalar"]
@@ -31,15 +31,17 @@ def assert_same_quantization(a: ryzq.TernaryTensor, b: ryzq.TernaryTensor) -> No
 @given(
     data=st.data(),
     layout=st.sampled_from(ryzq.LAYOUTS),
-    granularity=st.sampled_from(ryzq.GRANULARITIES),
+    method=st.sampled_from(ryzq.METHODS),
     dtype=st.sampled_from(["float32", "float16", "bfloat16"]),
 )
-def test_quantize_and_dequantize_equal_scalar(data, layout, granularity, dtype):
-    shape = data.draw(shapes(layout, max_side=300 if layout != "bitnet" else 70))
+def test_quantize_and_dequantize_equal_scalar(data, layout, method, dtype):
+    shape = data.draw(shapes(layout, max_side=300 if layout in ("i2", "t1") else 70))
+    granularity = data.draw(granularities(layout, shape))
     w = data.draw(weights(shape, dtype))
-    expected = ryzq.quantize(w, layout=layout, granularity=granularity, simd="scalar")
+    options = {"layout": layout, "method": method, "granularity": granularity}
+    expected = ryzq.quantize(w, **options, simd="scalar")
     for level in SIMD_LEVELS:
-        got = ryzq.quantize(w, layout=layout, granularity=granularity, simd=level)
+        got = ryzq.quantize(w, **options, simd=level)
         assert_same_quantization(got, expected)
         for out in ("float32", "float16", "bfloat16"):
             np.testing.assert_array_equal(
@@ -51,11 +53,12 @@ def test_quantize_and_dequantize_equal_scalar(data, layout, granularity, dtype):
 @pytest.mark.skipif(not SIMD_LEVELS, reason="this processor has no SIMD level to compare")
 @given(data=st.data(), layout=st.sampled_from(ryzq.LAYOUTS))
 def test_pack_and_unpack_equal_scalar(data, layout):
-    shape = data.draw(shapes(layout, max_side=400 if layout != "bitnet" else 90))
+    shape = data.draw(shapes(layout, max_side=400 if layout in ("i2", "t1") else 90))
     c = data.draw(codes(shape))
-    packed = ryzq.pack(c, layout, simd="scalar")
+    scales = np.full(c.size // 256, 0.25, np.float32) if layout.startswith("tq") else None
+    packed = ryzq.pack(c, layout, scales=scales, simd="scalar")
     for level in SIMD_LEVELS:
-        np.testing.assert_array_equal(ryzq.pack(c, layout, simd=level), packed)
+        np.testing.assert_array_equal(ryzq.pack(c, layout, scales=scales, simd=level), packed)
         np.testing.assert_array_equal(ryzq.unpack(packed, shape, layout, simd=level), c)
 
 
@@ -63,11 +66,13 @@ def test_pack_and_unpack_equal_scalar(data, layout):
 @pytest.mark.parametrize("layout", ryzq.LAYOUTS)
 def test_large_tensors_equal_scalar(layout):
     rng = np.random.default_rng(11)
-    w = (rng.standard_normal((132, 5003)) * 0.05).astype(np.float32)
-    expected = ryzq.quantize(w, layout=layout, granularity="row", simd="scalar")
+    cols = 5120 if layout.startswith("tq") else 5003
+    w = (rng.standard_normal((132, cols)) * 0.05).astype(np.float32)
+    granularity = "group:256" if layout.startswith("tq") else "row"
+    expected = ryzq.quantize(w, layout=layout, granularity=granularity, simd="scalar")
     for level in SIMD_LEVELS:
         assert_same_quantization(
-            ryzq.quantize(w, layout=layout, granularity="row", simd=level), expected
+            ryzq.quantize(w, layout=layout, granularity=granularity, simd=level), expected
         )
 
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import reference as ref
 import ryzq
-from strategies import shapes, weights
+from strategies import default_granularity, granularities, shapes, weights
 
 
 def assert_stats_match(stats: ryzq.QuantizationStats, expected: dict) -> None:
@@ -22,35 +22,37 @@ def assert_stats_match(stats: ryzq.QuantizationStats, expected: dict) -> None:
 @given(
     data=st.data(),
     layout=st.sampled_from(ryzq.LAYOUTS),
-    granularity=st.sampled_from(ryzq.GRANULARITIES),
+    method=st.sampled_from(ryzq.METHODS),
     dtype=st.sampled_from(["float32", "float16", "bfloat16"]),
 )
-def test_codes_scales_and_stats_match_numpy(data, layout, granularity, dtype):
+def test_codes_scales_and_stats_match_numpy(data, layout, method, dtype):
     shape = data.draw(shapes(layout))
+    granularity = data.draw(granularities(layout, shape))
     w = data.draw(weights(shape, dtype))
-    t = ryzq.quantize(w, layout=layout, granularity=granularity)
-    codes, scales = ref.absmean_quantize(w, granularity)
+    t = ryzq.quantize(w, layout=layout, method=method, granularity=granularity)
+    codes, scales = ref.quantize(w, layout, method, granularity)
     np.testing.assert_array_equal(t.codes(), codes)
     np.testing.assert_array_equal(t.scales, scales)
-    np.testing.assert_array_equal(t.data.ravel(), ref.PACKERS[layout](codes).ravel())
+    np.testing.assert_array_equal(t.data.ravel(), ref.PACKERS[layout](codes, scales).ravel())
     assert_stats_match(t.stats, ref.error_stats(w, codes, scales))
     assert t.stats.numel == w.size
     assert t.shape == w.shape and t.dtype == dtype
+    assert t.method == method and t.granularity == granularity
 
 
 @pytest.mark.parametrize("layout", ryzq.LAYOUTS)
-@pytest.mark.parametrize("granularity", ryzq.GRANULARITIES)
-def test_many_tiles_match_numpy(layout, granularity):
+@pytest.mark.parametrize("method", ryzq.METHODS)
+def test_many_tiles_match_numpy(layout, method):
     # Large enough for many tiles, and (for bitnet) rows wider than one tile.
     rng = np.random.default_rng(7)
-    for shape in [(96, 1000), (8, 9000), (40_004,)]:
-        if layout != "bitnet" and len(shape) == 1:
-            shape = (40_003,)
+    shapes_ = [(96, 1024), (8, 9216), (40_960,)]
+    for shape in shapes_:
+        granularity = default_granularity(layout)
         w = (rng.standard_normal(shape) * 0.02).astype(np.float32)
-        t = ryzq.quantize(w, layout=layout, granularity=granularity)
-        codes, scales = ref.absmean_quantize(w, granularity)
+        t = ryzq.quantize(w, layout=layout, method=method, granularity=granularity)
+        codes, scales = ref.quantize(w, layout, method, granularity)
         np.testing.assert_array_equal(t.codes(), codes)
-        np.testing.assert_array_equal(t.data.ravel(), ref.PACKERS[layout](codes).ravel())
+        np.testing.assert_array_equal(t.data.ravel(), ref.PACKERS[layout](codes, scales).ravel())
         assert_stats_match(t.stats, ref.error_stats(w, codes, scales))
 
 
@@ -62,9 +64,10 @@ def test_gaussian_nmse_is_bitnets():
 @pytest.mark.parametrize("layout", ryzq.LAYOUTS)
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 def test_dequantize_is_code_times_scale_in_each_dtype(layout, dtype):
-    w = np.random.default_rng(1).standard_normal((64, 33)).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((64, 256)).astype(np.float32)
     w = w.astype(np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else dtype)
-    t = ryzq.quantize(w, layout=layout, granularity="row")
+    granularity = "group:256" if layout.startswith("tq") else "row"
+    t = ryzq.quantize(w, layout=layout, granularity=granularity)
     expected32 = ref.dequantize(t.codes(), t.scales)
     np.testing.assert_array_equal(t.dequantize(np.float32), expected32)
     out = t.dequantize()
@@ -118,22 +121,22 @@ def test_stats_fields():
 
 @pytest.mark.parametrize("layout", ryzq.LAYOUTS)
 def test_dequantize_into_out(layout):
-    w = np.random.default_rng(4).standard_normal((64, 48)).astype(np.float32)
+    w = np.random.default_rng(4).standard_normal((64, 256)).astype(np.float32)
     t = ryzq.quantize(w, layout=layout)
-    out = np.full((64, 48), np.nan, np.float32)
+    out = np.full((64, 256), np.nan, np.float32)
     assert t.dequantize(out=out) is out
     np.testing.assert_array_equal(out, t.dequantize())
-    half_out = np.empty((64, 48), np.float16)
+    half_out = np.empty((64, 256), np.float16)
     np.testing.assert_array_equal(t.dequantize(out=half_out), t.dequantize(np.float16))
     with pytest.raises(ryzq.RyzqError, match="out must be a float32 array of shape"):
-        t.dequantize(out=np.empty((48, 64), np.float32))
+        t.dequantize(out=np.empty((256, 64), np.float32))
     with pytest.raises(ryzq.RyzqError, match="C-contiguous"):
-        t.dequantize(out=np.empty((48, 64), np.float32).T)
+        t.dequantize(out=np.empty((256, 64), np.float32).T)
 
 
 @pytest.mark.parametrize("layout", ryzq.LAYOUTS)
 def test_thread_count_does_not_change_results(layout):
-    w = np.random.default_rng(6).standard_normal((256, 1000)).astype(np.float32)
+    w = np.random.default_rng(6).standard_normal((256, 1024)).astype(np.float32)
     one = ryzq.quantize(w, layout=layout, threads=1)
     two = ryzq.quantize(w, layout=layout, threads=2)
     np.testing.assert_array_equal(one.data, two.data)

@@ -16,6 +16,7 @@ from ryzq.array import (
     unpack,
 )
 from ryzq.files import dequantize_file, quantize_file, quantize_model, read_header
+from ryzq.gguf import write_gguf
 from ryzq.report import QuantizationReport, TensorReport
 
 __all__ = [
@@ -37,4 +38,5 @@ __all__ = [
     "simd_level",
     "simd_levels",
     "unpack",
+    "write_gguf",
 ]

@@ -35,6 +35,7 @@ def pack(
     codes: npt.NDArray[np.int8],
     shape: list[int],
     layout: str,
+    scales: npt.NDArray[np.float32] | None = None,
     simd: str | None = None,
     threads: int | None = None,
 ) -> tuple[npt.NDArray[np.uint8], list[int]]: ...

@@ -12,9 +12,18 @@ import numpy as np
 from ryzq import _ryzq
 from ryzq._ryzq import RyzqError
 
-LAYOUTS = ("bitnet", "i2", "t1")
-METHODS = ("absmean",)
-GRANULARITIES = ("tensor", "row")
+LAYOUTS = ("bitnet", "i2", "t1", "tq2_0", "tq1_0")
+#: The layouts that store a scale in every block of 256 values (GGUF's TQ2_0 and TQ1_0).
+BLOCK_LAYOUTS = ("tq2_0", "tq1_0")
+METHODS = ("absmean", "absmax")
+#: ``group:N`` takes N from 32 to 4096.
+GRANULARITIES = ("tensor", "row", "group:N")
+
+
+def default_granularity(layout: str) -> str:
+    """One scale per tensor, except for GGUF blocks, which hold one scale per 256 values."""
+    return "group:256" if layout in BLOCK_LAYOUTS else "tensor"
+
 
 #: The dtypes ryzq reads and writes, by the name it reports them with.
 DTYPES: dict[str, np.dtype[Any]] = {
@@ -136,7 +145,8 @@ class TernaryTensor:
 
     #: the packed codes, uint8, in the layout's packed shape
     data: np.ndarray
-    #: float32 dequantization scales: one (``tensor``) or one per index of dim 0 (``row``)
+    #: float32 dequantization scales: one (``tensor``), one per index of dim 0 (``row``) or one
+    #: per group of N values of a row (``group:N``), as stored
     scales: np.ndarray
     #: shape of the original tensor
     shape: tuple[int, ...]
@@ -204,7 +214,7 @@ def quantize(
     *,
     layout: str = "i2",
     method: str = "absmean",
-    granularity: str = "tensor",
+    granularity: str | None = None,
     dtype: Any = None,
     simd: str | None = None,
     threads: int | None = None,
@@ -213,17 +223,19 @@ def quantize(
 
     ``w`` is a float32, float16 or bfloat16 (``ml_dtypes.bfloat16``) array of any shape the
     layout takes; raw bfloat16 bits can be given as uint16 with ``dtype="bfloat16"``.
-    ``method="absmean"`` is BitNet b1.58's quantizer; ``granularity`` is ``"tensor"`` (one
-    scale) or ``"row"`` (one scale per index of dim 0). ``simd`` forces a kernel level
-    (``"scalar"``, ``"avx2"``, ``"avx512"``) for this call; by default ``RYZQ_SIMD`` or the
-    best the processor has. ``threads`` sets how many threads the kernels use (default:
-    ``RYZQ_NUM_THREADS``, else every core); the result never depends on it. Raises
-    :class:`RyzqError` on bad input, such as NaN or infinite weights.
+    ``method="absmean"`` is BitNet b1.58's quantizer, ``"absmax"`` ggml's (scale = max |w|,
+    ties away from zero). ``granularity`` is ``"tensor"`` (one scale), ``"row"`` (one scale
+    per index of dim 0) or ``"group:N"`` (one per N values of a row); by default ``"tensor"``,
+    and ``"group:256"`` for the GGUF layouts ``tq2_0`` and ``tq1_0``, which store it in
+    blocks. ``simd`` forces a kernel level (``"scalar"``, ``"avx2"``, ``"avx512"``) for this
+    call; by default ``RYZQ_SIMD`` or the best the processor has. ``threads`` sets how many
+    threads the kernels use (default: ``RYZQ_NUM_THREADS``, else every core); the result never
+    depends on it. Raises :class:`RyzqError` on bad input, such as NaN or infinite weights.
     """
     data, name, shape = _raw_weights(w, dtype)
     _check_choice(layout, LAYOUTS, "layout")
     _check_choice(method, METHODS, "method")
-    _check_choice(granularity, GRANULARITIES, "granularity")
+    granularity = granularity or default_granularity(layout)
     packed, packed_shape, scales, stats = _ryzq.quantize(
         data, name, list(shape), layout, method, granularity, simd, threads
     )
@@ -256,12 +268,22 @@ def _as_codes(codes: Any) -> np.ndarray:
 
 
 def pack(
-    codes: Any, layout: str = "i2", *, simd: str | None = None, threads: int | None = None
+    codes: Any,
+    layout: str = "i2",
+    *,
+    scales: Any = None,
+    simd: str | None = None,
+    threads: int | None = None,
 ) -> np.ndarray:
-    """Pack int8 ternary codes (-1, 0, 1) into ``layout``; returns uint8 in the packed shape."""
+    """Pack int8 ternary codes (-1, 0, 1) into ``layout``; returns uint8 in the packed shape.
+    The GGUF layouts store a scale in every block of 256 values: give those ``scales``."""
     arr = _as_codes(codes)
     _check_choice(layout, LAYOUTS, "layout")
-    packed, packed_shape = _ryzq.pack(arr.reshape(-1), list(arr.shape), layout, simd, threads)
+    if scales is not None:
+        scales = np.ascontiguousarray(scales, dtype=np.float32).reshape(-1)
+    packed, packed_shape = _ryzq.pack(
+        arr.reshape(-1), list(arr.shape), layout, scales, simd, threads
+    )
     return packed.reshape(packed_shape)
 
 

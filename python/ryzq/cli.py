@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import ryzq
-from ryzq.array import GRANULARITIES, LAYOUTS, METHODS
+from ryzq.array import BLOCK_LAYOUTS, LAYOUTS, METHODS
 from ryzq.files import (
     LINEAR_CLASSES,
     dequantize_file,
@@ -61,7 +61,7 @@ def _inspect(args: argparse.Namespace) -> int:
     meta = dict(header["metadata"])
     described = json.loads(meta.pop("ryzq")) if "ryzq" in meta else None
     quantized = described["quantized"] if described else {}
-    scales = {q["scale"]: name for name, q in quantized.items()}
+    scales = {q["scale"]: name for name, q in quantized.items() if q.get("scale")}
     print(f"{args.file}: {len(header['tensors'])} tensors, {_size(header['size'])}")
     for key, value in sorted(meta.items()):
         print(f"  metadata {key}: {value}")
@@ -72,9 +72,10 @@ def _inspect(args: argparse.Namespace) -> int:
     for t in header["tensors"]:
         q = quantized.get(t["name"])
         if q:
+            where = f"scale {q['scale']}" if q.get("scale") else "scales in its blocks"
             how = (
                 f"{q['layout']} of {q['dtype']} {q['shape']}, {q['method']} per "
-                f"{q['granularity']}, scale {q['scale']} ({q['scale_convention']})"
+                f"{q['granularity']}, {where} ({q['scale_convention']})"
             )
         elif t["name"] in scales:
             how = f"scales of {scales[t['name']]}"
@@ -125,7 +126,9 @@ def _demo(args: argparse.Namespace) -> int:
             f"{made['parameters']:,} parameters, {args.dtype}, {_size(made['bytes'])}\n"
         )
         rows = []
-        for layout in LAYOUTS:
+        blocks_fit = args.hidden % 256 == 0 and args.intermediate % 256 == 0
+        layouts = [lay for lay in LAYOUTS if blocks_fit or lay not in BLOCK_LAYOUTS]
+        for layout in layouts:
             dst = Path(tmp) / f"model.{layout}.safetensors"
             report = quantize_file(src, dst, layout=layout)
             if layout == "bitnet":
@@ -139,15 +142,17 @@ def _demo(args: argparse.Namespace) -> int:
             f"  {'layout':<7} {'bits/w':>6} {'output':>11} {'ratio':>7} {'quantized':>10} "
             f"{'NMSE mean':>10} {'seconds':>8} {'dequantized':>12}"
         )
-        bits = {"bitnet": 2.0, "i2": 2.0, "t1": 1.6}
+        bits = {"bitnet": 2.0, "i2": 2.0, "t1": 1.6, "tq2_0": 66 * 8 / 256, "tq1_0": 54 * 8 / 256}
         for layout, report, ok in rows:
             nmse = report.to_dict()["summary"]["nmse"]["mean"]
             print(
-                f"  {layout:<7} {bits[layout]:>6.1f} {_size(report.file_bytes_out):>11} "
+                f"  {layout:<7} {bits[layout]:>6.2f} {_size(report.file_bytes_out):>11} "
                 f"{report.compression_ratio:>6.2f}x {report.quantized_compression_ratio:>9.2f}x "
                 f"{nmse if nmse is not None else math.nan:>10.4f} {report.seconds:>8.2f} "
                 f"{'ok' if ok else 'FAILED':>12}"
             )
+        if not blocks_fit:
+            print(f"  ({', '.join(BLOCK_LAYOUTS)}: rows must be multiples of 256 values)")
         if not all(ok for *_, ok in rows):
             print("ryzq: error: a file did not dequantize", file=sys.stderr)
             return 1
@@ -190,7 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("dst", help="the output file (or folder, for a model folder)")
     q.add_argument("--layout", choices=LAYOUTS, default="bitnet")
     q.add_argument("--method", choices=METHODS, default="absmean")
-    q.add_argument("--granularity", choices=GRANULARITIES, default="tensor")
+    q.add_argument(
+        "--granularity",
+        metavar="G",
+        help="tensor, row or group:N (default: tensor; group:256 for tq2_0 and tq1_0)",
+    )
     q.add_argument(
         "--linear-class",
         choices=LINEAR_CLASSES,

@@ -12,7 +12,7 @@ from typing import Any
 
 from ryzq import _ryzq
 from ryzq._ryzq import RyzqError
-from ryzq.array import GRANULARITIES, LAYOUTS, METHODS, _check_choice
+from ryzq.array import LAYOUTS, METHODS, _check_choice, default_granularity
 from ryzq.progress import ProgressBar
 from ryzq.report import QuantizationReport
 
@@ -39,7 +39,7 @@ def quantize_file(
     *,
     layout: str = "bitnet",
     method: str = "absmean",
-    granularity: str = "tensor",
+    granularity: str | None = None,
     linear_class: str = "bitlinear",
     include: str | Sequence[str] | None = None,
     exclude: str | Sequence[str] | None = None,
@@ -60,7 +60,7 @@ def quantize_file(
     """
     _check_choice(layout, LAYOUTS, "layout")
     _check_choice(method, METHODS, "method")
-    _check_choice(granularity, GRANULARITIES, "granularity")
+    granularity = granularity or default_granularity(layout)
     _check_choice(linear_class, LINEAR_CLASSES, "linear_class")
     callback = None
     if progress:
@@ -123,7 +123,7 @@ def quantize_model(
     *,
     layout: str = "bitnet",
     method: str = "absmean",
-    granularity: str = "tensor",
+    granularity: str | None = None,
     linear_class: str = "bitlinear",
     include: str | Sequence[str] | None = None,
     exclude: str | Sequence[str] | None = None,

@@ -25,8 +25,8 @@ pub use error::{Error, Index, Result};
 pub use layout::Layout;
 pub use method::{Granularity, Method, TernaryScale};
 pub use quantize::{
-    QuantizeOptions, Quantized, dequantize, dequantize_into, group_scales, pack, quantize,
-    quantize_with_scales, unpack,
+    QuantizeOptions, Quantized, check_granularity, dequantize, dequantize_into, group_scales, pack,
+    quantize, quantize_with_scales, unpack,
 };
 pub use simd::SimdLevel;
 pub use stats::ErrorStats;

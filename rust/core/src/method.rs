@@ -26,20 +26,42 @@ impl TernaryScale {
             scale: 1.0 / inv,
         }
     }
+
+    /// ggml's absmax quantizer of a group from its `max |w|`: `inv = 1 / max` (0 for an
+    /// all-zero group), `scale = max`.
+    #[must_use]
+    pub fn absmax(max: f32) -> Self {
+        Self {
+            inv: if max == 0.0 { 0.0 } else { 1.0 / max },
+            scale: max,
+        }
+    }
+}
+
+/// How a code is rounded when `w * inv` lies exactly halfway, at +-0.5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ties {
+    /// To even: 0 (torch's `round`, BitNet).
+    Even,
+    /// Away from zero: +-1 (C's `lroundf`, ggml).
+    Away,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Method {
-    /// BitNet b1.58: scale = mean |w|.
+    /// BitNet b1.58: scale = mean |w|, ties to even.
     AbsMean,
+    /// ggml's TQ1_0 / TQ2_0: scale = max |w|, ties away from zero.
+    AbsMax,
 }
 
 impl Method {
     pub fn parse(name: &str) -> Result<Self> {
         match name {
             "absmean" => Ok(Method::AbsMean),
+            "absmax" => Ok(Method::AbsMax),
             other => Err(Error::InvalidArgument(format!(
-                "unknown method {other:?}: expected absmean"
+                "unknown method {other:?}: expected absmean or absmax"
             ))),
         }
     }
@@ -48,6 +70,16 @@ impl Method {
     pub fn name(self) -> &'static str {
         match self {
             Method::AbsMean => "absmean",
+            Method::AbsMax => "absmax",
+        }
+    }
+
+    /// The rounding of halfway values in the reference implementation of the method.
+    #[must_use]
+    pub fn ties(self) -> Ties {
+        match self {
+            Method::AbsMean => Ties::Even,
+            Method::AbsMax => Ties::Away,
         }
     }
 }
@@ -59,35 +91,66 @@ pub enum Granularity {
     Tensor,
     /// One scale per index of dim 0 (per output channel of a linear layer).
     Row,
+    /// One scale per `n` consecutive values of a row (of the last dimension).
+    Group(usize),
 }
+
+/// The group sizes `group:N` accepts.
+pub const GROUP_SIZES: std::ops::RangeInclusive<usize> = 32..=4096;
 
 impl Granularity {
     pub fn parse(name: &str) -> Result<Self> {
+        let bad = || {
+            Error::InvalidArgument(format!(
+                "unknown granularity {name:?}: expected tensor, row or group:N with N from {} \
+                 to {}",
+                GROUP_SIZES.start(),
+                GROUP_SIZES.end()
+            ))
+        };
         match name {
             "tensor" => Ok(Granularity::Tensor),
             "row" => Ok(Granularity::Row),
-            other => Err(Error::InvalidArgument(format!(
-                "unknown granularity {other:?}: expected tensor or row"
-            ))),
+            _ => {
+                let n: usize = name
+                    .strip_prefix("group:")
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(bad)?;
+                if GROUP_SIZES.contains(&n) {
+                    Ok(Granularity::Group(n))
+                } else {
+                    Err(bad())
+                }
+            }
         }
     }
 
     #[must_use]
-    pub fn name(self) -> &'static str {
+    pub fn name(self) -> String {
         match self {
-            Granularity::Tensor => "tensor",
-            Granularity::Row => "row",
+            Granularity::Tensor => "tensor".into(),
+            Granularity::Row => "row".into(),
+            Granularity::Group(n) => format!("group:{n}"),
         }
     }
 
     /// `(number of groups, values per group)` for a non-empty tensor of `shape`. Groups are
     /// consecutive runs of the flat tensor.
-    #[must_use]
-    pub fn groups(self, shape: &[usize]) -> (usize, usize) {
+    pub fn groups(self, shape: &[usize]) -> Result<(usize, usize)> {
         let numel: usize = shape.iter().product();
         match self {
-            Granularity::Tensor => (1, numel),
-            Granularity::Row => (shape[0], numel / shape[0]),
+            Granularity::Tensor => Ok((1, numel)),
+            Granularity::Row => Ok((shape[0], numel / shape[0])),
+            Granularity::Group(n) => {
+                let row = shape.last().copied().unwrap_or(1);
+                if row.is_multiple_of(n) {
+                    Ok((numel / n, n))
+                } else {
+                    Err(Error::Shape(format!(
+                        "rows of {row} values (shape {shape:?}) do not split into groups of {n}"
+                    )))
+                }
+            }
         }
     }
 }

@@ -10,10 +10,10 @@ use rayon::prelude::*;
 use crate::dtype::FloatDType;
 use crate::error::{Error, Index, Result};
 use crate::kernels::expand::{Values, expand16, expand32};
-use crate::kernels::reduce::abs_sum;
+use crate::kernels::reduce::{abs_max, abs_sum};
 use crate::kernels::ternarize::ternarize;
 use crate::layout::{Layout, PackedLayout, TILE_VALUES, Tile, require_nonempty};
-use crate::method::{Granularity, Method, TernaryScale};
+use crate::method::{Granularity, Method, TernaryScale, Ties};
 use crate::simd::SimdLevel;
 use crate::stats::ErrorStats;
 use crate::tensor::TensorView;
@@ -64,14 +64,10 @@ fn split_by_tiles<'b>(mut buf: &'b mut [u8], tiles: &[Tile]) -> Vec<&'b mut [u8]
         .collect()
 }
 
-fn absmean_scales(
-    view: &TensorView<'_>,
-    granularity: Granularity,
-    level: SimdLevel,
-) -> Result<Vec<TernaryScale>> {
-    let (groups, group_len) = granularity.groups(view.shape());
-    // Chunk boundaries depend only on the shape, so sums are the same for any thread count.
-    let chunks: Vec<(usize, Range<usize>)> = (0..groups)
+/// Each group's values in chunks whose bounds depend only on the shape, so that reductions
+/// give the same result for any thread count.
+fn group_chunks(groups: usize, group_len: usize) -> Vec<(usize, Range<usize>)> {
+    (0..groups)
         .flat_map(|g| {
             let group = g * group_len..(g + 1) * group_len;
             group
@@ -79,7 +75,16 @@ fn absmean_scales(
                 .step_by(TILE_VALUES)
                 .map(move |s| (g, s..(s + TILE_VALUES).min(group.end)))
         })
-        .collect();
+        .collect()
+}
+
+fn absmean_scales(
+    view: &TensorView<'_>,
+    groups: usize,
+    group_len: usize,
+    level: SimdLevel,
+) -> Result<Vec<TernaryScale>> {
+    let chunks = group_chunks(groups, group_len);
     let sums: Vec<f64> = chunks
         .par_iter()
         .map(|(_, range)| abs_sum(level, view.raw(range.clone())))
@@ -97,7 +102,31 @@ fn absmean_scales(
         .collect())
 }
 
-/// The quantizer of each group of `view` (one group per tensor or per row).
+fn absmax_scales(
+    view: &TensorView<'_>,
+    groups: usize,
+    group_len: usize,
+    level: SimdLevel,
+) -> Result<Vec<TernaryScale>> {
+    let chunks = group_chunks(groups, group_len);
+    let maxes: Vec<(f32, bool)> = chunks
+        .par_iter()
+        .map(|(_, range)| abs_max(level, view.raw(range.clone())))
+        .collect();
+    let mut totals = vec![(0.0f32, true); groups];
+    for ((g, _), (m, finite)) in chunks.iter().zip(maxes) {
+        totals[*g] = (totals[*g].0.max(m), totals[*g].1 && finite);
+    }
+    if totals.iter().any(|&(_, finite)| !finite) {
+        return Err(view.non_finite_error());
+    }
+    Ok(totals
+        .into_iter()
+        .map(|(m, _)| TernaryScale::absmax(m))
+        .collect())
+}
+
+/// The quantizer of each group of `view`.
 pub fn group_scales(
     view: &TensorView<'_>,
     method: Method,
@@ -105,16 +134,46 @@ pub fn group_scales(
     level: SimdLevel,
 ) -> Result<Vec<TernaryScale>> {
     require_nonempty(view.shape())?;
+    let (groups, group_len) = granularity.groups(view.shape())?;
     match method {
-        Method::AbsMean => absmean_scales(view, granularity, level),
+        Method::AbsMean => absmean_scales(view, groups, group_len, level),
+        Method::AbsMax => absmax_scales(view, groups, group_len, level),
+    }
+}
+
+/// Refuses a granularity the layout cannot store: layouts with a scale in every block take
+/// one scale per block.
+pub fn check_granularity(layout: Layout, granularity: Granularity) -> Result<()> {
+    match layout.get().block() {
+        Some(block) if granularity != Granularity::Group(block) => {
+            Err(Error::InvalidArgument(format!(
+                "the {} layout stores one scale per block of {block} values: use granularity \
+                 group:{block}, not {}",
+                layout.name(),
+                granularity.name()
+            )))
+        }
+        _ => Ok(()),
     }
 }
 
 /// Quantizes `view` with `opts`.
 pub fn quantize(view: &TensorView<'_>, opts: &QuantizeOptions) -> Result<Quantized> {
-    opts.layout.get().packed_shape(view.shape())?;
-    let scales = group_scales(view, opts.method, opts.granularity, opts.level)?;
-    quantize_with_scales(view, opts.layout, opts.granularity, &scales, opts.level)
+    let layout = opts.layout.get();
+    layout.packed_shape(view.shape())?;
+    check_granularity(opts.layout, opts.granularity)?;
+    let mut scales = group_scales(view, opts.method, opts.granularity, opts.level)?;
+    for s in &mut scales {
+        s.scale = layout.stored_scale(s.scale);
+    }
+    quantize_with_scales(
+        view,
+        opts.layout,
+        opts.granularity,
+        opts.method.ties(),
+        &scales,
+        opts.level,
+    )
 }
 
 /// Quantizes `view` with given group quantizers (see [`group_scales`]); the stats and the
@@ -123,13 +182,16 @@ pub fn quantize_with_scales(
     view: &TensorView<'_>,
     layout: Layout,
     granularity: Granularity,
+    ties: Ties,
     scales: &[TernaryScale],
     level: SimdLevel,
 ) -> Result<Quantized> {
     let layout = layout.get();
     let packed_shape = layout.packed_shape(view.shape())?;
-    let (groups, group_len) = granularity.groups(view.shape());
+    let (groups, group_len) = granularity.groups(view.shape())?;
     assert_eq!(scales.len(), groups, "one quantizer per group");
+    let stored: Vec<f32> = scales.iter().map(|s| s.scale).collect();
+    let in_blocks = layout.block().is_some();
     let tiles = layout.tiles(view.shape());
     let mut packed = vec![0u8; packed_shape.iter().product()];
     let mut per_tile: Vec<ErrorStats> = Vec::with_capacity(tiles.len());
@@ -146,9 +208,14 @@ pub fn quantize_with_scales(
                     let at = run.start - first..run.end - first;
                     let s = scales[g];
                     let x = view.raw(run);
-                    stats.merge(&ternarize(level, x, s.inv, s.scale, &mut codes[at]));
+                    stats.merge(&ternarize(level, x, s.inv, s.scale, ties, &mut codes[at]));
                 }
-                let valid = layout.pack(level, tile.part, codes, out);
+                let tile_scales = if in_blocks {
+                    &stored[tile.values.start / group_len..tile.values.end / group_len]
+                } else {
+                    &[]
+                };
+                let valid = layout.pack(level, tile.part, codes, tile_scales, out);
                 debug_assert!(valid, "ternarize only writes -1, 0 and 1");
                 stats
             })
@@ -162,7 +229,7 @@ pub fn quantize_with_scales(
     Ok(Quantized {
         packed,
         packed_shape,
-        scales: scales.iter().map(|s| s.scale).collect(),
+        scales: stored,
         stats,
     })
 }
@@ -177,23 +244,67 @@ fn check_packed_len(layout: &dyn PackedLayout, shape: &[usize], packed: &[u8]) -
     })
 }
 
-/// Packs int8 codes (each -1, 0 or 1) of a tensor of `shape`.
-pub fn pack(codes: &[i8], shape: &[usize], layout: Layout, level: SimdLevel) -> Result<Vec<u8>> {
+/// Packs int8 codes (each -1, 0 or 1) of a tensor of `shape`. Layouts that store a scale in
+/// every block take those `scales` (one per block); the others take none.
+pub fn pack(
+    codes: &[i8],
+    shape: &[usize],
+    layout: Layout,
+    scales: Option<&[f32]>,
+    level: SimdLevel,
+) -> Result<Vec<u8>> {
+    let name = layout.name();
     let layout = layout.get();
     let packed_shape = layout.packed_shape(shape)?;
     let numel: usize = shape.iter().product();
     Error::check_size(codes.len(), numel, || {
         format!("int8 codes of shape {shape:?}")
     })?;
+    let stored: Vec<f32> = match (layout.block(), scales) {
+        (Some(block), Some(scales)) => {
+            if scales.len() != numel / block {
+                return Err(Error::Shape(format!(
+                    "{} scales given, but the {name} layout stores one per block of {block} \
+                     values: {} for shape {shape:?}",
+                    scales.len(),
+                    numel / block
+                )));
+            }
+            scales.iter().map(|&s| layout.stored_scale(s)).collect()
+        }
+        (Some(block), None) => {
+            return Err(Error::InvalidArgument(format!(
+                "the {name} layout stores a scale in every block of {block} values: give the \
+                 scales too"
+            )));
+        }
+        (None, Some(_)) => {
+            return Err(Error::InvalidArgument(format!(
+                "the {name} layout keeps its scales apart from the codes: give no scales"
+            )));
+        }
+        (None, None) => Vec::new(),
+    };
+    let block = layout.block().unwrap_or(1);
     let tiles = layout.tiles(shape);
     let mut packed = vec![0u8; packed_shape.iter().product()];
     let mut valid = true;
     for part in tiles.chunk_by(|a, b| a.part == b.part) {
         let outs = split_by_tiles(&mut packed, part);
-        valid &= part
-            .par_iter()
-            .zip(outs)
-            .all(|(tile, out)| layout.pack(level, tile.part, &codes[tile.values.clone()], out));
+        valid &= part.par_iter().zip(outs).all(|(tile, out)| {
+            let tile_scales = if stored.is_empty() {
+                &[][..]
+            } else {
+                &stored[tile.values.start / block..tile.values.end / block]
+            };
+            layout.pack(
+                level,
+                tile.part,
+                &codes[tile.values.clone()],
+                tile_scales,
+                out,
+            )
+        });
     }
     if !valid {
         let (i, &value) = codes
@@ -243,12 +354,6 @@ impl<'a, T> DisjointOut<'a, T> {
     }
 }
 
-/// The first byte of `data` with a 2-bit field of 0b11, the one pattern unpacking refuses.
-fn first_corrupt_byte(data: &[u8]) -> Option<usize> {
-    data.iter()
-        .position(|&b| (0..4).any(|k| (b >> (2 * k)) & 0b11 == 0b11))
-}
-
 /// Unpacks every tile, in parallel, and hands its codes to `f`; fails on corrupt packed data.
 fn for_each_unpacked_tile(
     packed: &[u8],
@@ -261,18 +366,22 @@ fn for_each_unpacked_tile(
     let tiles = layout.tiles(shape);
     let unpacked = tiles.par_iter().try_for_each_init(Vec::new, |codes, tile| {
         codes.resize(tile.values.len(), 0);
-        if !layout.unpack(level, tile.part, &packed[tile.packed.clone()], codes) {
-            return Err(());
-        }
+        layout
+            .unpack(level, tile.part, &packed[tile.packed.clone()], codes)
+            .map_err(|offset| tile.packed.start + offset)?;
         f(tile, codes);
-        Ok(())
+        Ok::<(), usize>(())
     });
-    unpacked.map_err(|()| {
+    unpacked.map_err(|_| {
         // Name the first corrupt byte, whichever tile a thread stopped at.
         let byte = tiles
             .iter()
             .find_map(|tile| {
-                first_corrupt_byte(&packed[tile.packed.clone()]).map(|i| tile.packed.start + i)
+                let mut codes = vec![0; tile.values.len()];
+                layout
+                    .unpack(level, tile.part, &packed[tile.packed.clone()], &mut codes)
+                    .err()
+                    .map(|offset| tile.packed.start + offset)
             })
             .expect("unpack refused a tile");
         Error::CorruptPacked { byte }
@@ -346,9 +455,10 @@ pub fn dequantize_into(
     level: SimdLevel,
     out: &mut [u8],
 ) -> Result<()> {
+    check_granularity(layout, granularity)?;
     let layout = layout.get();
     layout.packed_shape(shape)?;
-    let (groups, group_len) = granularity.groups(shape);
+    let (groups, group_len) = granularity.groups(shape)?;
     if scales.len() != groups {
         return Err(Error::Shape(format!(
             "{} scales given for a tensor of shape {shape:?} quantized per {}, expected {groups}",

@@ -60,13 +60,21 @@ fn tiles_partition_the_tensor_and_the_packed_bytes() {
 
 #[test]
 fn quantize_then_dequantize_gives_code_times_scale() {
-    let values: Vec<f32> = (0..64 * 48)
+    let values: Vec<f32> = (0..64 * 512)
         .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
         .collect();
     let bytes = f32_bytes(&values);
-    let shape = [64, 48];
+    let shape = [64, 512];
     for layout in Layout::ALL {
-        for granularity in [Granularity::Tensor, Granularity::Row] {
+        let granularities = match layout.get().block() {
+            Some(block) => vec![Granularity::Group(block)],
+            None => vec![
+                Granularity::Tensor,
+                Granularity::Row,
+                Granularity::Group(128),
+            ],
+        };
+        for granularity in granularities {
             let view = TensorView::new(&bytes, FloatDType::F32, &shape).unwrap();
             let q = ryzq_core::quantize(&view, &options(layout, granularity)).unwrap();
             let codes = ryzq_core::unpack(&q.packed, &shape, layout, SimdLevel::SCALAR).unwrap();
@@ -80,17 +88,13 @@ fn quantize_then_dequantize_gives_code_times_scale() {
                 SimdLevel::best(),
             )
             .unwrap();
-            let group = if granularity == Granularity::Row {
-                48
-            } else {
-                64 * 48
-            };
+            let group = granularity.groups(&shape).unwrap().1;
             for (i, chunk) in out.chunks_exact(4).enumerate() {
                 let v = f32::from_le_bytes(chunk.try_into().unwrap());
                 assert_eq!(v, f32::from(codes[i]) * q.scales[i / group]);
             }
-            assert_eq!(q.stats.numel, 64 * 48);
-            assert_eq!(q.stats.counts.iter().sum::<u64>(), 64 * 48);
+            assert_eq!(q.stats.numel, 64 * 512);
+            assert_eq!(q.stats.counts.iter().sum::<u64>(), 64 * 512);
         }
     }
 }

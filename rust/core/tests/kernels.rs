@@ -5,6 +5,7 @@
 
 use ryzq_core::kernels::expand::{self, Values};
 use ryzq_core::kernels::{Raw, reduce, ternarize, widen};
+use ryzq_core::method::Ties;
 use ryzq_core::{FloatDType, Layout, SimdLevel};
 
 /// xorshift64*: reproducible inputs without a dependency.
@@ -88,21 +89,52 @@ fn ternarize_matches_scalar_and_the_formula() {
     for n in LENGTHS {
         let x = rng.weights(n, 1.0);
         let (inv, scale) = (1.0f32, 1.0f32);
-        let mut formula_codes = vec![0i8; n];
-        let _ = ternarize::scalar::ternarize(Raw::f32(&x), inv, scale, &mut formula_codes);
-        for (&v, &c) in x.iter().zip(&formula_codes) {
-            let formula = (v * inv).round_ties_even().clamp(-1.0, 1.0) as i8;
-            assert_eq!(c, formula, "value {v}");
+        for ties in [Ties::Even, Ties::Away] {
+            let away = ties == Ties::Away;
+            let mut formula_codes = vec![0i8; n];
+            let _ =
+                ternarize::scalar::ternarize(Raw::f32(&x), inv, scale, away, &mut formula_codes);
+            for (&v, &c) in x.iter().zip(&formula_codes) {
+                let y = v * inv;
+                // round_ties_even is torch's round; round is C's lroundf (ties away from zero).
+                let rounded = if away { y.round() } else { y.round_ties_even() };
+                assert_eq!(c, rounded.clamp(-1.0, 1.0) as i8, "value {v}, {ties:?}");
+            }
+            for (dtype, bytes) in stored(&x) {
+                let raw = Raw::new(&bytes[1..], dtype);
+                let mut expected = vec![0i8; n];
+                let stats = ternarize::scalar::ternarize(raw, inv, scale, away, &mut expected);
+                for level in simd_levels() {
+                    let mut codes = vec![0i8; n];
+                    let got = ternarize::ternarize(level, raw, inv, scale, ties, &mut codes);
+                    assert_eq!(codes, expected, "n={n} {dtype:?} {level:?} {ties:?}");
+                    assert_eq!(got, stats, "n={n} {dtype:?} {level:?} {ties:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn abs_max_matches_scalar() {
+    let mut rng = Rng(9);
+    for n in LENGTHS {
+        let mut x = rng.weights(n, 0.5);
+        if n > 20 {
+            x[n / 2] = f32::NAN;
         }
         for (dtype, bytes) in stored(&x) {
             let raw = Raw::new(&bytes[1..], dtype);
-            let mut expected = vec![0i8; n];
-            let stats = ternarize::scalar::ternarize(raw, inv, scale, &mut expected);
+            let expected = reduce::max_scalar::abs_max(raw);
+            assert_eq!(expected.1, n <= 20, "NaN is flagged");
             for level in simd_levels() {
-                let mut codes = vec![0i8; n];
-                let got = ternarize::ternarize(level, raw, inv, scale, &mut codes);
-                assert_eq!(codes, expected, "n={n} {dtype:?} {level:?}");
-                assert_eq!(got, stats, "n={n} {dtype:?} {level:?}");
+                let got = reduce::abs_max(level, raw);
+                assert_eq!(
+                    got.0.to_bits(),
+                    expected.0.to_bits(),
+                    "n={n} {dtype:?} {level:?}"
+                );
+                assert_eq!(got.1, expected.1);
             }
         }
     }
@@ -163,7 +195,7 @@ fn expand_matches_scalar() {
 #[test]
 fn layouts_pack_and_unpack_match_scalar_and_round_trip() {
     let mut rng = Rng(5);
-    let shapes: [&[usize]; 8] = [
+    let shapes: [&[usize]; 10] = [
         &[4],
         &[8, 1],
         &[16, 33],
@@ -172,16 +204,25 @@ fn layouts_pack_and_unpack_match_scalar_and_round_trip() {
         &[12, 7],
         &[20_000],
         &[4, 4100],
+        &[3, 512],
+        &[16_384 + 256],
     ];
     for shape in shapes {
         let n: usize = shape.iter().product();
         let codes = rng.codes(n);
         for layout in Layout::ALL {
-            let expected = ryzq_core::pack(&codes, shape, layout, SimdLevel::SCALAR).unwrap();
+            if layout.get().packed_shape(shape).is_err() {
+                continue;
+            }
+            let scales = layout.get().block().map(|b| vec![0.5f32; n / b]);
+            let expected =
+                ryzq_core::pack(&codes, shape, layout, scales.as_deref(), SimdLevel::SCALAR)
+                    .unwrap();
             let back = ryzq_core::unpack(&expected, shape, layout, SimdLevel::SCALAR).unwrap();
             assert_eq!(back, codes, "{shape:?} {layout:?}");
             for level in simd_levels() {
-                let packed = ryzq_core::pack(&codes, shape, layout, level).unwrap();
+                let packed =
+                    ryzq_core::pack(&codes, shape, layout, scales.as_deref(), level).unwrap();
                 assert_eq!(packed, expected, "{shape:?} {layout:?} {level:?}");
                 let back = ryzq_core::unpack(&packed, shape, layout, level).unwrap();
                 assert_eq!(back, codes, "{shape:?} {layout:?} {level:?}");
@@ -198,7 +239,7 @@ fn t1_decodes_every_byte_it_encodes() {
             .map(|n| ((q / 3u32.pow(4 - n)) % 3) as i8 - 1)
             .collect();
         // A 5-value tensor is one byte holding values 0..5 as digits 0..5.
-        let packed = ryzq_core::pack(&digits, &[5], Layout::T1, SimdLevel::SCALAR).unwrap();
+        let packed = ryzq_core::pack(&digits, &[5], Layout::T1, None, SimdLevel::SCALAR).unwrap();
         assert_eq!(u32::from(packed[0]), (q * 256).div_ceil(243));
         let back = ryzq_core::unpack(&packed, &[5], Layout::T1, SimdLevel::SCALAR).unwrap();
         assert_eq!(back, digits, "q={q}");

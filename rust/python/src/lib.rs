@@ -142,21 +142,30 @@ fn dequantize<'py>(
 
 /// Packs int8 codes; returns (packed bytes, packed shape).
 #[pyfunction]
-#[pyo3(signature = (codes, shape, layout, simd=None, threads=None))]
+#[pyo3(signature = (codes, shape, layout, scales=None, simd=None, threads=None))]
 fn pack<'py>(
     py: Python<'py>,
     codes: PyReadonlyArray1<'py, i8>,
     shape: Vec<usize>,
     layout: &str,
+    scales: Option<PyReadonlyArray1<'py, f32>>,
     simd: Option<&str>,
     threads: Option<usize>,
 ) -> PyResult<(Bound<'py, PyArray1<u8>>, Vec<usize>)> {
     let codes = contiguous(&codes, "the codes")?;
+    let scales = scales
+        .as_ref()
+        .map(|s| contiguous(s, "the scales"))
+        .transpose()?;
     let layout = Layout::parse(layout).map_err(to_py)?;
     let level = SimdLevel::resolve(simd).map_err(to_py)?;
     let packed_shape = layout.get().packed_shape(&shape).map_err(to_py)?;
     let packed = py
-        .detach(|| threads::run(threads, || ryzq_core::pack(codes, &shape, layout, level)))
+        .detach(|| {
+            threads::run(threads, || {
+                ryzq_core::pack(codes, &shape, layout, scales, level)
+            })
+        })
         .and_then(|(p, _)| p)
         .map_err(to_py)?;
     Ok((PyArray1::from_vec(py, packed), packed_shape))

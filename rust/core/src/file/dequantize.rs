@@ -39,7 +39,7 @@ pub fn dequantize_file(
     let scale_names: HashSet<&str> = description
         .quantized
         .values()
-        .map(|q| q.scale.as_str())
+        .filter_map(|q| q.scale.as_deref())
         .collect();
 
     let mut outputs = Vec::new();
@@ -79,30 +79,35 @@ pub fn dequantize_file(
             continue;
         };
         let err = |e: Error| e.in_file(src, Some(&t.name));
-        let scale_tensor = checkpoint.tensor(&q.scale).ok_or_else(|| {
-            err(Error::Format(format!(
-                "its scale tensor {:?} is missing",
-                q.scale
-            )))
-        })?;
-        let scale_dtype = float_dtype(scale_tensor.dtype).ok_or_else(|| {
-            err(Error::Format(format!(
-                "its scale tensor {:?} has dtype {:?}, not a float",
-                q.scale, scale_tensor.dtype
-            )))
-        })?;
-        let mut stored = vec![0f32; scale_tensor.numel()];
-        widen(
-            level,
-            scale_dtype,
-            checkpoint.bytes(scale_tensor),
-            &mut stored,
-        );
+        let layout = Layout::parse(&q.layout).map_err(err)?;
+        let stored = match &q.scale {
+            None => layout.get().block_scales(checkpoint.bytes(t)),
+            Some(name) => {
+                let scale_tensor = checkpoint.tensor(name).ok_or_else(|| {
+                    err(Error::Format(format!(
+                        "its scale tensor {name:?} is missing"
+                    )))
+                })?;
+                let scale_dtype = float_dtype(scale_tensor.dtype).ok_or_else(|| {
+                    err(Error::Format(format!(
+                        "its scale tensor {name:?} has dtype {:?}, not a float",
+                        scale_tensor.dtype
+                    )))
+                })?;
+                let mut stored = vec![0f32; scale_tensor.numel()];
+                widen(
+                    level,
+                    scale_dtype,
+                    checkpoint.bytes(scale_tensor),
+                    &mut stored,
+                );
+                stored
+            }
+        };
         let scales: Vec<f32> = match q.scale_convention {
             ScaleConvention::Multiply => stored,
             ScaleConvention::Divide => stored.iter().map(|s| 1.0 / s).collect(),
         };
-        let layout = Layout::parse(&q.layout).map_err(err)?;
         let granularity = Granularity::parse(&q.granularity).map_err(err)?;
         let out_dtype = float_dtype(out.dtype).expect("a float output");
         let bytes = crate::dequantize(

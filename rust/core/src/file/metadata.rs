@@ -28,8 +28,9 @@ pub struct QuantizedTensor {
     /// safetensors dtype of the original tensor
     pub dtype: String,
     pub shape: Vec<usize>,
-    /// name of the tensor holding the scales
-    pub scale: String,
+    /// name of the tensor holding the scales; none where the packed blocks hold them (GGUF)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<String>,
     pub scale_convention: ScaleConvention,
 }
 

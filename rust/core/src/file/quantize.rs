@@ -81,7 +81,8 @@ struct ScaleStorage {
 enum Plan {
     Quantize {
         packed_shape: Vec<usize>,
-        scale: ScaleStorage,
+        /// `None` where the packed blocks hold the scales.
+        scale: Option<ScaleStorage>,
     },
     Keep(String),
 }
@@ -152,6 +153,9 @@ fn plan(tensor: &StoredTensor, opts: &FileOptions) -> Result<Plan> {
     }
     let packed_shape = match opts.layout.get().packed_shape(&tensor.shape) {
         Ok(shape) => shape,
+        // GGUF files need every linear weight in blocks, so a row that does not split into
+        // them is an error; bitnet keeps the tensor, which transformers loads unconverted.
+        Err(e) if opts.layout.get().block().is_some() => return Err(e),
         Err(e) => {
             return Ok(Plan::Keep(format!(
                 "cannot use layout {}: {e}",
@@ -164,13 +168,14 @@ fn plan(tensor: &StoredTensor, opts: &FileOptions) -> Result<Plan> {
         (Layout::Bitnet, LinearClass::AutoBitLinear) => (tensor.dtype, ScaleConvention::Multiply),
         _ => (Dtype::F32, ScaleConvention::Multiply),
     };
+    let scale = opts.layout.get().block().is_none().then(|| ScaleStorage {
+        name: scale_name(&tensor.name),
+        dtype,
+        convention,
+    });
     Ok(Plan::Quantize {
         packed_shape,
-        scale: ScaleStorage {
-            name: scale_name(&tensor.name),
-            dtype,
-            convention,
-        },
+        scale,
     })
 }
 
@@ -221,6 +226,7 @@ pub fn quantize_file(
                 .into(),
         ));
     }
+    crate::quantize::check_granularity(opts.layout, opts.granularity)?;
     check_distinct(src, dst)?;
     let threads = crate::threads::resolve(opts.threads)?;
     let checkpoint = Checkpoint::open(src)?;
@@ -240,7 +246,9 @@ pub fn quantize_file(
                 packed_shape,
                 scale,
             } => {
-                if checkpoint.tensor(&scale.name).is_some() {
+                if let Some(scale) = scale
+                    && checkpoint.tensor(&scale.name).is_some()
+                {
                     return Err(in_file(
                         Error::Format(format!(
                             "its scales would be stored as {:?}, which the file already has",
@@ -249,27 +257,34 @@ pub fn quantize_file(
                         t,
                     ));
                 }
-                let (groups, _) = opts.granularity.groups(&t.shape);
+                let (groups, _) = opts
+                    .granularity
+                    .groups(&t.shape)
+                    .map_err(|e| in_file(e, t))?;
                 outputs.push(OutputTensor {
                     name: t.name.clone(),
                     dtype: Dtype::U8,
                     shape: packed_shape.clone(),
                 });
-                outputs.push(OutputTensor {
-                    name: scale.name.clone(),
-                    dtype: scale.dtype,
-                    shape: vec![groups],
-                });
+                if let Some(scale) = scale {
+                    outputs.push(OutputTensor {
+                        name: scale.name.clone(),
+                        dtype: scale.dtype,
+                        shape: vec![groups],
+                    });
+                }
                 description.quantized.insert(
                     t.name.clone(),
                     QuantizedTensor {
                         layout: opts.layout.name().into(),
                         method: opts.method.name().into(),
-                        granularity: opts.granularity.name().into(),
+                        granularity: opts.granularity.name(),
                         dtype: dtype_name(t.dtype),
                         shape: t.shape.clone(),
-                        scale: scale.name.clone(),
-                        scale_convention: scale.convention,
+                        scale: scale.as_ref().map(|s| s.name.clone()),
+                        scale_convention: scale
+                            .as_ref()
+                            .map_or(ScaleConvention::Multiply, |s| s.convention),
                     },
                 );
             }
@@ -329,11 +344,18 @@ pub fn quantize_file(
                 let work = || -> Result<_> {
                     let mut scales =
                         group_scales(&view, opts.method, opts.granularity, opts.level)?;
-                    let stored = stored_scales(scale, &mut scales)?;
+                    for s in &mut scales {
+                        s.scale = opts.layout.get().stored_scale(s.scale);
+                    }
+                    let stored = match scale {
+                        Some(scale) => stored_scales(scale, &mut scales)?,
+                        None => Vec::new(),
+                    };
                     let q = quantize_with_scales(
                         &view,
                         opts.layout,
                         opts.granularity,
+                        opts.method.ties(),
                         &scales,
                         opts.level,
                     )?;
@@ -343,9 +365,12 @@ pub fn quantize_file(
                     .0
                     .map_err(|e| in_file(e, t))?;
                 let t2 = Instant::now();
-                let scale_bytes = encode(scale.dtype, &stored);
                 writer.write(&t.name, &q.packed)?;
-                writer.write(&scale.name, &scale_bytes)?;
+                let mut scale_bytes = Vec::new();
+                if let Some(scale) = scale {
+                    scale_bytes = encode(scale.dtype, &stored);
+                    writer.write(&scale.name, &scale_bytes)?;
+                }
                 report.quantize_seconds = (t2 - t1).as_secs_f64();
                 report.write_seconds = t2.elapsed().as_secs_f64();
                 report.bytes_out = (q.packed.len() + scale_bytes.len()) as u64;
@@ -364,7 +389,7 @@ pub fn quantize_file(
         dst: dst.display().to_string(),
         layout: opts.layout.name().into(),
         method: opts.method.name().into(),
-        granularity: opts.granularity.name().into(),
+        granularity: opts.granularity.name(),
         linear_class: opts.linear_class.name().into(),
         tensors: reports,
         file_bytes_in: checkpoint.size(),

@@ -144,3 +144,141 @@ pub mod avx512 {
     abs_sum!(abs_sum_bf16, BF16);
     abs_sum!(abs_sum_f16, F16);
 }
+
+/// `max |x|`, and whether every value is finite (the max is meaningless otherwise).
+#[must_use]
+pub fn abs_max(level: SimdLevel, x: Raw<'_>) -> (f32, bool) {
+    match x.dtype {
+        FloatDType::F32 => dispatch!(
+            level,
+            max_scalar::abs_max,
+            max_avx2::abs_max_f32,
+            max_avx512::abs_max_f32,
+            (x)
+        ),
+        FloatDType::BF16 => dispatch!(
+            level,
+            max_scalar::abs_max,
+            max_avx2::abs_max_bf16,
+            max_avx512::abs_max_bf16,
+            (x)
+        ),
+        FloatDType::F16 => dispatch!(
+            level,
+            max_scalar::abs_max,
+            max_avx2::abs_max_f16,
+            max_avx512::abs_max_f16,
+            (x)
+        ),
+    }
+}
+
+pub mod max_scalar {
+    use super::Raw;
+    use crate::kernels::widen::for_each_chunk;
+
+    /// Folds `|x|` into the running `(max, all finite)`.
+    pub fn abs_max_into(x: &[f32], acc: &mut (f32, bool)) {
+        for &v in x {
+            let a = v.abs();
+            acc.0 = acc.0.max(a);
+            acc.1 &= a <= f32::MAX;
+        }
+    }
+
+    #[must_use]
+    pub fn abs_max(x: Raw<'_>) -> (f32, bool) {
+        let mut acc = (0.0f32, true);
+        for_each_chunk(x, |chunk| abs_max_into(chunk, &mut acc));
+        acc
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub mod max_avx2 {
+    #[allow(clippy::wildcard_imports)]
+    use std::arch::x86_64::*;
+
+    use super::{Raw, max_scalar};
+    use crate::kernels::widen::{for_each_chunk, load_f32x8};
+
+    macro_rules! abs_max {
+        ($name:ident, $dtype:tt) => {
+            /// # Safety
+            /// The processor must support the target features this function enables.
+            #[target_feature(enable = "avx2,f16c")]
+            pub unsafe fn $name(x: Raw<'_>) -> (f32, bool) {
+                let size = x.dtype.size();
+                let sign = _mm256_set1_ps(-0.0);
+                let largest = _mm256_set1_ps(f32::MAX);
+                let mut max = _mm256_setzero_ps();
+                let mut finite = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+                let blocks = x.len() / 8;
+                for b in 0..blocks {
+                    // SAFETY: values b*8 .. b*8+8 are within `x`.
+                    let v = unsafe { load_f32x8!($dtype, x.bytes.as_ptr().add(b * 8 * size)) };
+                    let a = _mm256_andnot_ps(sign, v);
+                    // NaN compares false, so it clears `finite` and never becomes the max.
+                    finite = _mm256_and_ps(finite, _mm256_cmp_ps::<_CMP_LE_OQ>(a, largest));
+                    max = _mm256_max_ps(a, max);
+                }
+                let mut lanes = [0f32; 8];
+                // SAFETY: `lanes` has 8 slots.
+                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), max) };
+                let mut acc = (
+                    lanes.iter().fold(0f32, |m, &v| m.max(v)),
+                    _mm256_movemask_ps(finite) == 0xFF,
+                );
+                for_each_chunk(x.slice(blocks * 8..x.len()), |c| {
+                    max_scalar::abs_max_into(c, &mut acc);
+                });
+                acc
+            }
+        };
+    }
+
+    abs_max!(abs_max_f32, F32);
+    abs_max!(abs_max_bf16, BF16);
+    abs_max!(abs_max_f16, F16);
+}
+
+#[cfg(target_arch = "x86_64")]
+pub mod max_avx512 {
+    #[allow(clippy::wildcard_imports)]
+    use std::arch::x86_64::*;
+
+    use super::{Raw, max_scalar};
+    use crate::kernels::widen::{for_each_chunk, load_f32x16};
+
+    macro_rules! abs_max {
+        ($name:ident, $dtype:tt) => {
+            /// # Safety
+            /// The processor must support the target features this function enables.
+            #[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vl")]
+            pub unsafe fn $name(x: Raw<'_>) -> (f32, bool) {
+                let size = x.dtype.size();
+                let largest = _mm512_set1_ps(f32::MAX);
+                let mut max = _mm512_setzero_ps();
+                let mut finite: __mmask16 = 0xFFFF;
+                let blocks = x.len() / 16;
+                for b in 0..blocks {
+                    // SAFETY: values b*16 .. b*16+16 are within `x`.
+                    let v = unsafe { load_f32x16!($dtype, x.bytes.as_ptr().add(b * 16 * size)) };
+                    let a = _mm512_abs_ps(v);
+                    // NaN compares false, so it clears `finite` and never becomes the max.
+                    finite &= _mm512_cmp_ps_mask::<_CMP_LE_OQ>(a, largest);
+                    max = _mm512_max_ps(a, max);
+                }
+                let mut acc = (_mm512_reduce_max_ps(max), finite == 0xFFFF);
+                for_each_chunk(x.slice(blocks * 16..x.len()), |c| {
+                    max_scalar::abs_max_into(c, &mut acc);
+                });
+                acc
+            }
+        };
+    }
+
+    abs_max!(abs_max_f32, F32);
+    abs_max!(abs_max_bf16, BF16);
+    abs_max!(abs_max_f16, F16);
+}

@@ -1,11 +1,13 @@
 //! Ternarization with its error statistics fused in the same pass.
 //!
-//! With `y = x * inv`, the code is `clamp(round_half_even(y), -1, 1)`, which is exactly
-//! `+1 if y > 0.5`, `-1 if y < -0.5`, else `0` (a tie at 0.5 rounds to the even 0). The
+//! With `y = x * inv`, the code is `clamp(round(y), -1, 1)`, which is exactly `+1 if y > 0.5`,
+//! `-1 if y < -0.5`, else `0` when ties round to even (a tie at 0.5 rounds to the even 0), and
+//! `+1 if y >= 0.5`, `-1 if y <= -0.5`, else `0` when ties round away from zero. The
 //! dequantized value is `code * scale`, i.e. `-scale`, `0` or `scale`.
 
 use super::{LANES, Raw, dispatch, sum_lanes};
 use crate::dtype::FloatDType;
+use crate::method::Ties;
 use crate::simd::SimdLevel;
 use crate::stats::ErrorStats;
 
@@ -55,30 +57,32 @@ pub fn ternarize(
     x: Raw<'_>,
     inv: f32,
     scale: f32,
+    ties: Ties,
     codes: &mut [i8],
 ) -> ErrorStats {
     assert_eq!(x.len(), codes.len(), "one code per value");
+    let away = ties == Ties::Away;
     match x.dtype {
         FloatDType::F32 => dispatch!(
             level,
             scalar::ternarize,
             avx2::ternarize_f32,
             avx512::ternarize_f32,
-            (x, inv, scale, codes)
+            (x, inv, scale, away, codes)
         ),
         FloatDType::BF16 => dispatch!(
             level,
             scalar::ternarize,
             avx2::ternarize_bf16,
             avx512::ternarize_bf16,
-            (x, inv, scale, codes)
+            (x, inv, scale, away, codes)
         ),
         FloatDType::F16 => dispatch!(
             level,
             scalar::ternarize,
             avx2::ternarize_f16,
             avx512::ternarize_f16,
-            (x, inv, scale, codes)
+            (x, inv, scale, away, codes)
         ),
     }
 }
@@ -88,12 +92,19 @@ pub mod scalar {
     use crate::kernels::widen::{CHUNK, for_each_chunk};
 
     /// The reference: element `i` goes to lane `i % 16`.
-    pub fn ternarize_into(x: &[f32], inv: f32, scale: f32, codes: &mut [i8], acc: &mut ErrorLanes) {
+    pub fn ternarize_into(
+        x: &[f32],
+        inv: f32,
+        scale: f32,
+        away: bool,
+        codes: &mut [i8],
+        acc: &mut ErrorLanes,
+    ) {
         for (i, (&v, code)) in x.iter().zip(codes.iter_mut()).enumerate() {
             let y = v * inv;
-            let (q, d) = if y > 0.5 {
+            let (q, d) = if y > 0.5 || (away && y >= 0.5) {
                 (1, scale)
-            } else if y < -0.5 {
+            } else if y < -0.5 || (away && y <= -0.5) {
                 (-1, -scale)
             } else {
                 (0, 0.0)
@@ -113,20 +124,21 @@ pub mod scalar {
         x: Raw<'_>,
         inv: f32,
         scale: f32,
+        away: bool,
         codes: &mut [i8],
         acc: &mut ErrorLanes,
     ) {
         let mut chunks = codes.chunks_mut(CHUNK);
         for_each_chunk(x, |values| {
             let c = chunks.next().expect("one code per value");
-            ternarize_into(values, inv, scale, c, acc);
+            ternarize_into(values, inv, scale, away, c, acc);
         });
     }
 
     #[must_use]
-    pub fn ternarize(x: Raw<'_>, inv: f32, scale: f32, codes: &mut [i8]) -> ErrorStats {
+    pub fn ternarize(x: Raw<'_>, inv: f32, scale: f32, away: bool, codes: &mut [i8]) -> ErrorStats {
         let mut acc = ErrorLanes::default();
-        ternarize_raw_into(x, inv, scale, codes, &mut acc);
+        ternarize_raw_into(x, inv, scale, away, codes, &mut acc);
         acc.finish(x.len())
     }
 }
@@ -144,7 +156,13 @@ pub mod avx2 {
             /// # Safety
             /// The processor must support the target features this function enables.
             #[target_feature(enable = "avx2,f16c")]
-            pub unsafe fn $name(x: Raw<'_>, inv: f32, scale: f32, codes: &mut [i8]) -> ErrorStats {
+            pub unsafe fn $name(
+                x: Raw<'_>,
+                inv: f32,
+                scale: f32,
+                away: bool,
+                codes: &mut [i8],
+            ) -> ErrorStats {
                 let size = x.dtype.size();
                 let inv_v = _mm256_set1_ps(inv);
                 let half = _mm256_set1_ps(0.5);
@@ -166,8 +184,17 @@ pub mod avx2 {
                             load_f32x8!($dtype, x.bytes.as_ptr().add((b * LANES + h * 8) * size))
                         };
                         let y = _mm256_mul_ps(v, inv_v);
-                        let p = _mm256_cmp_ps::<_CMP_GT_OQ>(y, half);
-                        let n = _mm256_cmp_ps::<_CMP_LT_OQ>(y, neg_half);
+                        let (p, n) = if away {
+                            (
+                                _mm256_cmp_ps::<_CMP_GE_OQ>(y, half),
+                                _mm256_cmp_ps::<_CMP_LE_OQ>(y, neg_half),
+                            )
+                        } else {
+                            (
+                                _mm256_cmp_ps::<_CMP_GT_OQ>(y, half),
+                                _mm256_cmp_ps::<_CMP_LT_OQ>(y, neg_half),
+                            )
+                        };
                         let d = _mm256_or_ps(_mm256_and_ps(p, pos_s), _mm256_and_ps(n, neg_s));
                         let e = _mm256_sub_ps(v, d);
                         max_e = _mm256_max_ps(max_e, _mm256_andnot_ps(sign, e));
@@ -221,6 +248,7 @@ pub mod avx2 {
                     x.slice(done..x.len()),
                     inv,
                     scale,
+                    away,
                     &mut codes[done..],
                     &mut acc,
                 );
@@ -247,7 +275,13 @@ pub mod avx512 {
             /// # Safety
             /// The processor must support the target features this function enables.
             #[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vl")]
-            pub unsafe fn $name(x: Raw<'_>, inv: f32, scale: f32, codes: &mut [i8]) -> ErrorStats {
+            pub unsafe fn $name(
+                x: Raw<'_>,
+                inv: f32,
+                scale: f32,
+                away: bool,
+                codes: &mut [i8],
+            ) -> ErrorStats {
                 let size = x.dtype.size();
                 let inv_v = _mm512_set1_ps(inv);
                 let half = _mm512_set1_ps(0.5);
@@ -265,8 +299,17 @@ pub mod avx512 {
                     // SAFETY: values b*16 .. b*16+16 are within `x`.
                     let v = unsafe { load_f32x16!($dtype, x.bytes.as_ptr().add(b * LANES * size)) };
                     let y = _mm512_mul_ps(v, inv_v);
-                    let p = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(y, half);
-                    let n = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(y, neg_half);
+                    let (p, n) = if away {
+                        (
+                            _mm512_cmp_ps_mask::<_CMP_GE_OQ>(y, half),
+                            _mm512_cmp_ps_mask::<_CMP_LE_OQ>(y, neg_half),
+                        )
+                    } else {
+                        (
+                            _mm512_cmp_ps_mask::<_CMP_GT_OQ>(y, half),
+                            _mm512_cmp_ps_mask::<_CMP_LT_OQ>(y, neg_half),
+                        )
+                    };
                     let d = _mm512_mask_mov_ps(_mm512_maskz_mov_ps(p, pos_s), n, neg_s);
                     let e = _mm512_sub_ps(v, d);
                     max_e = _mm512_max_ps(max_e, _mm512_abs_ps(e));
@@ -305,6 +348,7 @@ pub mod avx512 {
                     x.slice(done..x.len()),
                     inv,
                     scale,
+                    away,
                     &mut codes[done..],
                     &mut acc,
                 );

@@ -8,7 +8,7 @@
 //! every byte. The input is then read once from start to end, like the other layouts, while
 //! the packed bytes (a sixteenth of a float32 tensor) stay in cache between parts.
 
-use super::{PackedLayout, TILE_VALUES, Tile, require_nonempty};
+use super::{PackedLayout, TILE_VALUES, Tile, first_corrupt_byte, require_nonempty};
 use crate::error::{Error, Result};
 use crate::kernels::dispatch;
 use crate::simd::SimdLevel;
@@ -84,7 +84,14 @@ impl PackedLayout for Bitnet {
         tiles
     }
 
-    fn pack(&self, level: SimdLevel, part: usize, codes: &[i8], out: &mut [u8]) -> bool {
+    fn pack(
+        &self,
+        level: SimdLevel,
+        part: usize,
+        codes: &[i8],
+        _scales: &[f32],
+        out: &mut [u8],
+    ) -> bool {
         assert!(part < STRIPES, "four parts");
         assert_eq!(codes.len(), out.len(), "one code per byte and part");
         dispatch!(
@@ -96,16 +103,27 @@ impl PackedLayout for Bitnet {
         )
     }
 
-    fn unpack(&self, level: SimdLevel, part: usize, data: &[u8], codes: &mut [i8]) -> bool {
+    fn unpack(
+        &self,
+        level: SimdLevel,
+        part: usize,
+        data: &[u8],
+        codes: &mut [i8],
+    ) -> std::result::Result<(), usize> {
         assert!(part < STRIPES, "four parts");
         assert_eq!(codes.len(), data.len(), "one code per byte and part");
-        dispatch!(
+        let valid = dispatch!(
             level,
             scalar::unpack,
             avx2::unpack,
             avx2::unpack,
             (part, data, codes)
-        )
+        );
+        if valid {
+            Ok(())
+        } else {
+            Err(first_corrupt_byte(data))
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use crate::simd::SimdLevel;
 pub mod bitnet;
 pub mod i2;
 pub mod t1;
+pub mod tq;
 
 /// About how many values one tile holds: small enough for the codes, the widened input and the
 /// packed bytes of a tile to stay in L2, large enough to amortize the per-tile work.
@@ -40,13 +41,50 @@ pub trait PackedLayout: Sync {
     /// The tiles of a tensor of `shape` (already accepted by [`Self::packed_shape`]).
     fn tiles(&self, shape: &[usize]) -> Vec<Tile>;
 
-    /// Packs one tile's codes into its bytes `out` (for a layout of several parts, adds the
-    /// tile's bits to `out`). Returns false if a code is not -1, 0 or 1.
-    fn pack(&self, level: SimdLevel, part: usize, codes: &[i8], out: &mut [u8]) -> bool;
+    /// For a layout that stores a scale in every block of values (GGUF's TQ1_0 and TQ2_0),
+    /// the block size: its only granularity is one scale per block.
+    fn block(&self) -> Option<usize> {
+        None
+    }
 
-    /// Unpacks one tile's codes from its bytes. Returns false if `data` holds a bit pattern no
-    /// code packs to.
-    fn unpack(&self, level: SimdLevel, part: usize, data: &[u8], codes: &mut [i8]) -> bool;
+    /// The value a scale has once stored (GGUF blocks keep it as float16).
+    fn stored_scale(&self, scale: f32) -> f32 {
+        scale
+    }
+
+    /// The scales stored in packed data, for layouts that have [`Self::block`].
+    fn block_scales(&self, _packed: &[u8]) -> Vec<f32> {
+        Vec::new()
+    }
+
+    /// Packs one tile's codes into its bytes `out` (for a layout of several parts, adds the
+    /// tile's bits to `out`). `scales` are the stored scales of the tile's blocks, for layouts
+    /// that have [`Self::block`]. Returns false if a code is not -1, 0 or 1.
+    fn pack(
+        &self,
+        level: SimdLevel,
+        part: usize,
+        codes: &[i8],
+        scales: &[f32],
+        out: &mut [u8],
+    ) -> bool;
+
+    /// Unpacks one tile's codes from its bytes. Fails with the offset in `data` of the first
+    /// byte holding a bit pattern no code packs to.
+    fn unpack(
+        &self,
+        level: SimdLevel,
+        part: usize,
+        data: &[u8],
+        codes: &mut [i8],
+    ) -> std::result::Result<(), usize>;
+}
+
+/// The first byte of `data` with a 2-bit field of 0b11, which no code packs to.
+pub(crate) fn first_corrupt_byte(data: &[u8]) -> usize {
+    data.iter()
+        .position(|&b| (0..4).any(|k| (b >> (2 * k)) & 0b11 == 0b11))
+        .expect("a kernel found a corrupt field")
 }
 
 /// The layouts ryzq knows, by name.
@@ -58,10 +96,20 @@ pub enum Layout {
     I2,
     /// Base-3, 5 values per byte (1.6 bits per value).
     T1,
+    /// GGUF TQ2_0: blocks of 256 values in 66 bytes, a float16 scale each.
+    Tq2_0,
+    /// GGUF TQ1_0: blocks of 256 values in 54 bytes, a float16 scale each.
+    Tq1_0,
 }
 
 impl Layout {
-    pub const ALL: [Layout; 3] = [Layout::Bitnet, Layout::I2, Layout::T1];
+    pub const ALL: [Layout; 5] = [
+        Layout::Bitnet,
+        Layout::I2,
+        Layout::T1,
+        Layout::Tq2_0,
+        Layout::Tq1_0,
+    ];
 
     pub fn parse(name: &str) -> Result<Self> {
         Self::ALL
@@ -69,7 +117,7 @@ impl Layout {
             .find(|l| l.name() == name)
             .ok_or_else(|| {
                 Error::InvalidArgument(format!(
-                    "unknown layout {name:?}: expected one of bitnet, i2, t1"
+                    "unknown layout {name:?}: expected one of bitnet, i2, t1, tq2_0, tq1_0"
                 ))
             })
     }
@@ -85,21 +133,27 @@ impl Layout {
             Layout::Bitnet => &bitnet::Bitnet,
             Layout::I2 => &i2::I2,
             Layout::T1 => &t1::T1,
+            Layout::Tq2_0 => &tq::Tq2_0,
+            Layout::Tq1_0 => &tq::Tq1_0,
         }
     }
 }
 
-/// Tiles of a layout that packs the flat tensor in order: `block` values make `block_bytes`
-/// bytes, and a tile is a whole number of blocks (except the last).
-pub(crate) fn flat_tiles(numel: usize, block: usize, per_byte: usize) -> Vec<Tile> {
+/// Tiles of a layout that packs the flat tensor in order, `block` values into `block_bytes`
+/// bytes: a tile is a whole number of blocks (the last block may be shorter and take
+/// `ceil(len * block_bytes / block)` bytes).
+pub(crate) fn flat_tiles(numel: usize, block: usize, block_bytes: usize) -> Vec<Tile> {
     let step = (TILE_VALUES / block).max(1) * block;
+    let bytes = |values: usize| {
+        values / block * block_bytes + (values % block * block_bytes).div_ceil(block)
+    };
     (0..numel)
         .step_by(step)
         .map(|start| {
             let end = (start + step).min(numel);
             Tile {
                 values: start..end,
-                packed: start / per_byte..end.div_ceil(per_byte),
+                packed: bytes(start)..bytes(end),
                 part: 0,
             }
         })

@@ -29,15 +29,28 @@ impl PackedLayout for T1 {
     }
 
     fn tiles(&self, shape: &[usize]) -> Vec<Tile> {
-        flat_tiles(shape.iter().product(), BLOCK, 5)
+        flat_tiles(shape.iter().product(), BLOCK, BLOCK_BYTES)
     }
 
-    fn pack(&self, level: SimdLevel, _part: usize, codes: &[i8], out: &mut [u8]) -> bool {
+    fn pack(
+        &self,
+        level: SimdLevel,
+        _part: usize,
+        codes: &[i8],
+        _scales: &[f32],
+        out: &mut [u8],
+    ) -> bool {
         assert_eq!(out.len(), codes.len().div_ceil(5), "packed length");
         dispatch!(level, scalar::pack, avx2::pack, avx2::pack, (codes, out))
     }
 
-    fn unpack(&self, level: SimdLevel, _part: usize, data: &[u8], codes: &mut [i8]) -> bool {
+    fn unpack(
+        &self,
+        level: SimdLevel,
+        _part: usize,
+        data: &[u8],
+        codes: &mut [i8],
+    ) -> std::result::Result<(), usize> {
         assert_eq!(data.len(), codes.len().div_ceil(5), "packed length");
         dispatch!(
             level,
@@ -46,7 +59,7 @@ impl PackedLayout for T1 {
             avx2::unpack,
             (data, codes)
         );
-        true
+        Ok(())
     }
 }
 
