@@ -60,8 +60,12 @@ def absmax_quantize(w: np.ndarray, granularity: str) -> tuple[np.ndarray, np.nda
     x = as_f32(w)
     groups = groups_of(x, granularity)
     d = np.abs(groups).max(axis=1).astype(np.float32)
-    with np.errstate(divide="ignore"):
-        inv = np.where(d == 0, np.float32(0), np.float32(1) / d).astype(np.float32)
+    with np.errstate(divide="ignore", over="ignore"):
+        inv = np.float32(1) / d
+    # An all-zero group, or one whose inverse max overflows float32, quantizes to zeros.
+    zero = ~np.isfinite(inv)
+    inv = np.where(zero, np.float32(0), inv).astype(np.float32)
+    d = np.where(zero, np.float32(0), d).astype(np.float32)
     y = groups * inv[:, None]
     codes = np.clip(round_half_away(y), -1, 1).astype(np.int8)
     return codes.reshape(x.shape), d

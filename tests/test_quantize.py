@@ -145,3 +145,14 @@ def test_thread_count_does_not_change_results(layout):
     np.testing.assert_array_equal(one.codes(threads=1), two.codes(threads=3))
     with pytest.raises(ryzq.RyzqError, match="at least 1"):
         ryzq.quantize(w, threads=0)
+
+
+@pytest.mark.parametrize("layout", ["i2", "tq2_0"])
+def test_absmax_groups_without_a_usable_max_get_zero_codes_and_scale(layout):
+    # All zeros, and a max so small (subnormal) that 1/max overflows float32.
+    w = np.zeros((2, 256), np.float32)
+    w[1, :] = np.float32(1.155e-42)
+    t = ryzq.quantize(w, layout=layout, method="absmax", granularity="group:256")
+    assert (t.codes() == 0).all()
+    np.testing.assert_array_equal(t.scales, [0, 0])
+    assert np.isfinite(t.dequantize()).all()

@@ -27,13 +27,20 @@ impl TernaryScale {
         }
     }
 
-    /// ggml's absmax quantizer of a group from its `max |w|`: `inv = 1 / max` (0 for an
-    /// all-zero group), `scale = max`.
+    /// ggml's absmax quantizer of a group from its `max |w|`: `inv = 1 / max`, `scale = max`.
+    /// A group whose max is 0, or so small (below 2^-128) that `1 / max` overflows, gets
+    /// `inv = scale = 0`: zero codes, as ggml gives an all-zero block. (ggml itself multiplies
+    /// by the infinite inverse there, which makes every nonzero value a +-1.)
     #[must_use]
     pub fn absmax(max: f32) -> Self {
-        Self {
-            inv: if max == 0.0 { 0.0 } else { 1.0 / max },
-            scale: max,
+        let inv = 1.0 / max;
+        if inv.is_finite() {
+            Self { inv, scale: max }
+        } else {
+            Self {
+                inv: 0.0,
+                scale: 0.0,
+            }
         }
     }
 }
