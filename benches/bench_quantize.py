@@ -123,6 +123,11 @@ def main() -> None:
                 f"ryzq.quantize {layout}, {dtype}, {best}",
                 lambda arr=arr, layout=layout: ryzq.quantize(arr, layout=layout, threads=1),
             )
+    for layout in ("tq2_0", "tq1_0"):
+        measure(
+            f"ryzq.quantize {layout} absmax (gguf-py's bytes), float32, {best}",
+            lambda layout=layout: ryzq.quantize(w, layout=layout, method="absmax", threads=1),
+        )
     for layout in ryzq.LAYOUTS:
         t = ryzq.quantize(w, layout=layout)
         measure(

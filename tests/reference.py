@@ -71,9 +71,52 @@ def absmax_quantize(w: np.ndarray, granularity: str) -> tuple[np.ndarray, np.nda
     return codes.reshape(x.shape), d
 
 
+def optimal_scale(values: np.ndarray) -> np.float32:
+    """argmax over k of S_k^2 / k, S_k the sum of the k largest |w| (float64, in order),
+    at the k after which the next value is smaller; the scale is S_k / k."""
+    a = np.sort(np.abs(values.astype(np.float32)).ravel())[::-1].astype(np.float64)
+    sums = np.cumsum(a)
+    k = np.arange(1, len(a) + 1)
+    gains = sums * sums / k
+    boundary = np.append(a[1:] != a[:-1], True)
+    gains = np.where(boundary, gains, -1.0)
+    best = int(np.argmax(gains))
+    if gains[best] <= 0:
+        return np.float32(0)
+    return np.float32(sums[best] / k[best])
+
+
+def optimal_quantize(w: np.ndarray, granularity: str) -> tuple[np.ndarray, np.ndarray]:
+    x = as_f32(w)
+    groups = groups_of(x, granularity)
+    scales = np.array([optimal_scale(g) for g in groups], dtype=np.float32)
+    with np.errstate(divide="ignore"):
+        inv = np.where(scales > 0, np.float32(1) / scales, np.float32(0)).astype(np.float32)
+    codes = np.stack([bitnet_codes(g, i) for g, i in zip(groups, inv, strict=True)])
+    return codes.reshape(x.shape), scales
+
+
+def brute_force_sse(values: np.ndarray) -> float:
+    """The least squared error of {-a, 0, a} over every threshold and scale, by trying each."""
+    x = values.astype(np.float64).ravel()
+    best = float(np.sum(x * x))
+    for v in np.unique(np.abs(x)):
+        chosen = np.abs(x) >= v
+        a = np.abs(x[chosen]).mean()
+        best = min(best, float(np.sum((x - a * np.sign(x) * chosen) ** 2)))
+    return best
+
+
+METHOD_REFERENCES = {
+    "absmean": absmean_quantize,
+    "absmax": absmax_quantize,
+    "optimal": optimal_quantize,
+}
+
+
 def quantize(w: np.ndarray, layout: str, method: str, granularity: str):
     """(codes, stored scales) as ryzq's layout stores them (GGUF blocks: float16 scales)."""
-    codes, scales = (absmean_quantize if method == "absmean" else absmax_quantize)(w, granularity)
+    codes, scales = METHOD_REFERENCES[method](w, granularity)
     if layout in ("tq2_0", "tq1_0"):
         scales = scales.astype(np.float16).astype(np.float32)
     return codes, scales

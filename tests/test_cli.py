@@ -34,6 +34,10 @@ def test_demo_quantizes_a_synthetic_model_in_every_layout():
         row = next(line for line in verdict if line.strip().startswith(layout + " "))
         assert row.rstrip().endswith("ok")
     assert "NMSE over quantized tensors" in out
+    methods = out[out.index("methods (layout i2") :].splitlines()[1:4]
+    nmse = {line.split()[0]: float(line.split()[1]) for line in methods}
+    assert set(nmse) == set(ryzq.METHODS)
+    assert nmse["optimal"] <= min(nmse["absmean"], nmse["absmax"])
 
 
 def test_quantize_inspect_dequantize(tmp_path):

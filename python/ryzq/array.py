@@ -15,7 +15,7 @@ from ryzq._ryzq import RyzqError
 LAYOUTS = ("bitnet", "i2", "t1", "tq2_0", "tq1_0")
 #: The layouts that store a scale in every block of 256 values (GGUF's TQ2_0 and TQ1_0).
 BLOCK_LAYOUTS = ("tq2_0", "tq1_0")
-METHODS = ("absmean", "absmax")
+METHODS = ("absmean", "absmax", "optimal")
 #: ``group:N`` takes N from 32 to 4096.
 GRANULARITIES = ("tensor", "row", "group:N")
 
@@ -224,7 +224,7 @@ def quantize(
     ``w`` is a float32, float16 or bfloat16 (``ml_dtypes.bfloat16``) array of any shape the
     layout takes; raw bfloat16 bits can be given as uint16 with ``dtype="bfloat16"``.
     ``method="absmean"`` is BitNet b1.58's quantizer, ``"absmax"`` ggml's (scale = max |w|,
-    ties away from zero). ``granularity`` is ``"tensor"`` (one scale), ``"row"`` (one scale
+    ties away from zero), ``"optimal"`` the scale and threshold of least squared error. ``granularity`` is ``"tensor"`` (one scale), ``"row"`` (one scale
     per index of dim 0) or ``"group:N"`` (one per N values of a row); by default ``"tensor"``,
     and ``"group:256"`` for the GGUF layouts ``tq2_0`` and ``tq1_0``, which store it in
     blocks. ``simd`` forces a kernel level (``"scalar"``, ``"avx2"``, ``"avx512"``) for this

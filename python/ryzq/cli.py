@@ -153,6 +153,13 @@ def _demo(args: argparse.Namespace) -> int:
             )
         if not blocks_fit:
             print(f"  ({', '.join(BLOCK_LAYOUTS)}: rows must be multiples of 256 values)")
+        print("\nmethods (layout i2, one scale per tensor): mean NMSE over quantized tensors")
+        for method in METHODS:
+            report = quantize_file(
+                src, Path(tmp) / f"model.{method}.safetensors", layout="i2", method=method
+            )
+            nmse = report.to_dict()["summary"]["nmse"]["mean"]
+            print(f"  {method:<8} {nmse:.4f}")
         if not all(ok for *_, ok in rows):
             print("ryzq: error: a file did not dequantize", file=sys.stderr)
             return 1

@@ -27,6 +27,44 @@ impl TernaryScale {
         }
     }
 
+    /// The quantizer of least squared error for a group whose `|w|`, sorted in decreasing
+    /// order, are `sorted`: with `S_k` the sum of the `k` largest, the `k` maximizing
+    /// `S_k^2 / k` gives the scale `a = S_k / k`, which minimizes `sum (w - a code)^2` over every
+    /// scale and threshold. Its codes are exactly `|w| > a / 2`: at the optimum the `k`-th
+    /// largest is above `a / 2` and the next below it (each by about `a / 8k`), so the usual
+    /// `w * (1/a)` against 0.5 selects the same values. An all-zero group gets scale 0.
+    #[must_use]
+    pub fn optimal(sorted: &[f32]) -> Self {
+        let (mut sum, mut best, mut best_sum, mut best_k) = (0.0f64, 0.0f64, 0.0f64, 1usize);
+        for (i, &v) in sorted.iter().enumerate() {
+            sum += f64::from(v);
+            let k = i + 1;
+            // Only where the next value is smaller can a threshold separate the k largest.
+            if sorted
+                .get(k)
+                .is_some_and(|next| next.to_bits() == v.to_bits())
+            {
+                continue;
+            }
+            let gain = sum * sum / k as f64;
+            if gain > best {
+                (best, best_sum, best_k) = (gain, sum, k);
+            }
+        }
+        let scale = (best_sum / best_k as f64) as f32;
+        if scale > 0.0 && (1.0 / scale).is_finite() {
+            Self {
+                inv: 1.0 / scale,
+                scale,
+            }
+        } else {
+            Self {
+                inv: 0.0,
+                scale: 0.0,
+            }
+        }
+    }
+
     /// ggml's absmax quantizer of a group from its `max |w|`: `inv = 1 / max`, `scale = max`.
     /// A group whose max is 0, or so small (below 2^-128) that `1 / max` overflows, gets
     /// `inv = scale = 0`: zero codes, as ggml gives an all-zero block. (ggml itself multiplies
@@ -60,6 +98,8 @@ pub enum Method {
     AbsMean,
     /// ggml's TQ1_0 / TQ2_0: scale = max |w|, ties away from zero.
     AbsMax,
+    /// The scale and threshold of least squared error.
+    Optimal,
 }
 
 impl Method {
@@ -67,8 +107,9 @@ impl Method {
         match name {
             "absmean" => Ok(Method::AbsMean),
             "absmax" => Ok(Method::AbsMax),
+            "optimal" => Ok(Method::Optimal),
             other => Err(Error::InvalidArgument(format!(
-                "unknown method {other:?}: expected absmean or absmax"
+                "unknown method {other:?}: expected absmean, absmax or optimal"
             ))),
         }
     }
@@ -78,6 +119,7 @@ impl Method {
         match self {
             Method::AbsMean => "absmean",
             Method::AbsMax => "absmax",
+            Method::Optimal => "optimal",
         }
     }
 
@@ -85,7 +127,7 @@ impl Method {
     #[must_use]
     pub fn ties(self) -> Ties {
         match self {
-            Method::AbsMean => Ties::Even,
+            Method::AbsMean | Method::Optimal => Ties::Even,
             Method::AbsMax => Ties::Away,
         }
     }

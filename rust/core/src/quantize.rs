@@ -12,6 +12,7 @@ use crate::error::{Error, Index, Result};
 use crate::kernels::expand::{Values, expand16, expand32};
 use crate::kernels::reduce::{abs_max, abs_sum};
 use crate::kernels::ternarize::ternarize;
+use crate::kernels::widen::for_each_chunk;
 use crate::layout::{Layout, PackedLayout, TILE_VALUES, Tile, require_nonempty};
 use crate::method::{Granularity, Method, TernaryScale, Ties};
 use crate::simd::SimdLevel;
@@ -126,6 +127,36 @@ fn absmax_scales(
         .collect())
 }
 
+fn optimal_scales(
+    view: &TensorView<'_>,
+    groups: usize,
+    group_len: usize,
+) -> Result<Vec<TernaryScale>> {
+    let one_group = |g: usize| -> Option<TernaryScale> {
+        // |w| as bits: for non-negative floats the integer order is the float order.
+        let mut bits: Vec<u32> = Vec::with_capacity(group_len);
+        let mut finite = true;
+        for_each_chunk(view.raw(g * group_len..(g + 1) * group_len), |values| {
+            for &v in values {
+                finite &= v.is_finite();
+                bits.push(v.abs().to_bits());
+            }
+        });
+        if !finite {
+            return None;
+        }
+        if groups == 1 {
+            bits.par_sort_unstable_by(|a, b| b.cmp(a));
+        } else {
+            bits.sort_unstable_by(|a, b| b.cmp(a));
+        }
+        let sorted: Vec<f32> = bits.into_iter().map(f32::from_bits).collect();
+        Some(TernaryScale::optimal(&sorted))
+    };
+    let scales: Option<Vec<TernaryScale>> = (0..groups).into_par_iter().map(one_group).collect();
+    scales.ok_or_else(|| view.non_finite_error())
+}
+
 /// The quantizer of each group of `view`.
 pub fn group_scales(
     view: &TensorView<'_>,
@@ -138,6 +169,7 @@ pub fn group_scales(
     match method {
         Method::AbsMean => absmean_scales(view, groups, group_len, level),
         Method::AbsMax => absmax_scales(view, groups, group_len, level),
+        Method::Optimal => optimal_scales(view, groups, group_len),
     }
 }
 
