@@ -224,13 +224,14 @@ def quantize(
     ``w`` is a float32, float16 or bfloat16 (``ml_dtypes.bfloat16``) array of any shape the
     layout takes; raw bfloat16 bits can be given as uint16 with ``dtype="bfloat16"``.
     ``method="absmean"`` is BitNet b1.58's quantizer, ``"absmax"`` ggml's (scale = max |w|,
-    ties away from zero), ``"optimal"`` the scale and threshold of least squared error. ``granularity`` is ``"tensor"`` (one scale), ``"row"`` (one scale
-    per index of dim 0) or ``"group:N"`` (one per N values of a row); by default ``"tensor"``,
-    and ``"group:256"`` for the GGUF layouts ``tq2_0`` and ``tq1_0``, which store it in
-    blocks. ``simd`` forces a kernel level (``"scalar"``, ``"avx2"``, ``"avx512"``) for this
-    call; by default ``RYZQ_SIMD`` or the best the processor has. ``threads`` sets how many
-    threads the kernels use (default: ``RYZQ_NUM_THREADS``, else every core); the result never
-    depends on it. Raises :class:`RyzqError` on bad input, such as NaN or infinite weights.
+    ties away from zero), ``"optimal"`` the scale and threshold of least squared error.
+    ``granularity`` is ``"tensor"`` (one scale), ``"row"`` (one scale per index of dim 0) or
+    ``"group:N"`` (one per N values of a row); by default ``"tensor"``, and ``"group:256"`` for
+    the GGUF layouts ``tq2_0`` and ``tq1_0``, which store it in blocks. ``simd`` forces a
+    kernel level (``"scalar"``, ``"avx2"``, ``"avx512"``) for this call; by default
+    ``RYZQ_SIMD`` or the best the processor has. ``threads`` sets how many threads the kernels
+    use (default: ``RYZQ_NUM_THREADS``, else every core); the result never depends on it.
+    Raises :class:`RyzqError` on bad input, such as NaN or infinite weights.
     """
     data, name, shape = _raw_weights(w, dtype)
     _check_choice(layout, LAYOUTS, "layout")
