@@ -128,6 +128,11 @@ def main() -> None:
             f"ryzq.quantize {layout} absmax (gguf-py's bytes), float32, {best}",
             lambda layout=layout: ryzq.quantize(w, layout=layout, method="absmax", threads=1),
         )
+    for granularity in ("tensor", "group:128"):
+        measure(
+            f"ryzq.quantize i2 optimal, {granularity}, float32, {best}",
+            lambda g=granularity: ryzq.quantize(w, method="optimal", granularity=g, threads=1),
+        )
     for layout in ryzq.LAYOUTS:
         t = ryzq.quantize(w, layout=layout)
         measure(
