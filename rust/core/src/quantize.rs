@@ -9,6 +9,7 @@ use rayon::prelude::*;
 
 use crate::dtype::FloatDType;
 use crate::error::{Error, Index, Result};
+use crate::kernels::Raw;
 use crate::kernels::expand::{Values, expand16, expand32};
 use crate::kernels::reduce::{abs_max, abs_sum};
 use crate::kernels::ternarize::ternarize;
@@ -127,34 +128,56 @@ fn absmax_scales(
         .collect())
 }
 
+/// The exact least-squares quantizer of one group (`None` if a value is not finite).
+fn optimal_scale(x: Raw<'_>, parallel: bool) -> Option<TernaryScale> {
+    // |w| as bits: for non-negative floats the integer order is the float order.
+    let mut bits: Vec<u32> = Vec::with_capacity(x.len());
+    let mut finite = true;
+    for_each_chunk(x, |values| {
+        for &v in values {
+            finite &= v.is_finite();
+            bits.push(v.abs().to_bits());
+        }
+    });
+    if !finite {
+        return None;
+    }
+    if parallel {
+        bits.par_sort_unstable_by(|a, b| b.cmp(a));
+    } else {
+        bits.sort_unstable_by(|a, b| b.cmp(a));
+    }
+    let sorted: Vec<f32> = bits.into_iter().map(f32::from_bits).collect();
+    Some(TernaryScale::optimal(&sorted))
+}
+
 fn optimal_scales(
     view: &TensorView<'_>,
     groups: usize,
     group_len: usize,
 ) -> Result<Vec<TernaryScale>> {
-    let one_group = |g: usize| -> Option<TernaryScale> {
-        // |w| as bits: for non-negative floats the integer order is the float order.
-        let mut bits: Vec<u32> = Vec::with_capacity(group_len);
-        let mut finite = true;
-        for_each_chunk(view.raw(g * group_len..(g + 1) * group_len), |values| {
-            for &v in values {
-                finite &= v.is_finite();
-                bits.push(v.abs().to_bits());
-            }
-        });
-        if !finite {
-            return None;
-        }
-        if groups == 1 {
-            bits.par_sort_unstable_by(|a, b| b.cmp(a));
-        } else {
-            bits.sort_unstable_by(|a, b| b.cmp(a));
-        }
-        let sorted: Vec<f32> = bits.into_iter().map(f32::from_bits).collect();
-        Some(TernaryScale::optimal(&sorted))
-    };
-    let scales: Option<Vec<TernaryScale>> = (0..groups).into_par_iter().map(one_group).collect();
+    let scales: Option<Vec<TernaryScale>> = (0..groups)
+        .into_par_iter()
+        .map(|g| optimal_scale(view.raw(g * group_len..(g + 1) * group_len), groups == 1))
+        .collect();
     scales.ok_or_else(|| view.non_finite_error())
+}
+
+/// The quantizer of a whole group that fits in a tile, computed where its values are already
+/// in cache; the same arithmetic as the pass over all groups (`None` if a value is not
+/// finite).
+fn small_group_scale(method: Method, level: SimdLevel, x: Raw<'_>) -> Option<TernaryScale> {
+    match method {
+        Method::AbsMean => {
+            let sum = abs_sum(level, x);
+            sum.is_finite().then(|| TernaryScale::absmean(sum, x.len()))
+        }
+        Method::AbsMax => {
+            let (max, finite) = abs_max(level, x);
+            finite.then(|| TernaryScale::absmax(max))
+        }
+        Method::Optimal => optimal_scale(x, false),
+    }
 }
 
 /// The quantizer of each group of `view`.
@@ -190,10 +213,40 @@ pub fn check_granularity(layout: Layout, granularity: Granularity) -> Result<()>
 }
 
 /// Quantizes `view` with `opts`.
+///
+/// Groups that fit in the layout's tiles are quantized in one pass: each group's scale is
+/// computed right before its codes, from cache. Larger groups (a whole tensor, long rows) take
+/// a pass for the scales first.
 pub fn quantize(view: &TensorView<'_>, opts: &QuantizeOptions) -> Result<Quantized> {
     let layout = opts.layout.get();
     layout.packed_shape(view.shape())?;
     check_granularity(opts.layout, opts.granularity)?;
+    require_nonempty(view.shape())?;
+    let (_, group_len) = opts.granularity.groups(view.shape())?;
+    let in_tiles = matches!(opts.granularity, Granularity::Group(_))
+        && layout
+            .tiles(view.shape())
+            .iter()
+            .all(|t| t.values.start % group_len == 0 && t.values.end % group_len == 0);
+    if in_tiles {
+        let scale_of = |g: usize| {
+            let x = view.raw(g * group_len..(g + 1) * group_len);
+            small_group_scale(opts.method, opts.level, x)
+                .map(|mut s| {
+                    s.scale = layout.stored_scale(s.scale);
+                    s
+                })
+                .ok_or_else(|| view.non_finite_error())
+        };
+        return quantize_tiles(
+            view,
+            opts.layout,
+            opts.granularity,
+            opts.method.ties(),
+            &scale_of,
+            opts.level,
+        );
+    }
     let mut scales = group_scales(view, opts.method, opts.granularity, opts.level)?;
     for s in &mut scales {
         s.scale = layout.stored_scale(s.scale);
@@ -218,41 +271,63 @@ pub fn quantize_with_scales(
     scales: &[TernaryScale],
     level: SimdLevel,
 ) -> Result<Quantized> {
+    let (groups, _) = granularity.groups(view.shape())?;
+    assert_eq!(scales.len(), groups, "one quantizer per group");
+    quantize_tiles(view, layout, granularity, ties, &|g| Ok(scales[g]), level)
+}
+
+/// The quantize driver: every tile in parallel (the parts of a layout in turn), each group's
+/// quantizer from `scale_of`.
+fn quantize_tiles(
+    view: &TensorView<'_>,
+    layout: Layout,
+    granularity: Granularity,
+    ties: Ties,
+    scale_of: &(dyn Fn(usize) -> Result<TernaryScale> + Sync),
+    level: SimdLevel,
+) -> Result<Quantized> {
     let layout = layout.get();
     let packed_shape = layout.packed_shape(view.shape())?;
     let (groups, group_len) = granularity.groups(view.shape())?;
-    assert_eq!(scales.len(), groups, "one quantizer per group");
-    let stored: Vec<f32> = scales.iter().map(|s| s.scale).collect();
     let in_blocks = layout.block().is_some();
     let tiles = layout.tiles(view.shape());
     let mut packed = vec![0u8; packed_shape.iter().product()];
+    let mut stored = vec![0f32; groups];
+    let stored_out = DisjointOut::new(&mut stored);
     let mut per_tile: Vec<ErrorStats> = Vec::with_capacity(tiles.len());
     for part in tiles.chunk_by(|a, b| a.part == b.part) {
         let outs = split_by_tiles(&mut packed, part);
-        let stats: Vec<ErrorStats> = part
+        let stats: Result<Vec<ErrorStats>> = part
             .par_iter()
             .zip(outs)
-            .map_init(Vec::new, |codes, (tile, out)| {
-                codes.resize(tile.values.len(), 0i8);
-                let mut stats = ErrorStats::default();
-                let first = tile.values.start;
-                for (g, run) in group_runs(tile.values.clone(), group_len) {
-                    let at = run.start - first..run.end - first;
-                    let s = scales[g];
-                    let x = view.raw(run);
-                    stats.merge(&ternarize(level, x, s.inv, s.scale, ties, &mut codes[at]));
-                }
-                let tile_scales = if in_blocks {
-                    &stored[tile.values.start / group_len..tile.values.end / group_len]
-                } else {
-                    &[]
-                };
-                let valid = layout.pack(level, tile.part, codes, tile_scales, out);
-                debug_assert!(valid, "ternarize only writes -1, 0 and 1");
-                stats
-            })
+            .map_init(
+                || (Vec::new(), Vec::new()),
+                |(codes, tile_scales), (tile, out)| {
+                    codes.resize(tile.values.len(), 0i8);
+                    tile_scales.clear();
+                    let mut stats = ErrorStats::default();
+                    let first = tile.values.start;
+                    for (g, run) in group_runs(tile.values.clone(), group_len) {
+                        let at = run.start - first..run.end - first;
+                        let s = scale_of(g)?;
+                        if run.start == g * group_len {
+                            // SAFETY: each group starts in exactly one tile, which alone
+                            // writes its scale.
+                            let slot = unsafe { stored_out.range(g..g + 1) };
+                            slot[0] = s.scale;
+                        }
+                        tile_scales.push(s.scale);
+                        let x = view.raw(run);
+                        stats.merge(&ternarize(level, x, s.inv, s.scale, ties, &mut codes[at]));
+                    }
+                    let scales_for_pack: &[f32] = if in_blocks { tile_scales } else { &[] };
+                    let valid = layout.pack(level, tile.part, codes, scales_for_pack, out);
+                    debug_assert!(valid, "ternarize only writes -1, 0 and 1");
+                    Ok(stats)
+                },
+            )
             .collect();
-        per_tile.extend(stats);
+        per_tile.extend(stats?);
     }
     let mut stats = ErrorStats::default();
     for s in &per_tile {
