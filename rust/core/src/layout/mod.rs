@@ -133,8 +133,8 @@ impl Layout {
             Layout::Bitnet => &bitnet::Bitnet,
             Layout::I2 => &i2::I2,
             Layout::T1 => &t1::T1,
-            Layout::Tq2_0 => &tq::Tq2_0,
-            Layout::Tq1_0 => &tq::Tq1_0,
+            Layout::Tq2_0 => &tq::TQ2_0,
+            Layout::Tq1_0 => &tq::TQ1_0,
         }
     }
 }

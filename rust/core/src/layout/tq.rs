@@ -32,35 +32,107 @@ fn block_shape(name: &str, block_bytes: usize, shape: &[usize]) -> Result<Vec<us
     Ok(packed)
 }
 
-fn write_scale(scale: f32, out: &mut [u8]) {
-    out.copy_from_slice(&half::f16::from_f32(scale).to_le_bytes());
+/// The two block formats: the same block of 256 values and trailing scale, different codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Codes {
+    TwoBit,
+    Base3,
 }
 
-/// The float16 `d` that ends every block.
-fn read_scales(packed: &[u8], block_bytes: usize) -> Vec<f32> {
-    packed
-        .chunks_exact(block_bytes)
-        .map(|b| half::f16::from_le_bytes([b[block_bytes - 2], b[block_bytes - 1]]).to_f32())
-        .collect()
+/// A GGUF ternary block layout.
+pub struct Blocks {
+    name: &'static str,
+    block_bytes: usize,
+    codes: Codes,
 }
 
-pub struct Tq2_0;
-pub struct Tq1_0;
+pub const TQ2_0: Blocks = Blocks {
+    name: "tq2_0",
+    block_bytes: 66,
+    codes: Codes::TwoBit,
+};
 
-const TQ2_BYTES: usize = 66;
-const TQ1_BYTES: usize = 54;
+pub const TQ1_0: Blocks = Blocks {
+    name: "tq1_0",
+    block_bytes: 54,
+    codes: Codes::Base3,
+};
 
-impl PackedLayout for Tq2_0 {
+impl Blocks {
+    /// Bytes of a block before its scale.
+    fn code_bytes(&self) -> usize {
+        self.block_bytes - 2
+    }
+
+    fn pack_block(&self, level: SimdLevel, codes: &[i8], out: &mut [u8]) -> bool {
+        match self.codes {
+            Codes::TwoBit => codes.chunks_exact(128).zip(out.chunks_exact_mut(32)).fold(
+                true,
+                |valid, (half, q)| {
+                    valid
+                        & dispatch!(
+                            level,
+                            scalar::pack_quarters,
+                            avx2::pack_quarters,
+                            avx2::pack_quarters,
+                            (half, q)
+                        )
+                },
+            ),
+            // The first 240 values are t1 blocks of 160 and 80: 32 and 16 bytes.
+            Codes::Base3 => {
+                let head = t1::T1.pack(level, 0, &codes[..160], &[], &mut out[..32]);
+                let middle = t1::T1.pack(level, 0, &codes[160..240], &[], &mut out[32..48]);
+                let tail = scalar::pack_tq1_tail(&codes[240..], &mut out[48..52]);
+                head & middle & tail
+            }
+        }
+    }
+
+    /// Unpacks a block's codes; fails with the offset of a corrupt byte.
+    fn unpack_block(
+        &self,
+        level: SimdLevel,
+        data: &[u8],
+        codes: &mut [i8],
+    ) -> std::result::Result<(), usize> {
+        match self.codes {
+            Codes::TwoBit => {
+                for (q, half) in data.chunks_exact(32).zip(codes.chunks_exact_mut(128)) {
+                    let valid = dispatch!(
+                        level,
+                        scalar::unpack_quarters,
+                        avx2::unpack_quarters,
+                        avx2::unpack_quarters,
+                        (q, half)
+                    );
+                    if !valid {
+                        return Err(super::first_corrupt_byte(&data[..64]));
+                    }
+                }
+                Ok(())
+            }
+            Codes::Base3 => {
+                t1::T1.unpack(level, 0, &data[..32], &mut codes[..160])?;
+                t1::T1.unpack(level, 0, &data[32..48], &mut codes[160..240])?;
+                scalar::unpack_tq1_tail(&data[48..52], &mut codes[240..]);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl PackedLayout for Blocks {
     fn name(&self) -> &'static str {
-        "tq2_0"
+        self.name
     }
 
     fn packed_shape(&self, shape: &[usize]) -> Result<Vec<usize>> {
-        block_shape(self.name(), TQ2_BYTES, shape)
+        block_shape(self.name, self.block_bytes, shape)
     }
 
     fn tiles(&self, shape: &[usize]) -> Vec<Tile> {
-        flat_tiles(shape.iter().product(), BLOCK, TQ2_BYTES)
+        flat_tiles(shape.iter().product(), BLOCK, self.block_bytes)
     }
 
     fn block(&self) -> Option<usize> {
@@ -72,7 +144,11 @@ impl PackedLayout for Tq2_0 {
     }
 
     fn block_scales(&self, packed: &[u8]) -> Vec<f32> {
-        read_scales(packed, TQ2_BYTES)
+        let n = self.block_bytes;
+        packed
+            .chunks_exact(n)
+            .map(|b| half::f16::from_le_bytes([b[n - 2], b[n - 1]]).to_f32())
+            .collect()
     }
 
     fn pack(
@@ -88,18 +164,11 @@ impl PackedLayout for Tq2_0 {
         for ((c, &d), o) in codes
             .chunks_exact(BLOCK)
             .zip(scales)
-            .zip(out.chunks_exact_mut(TQ2_BYTES))
+            .zip(out.chunks_exact_mut(self.block_bytes))
         {
-            for (half, q) in c.chunks_exact(128).zip(o[..64].chunks_exact_mut(32)) {
-                valid &= dispatch!(
-                    level,
-                    scalar::pack_quarters,
-                    avx2::pack_quarters,
-                    avx2::pack_quarters,
-                    (half, q)
-                );
-            }
-            write_scale(d, &mut o[64..]);
+            let (body, scale) = o.split_at_mut(self.code_bytes());
+            valid &= self.pack_block(level, c, body);
+            scale.copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
         }
         valid
     }
@@ -112,90 +181,12 @@ impl PackedLayout for Tq2_0 {
         codes: &mut [i8],
     ) -> std::result::Result<(), usize> {
         for (b, (o, c)) in data
-            .chunks_exact(TQ2_BYTES)
+            .chunks_exact(self.block_bytes)
             .zip(codes.chunks_exact_mut(BLOCK))
             .enumerate()
         {
-            for (q, half) in o[..64].chunks_exact(32).zip(c.chunks_exact_mut(128)) {
-                let valid = dispatch!(
-                    level,
-                    scalar::unpack_quarters,
-                    avx2::unpack_quarters,
-                    avx2::unpack_quarters,
-                    (q, half)
-                );
-                if !valid {
-                    return Err(b * TQ2_BYTES + super::first_corrupt_byte(&o[..64]));
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-impl PackedLayout for Tq1_0 {
-    fn name(&self) -> &'static str {
-        "tq1_0"
-    }
-
-    fn packed_shape(&self, shape: &[usize]) -> Result<Vec<usize>> {
-        block_shape(self.name(), TQ1_BYTES, shape)
-    }
-
-    fn tiles(&self, shape: &[usize]) -> Vec<Tile> {
-        flat_tiles(shape.iter().product(), BLOCK, TQ1_BYTES)
-    }
-
-    fn block(&self) -> Option<usize> {
-        Some(BLOCK)
-    }
-
-    fn stored_scale(&self, scale: f32) -> f32 {
-        half::f16::from_f32(scale).to_f32()
-    }
-
-    fn block_scales(&self, packed: &[u8]) -> Vec<f32> {
-        read_scales(packed, TQ1_BYTES)
-    }
-
-    fn pack(
-        &self,
-        level: SimdLevel,
-        _part: usize,
-        codes: &[i8],
-        scales: &[f32],
-        out: &mut [u8],
-    ) -> bool {
-        assert_eq!(codes.len(), scales.len() * BLOCK, "one scale per block");
-        let mut valid = true;
-        for ((c, &d), o) in codes
-            .chunks_exact(BLOCK)
-            .zip(scales)
-            .zip(out.chunks_exact_mut(TQ1_BYTES))
-        {
-            // The first 240 values are t1 blocks of 160 and 80: 32 and 16 bytes.
-            valid &= t1::T1.pack(level, 0, &c[..160], &[], &mut o[..32]);
-            valid &= t1::T1.pack(level, 0, &c[160..240], &[], &mut o[32..48]);
-            valid &= scalar::pack_tq1_tail(&c[240..], &mut o[48..52]);
-            write_scale(d, &mut o[52..]);
-        }
-        valid
-    }
-
-    fn unpack(
-        &self,
-        level: SimdLevel,
-        _part: usize,
-        data: &[u8],
-        codes: &mut [i8],
-    ) -> std::result::Result<(), usize> {
-        for (o, c) in data
-            .chunks_exact(TQ1_BYTES)
-            .zip(codes.chunks_exact_mut(BLOCK))
-        {
-            t1::T1.unpack(level, 0, &o[..32], &mut c[..160])?;
-            t1::T1.unpack(level, 0, &o[32..48], &mut c[160..240])?;
-            scalar::unpack_tq1_tail(&o[48..52], &mut c[240..]);
+            self.unpack_block(level, &o[..self.code_bytes()], c)
+                .map_err(|offset| b * self.block_bytes + offset)?;
         }
         Ok(())
     }
