@@ -39,7 +39,7 @@ impl SimdLevel {
         let mut levels = vec![SimdLevel(Level::Scalar)];
         #[cfg(target_arch = "x86_64")]
         {
-            // AVX2 kernels also use FMA-free float math, F16C (float16 widening) and BMI2-free code.
+            // The AVX2 kernels also widen float16 with F16C.
             if std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("f16c")
             {
