@@ -9,10 +9,11 @@ use rayon::prelude::*;
 
 use crate::dtype::FloatDType;
 use crate::error::{Error, Index, Result};
+use crate::kernels::LANES;
 use crate::kernels::Raw;
 use crate::kernels::expand::{Values, expand16, expand32};
 use crate::kernels::reduce::{abs_max, abs_sum};
-use crate::kernels::ternarize::ternarize;
+use crate::kernels::ternarize::{ternarize, ternarize_groups};
 use crate::kernels::widen::for_each_chunk;
 use crate::layout::{Layout, PackedLayout, TILE_VALUES, Tile, require_nonempty};
 use crate::method::{Granularity, Method, TernaryScale, Ties};
@@ -301,14 +302,17 @@ fn quantize_tiles(
             .par_iter()
             .zip(outs)
             .map_init(
-                || (Vec::new(), Vec::new()),
-                |(codes, tile_scales), (tile, out)| {
+                || (Vec::new(), Vec::new(), Vec::new()),
+                |(codes, tile_scales, tile_groups), (tile, out)| {
                     codes.resize(tile.values.len(), 0i8);
                     tile_scales.clear();
                     let mut stats = ErrorStats::default();
                     let first = tile.values.start;
+                    let whole_groups = first % group_len == 0
+                        && tile.values.end % group_len == 0
+                        && group_len.is_multiple_of(LANES);
+                    tile_groups.clear();
                     for (g, run) in group_runs(tile.values.clone(), group_len) {
-                        let at = run.start - first..run.end - first;
                         let s = scale_of(g)?;
                         if run.start == g * group_len {
                             // SAFETY: each group starts in exactly one tile, which alone
@@ -317,8 +321,19 @@ fn quantize_tiles(
                             slot[0] = s.scale;
                         }
                         tile_scales.push(s.scale);
-                        let x = view.raw(run);
-                        stats.merge(&ternarize(level, x, s.inv, s.scale, ties, &mut codes[at]));
+                        if whole_groups {
+                            tile_groups.push((s.inv, s.scale));
+                        } else {
+                            let at = run.start - first..run.end - first;
+                            let x = view.raw(run);
+                            stats.merge(&ternarize(level, x, s.inv, s.scale, ties, &mut codes[at]));
+                        }
+                    }
+                    if whole_groups {
+                        // One call for the tile's groups: the per-call work is not repeated
+                        // for every small group.
+                        let x = view.raw(tile.values.clone());
+                        stats = ternarize_groups(level, x, group_len, tile_groups, ties, codes);
                     }
                     let scales_for_pack: &[f32] = if in_blocks { tile_scales } else { &[] };
                     let valid = layout.pack(level, tile.part, codes, scales_for_pack, out);

@@ -245,3 +245,52 @@ fn t1_decodes_every_byte_it_encodes() {
         assert_eq!(back, digits, "q={q}");
     }
 }
+
+#[test]
+fn grouped_ternarize_matches_scalar_and_one_call_per_group() {
+    let mut rng = Rng(12);
+    for (groups, group_len) in [(1, 40), (3, 16), (5, 128), (64, 256)] {
+        let n = groups * group_len;
+        let x = rng.weights(n, 0.3);
+        let quantizers: Vec<(f32, f32)> = (0..groups)
+            .map(|g| (1.0 + g as f32 * 0.25, 0.5 + g as f32 * 0.1))
+            .collect();
+        for (dtype, bytes) in stored(&x) {
+            let raw = Raw::new(&bytes[1..], dtype);
+            let mut expected = vec![0i8; n];
+            let stats = ternarize::scalar::ternarize_groups(
+                raw,
+                group_len,
+                &quantizers,
+                false,
+                &mut expected,
+            );
+            // The same codes as quantizing each group on its own.
+            for (g, &(inv, scale)) in quantizers.iter().enumerate() {
+                let range = g * group_len..(g + 1) * group_len;
+                let mut one = vec![0i8; group_len];
+                let _ = ternarize::scalar::ternarize(
+                    raw.slice(range.clone()),
+                    inv,
+                    scale,
+                    false,
+                    &mut one,
+                );
+                assert_eq!(one, expected[range]);
+            }
+            for level in simd_levels() {
+                let mut codes = vec![0i8; n];
+                let got = ternarize::ternarize_groups(
+                    level,
+                    raw,
+                    group_len,
+                    &quantizers,
+                    Ties::Even,
+                    &mut codes,
+                );
+                assert_eq!(codes, expected, "{groups}x{group_len} {dtype:?} {level:?}");
+                assert_eq!(got, stats, "{groups}x{group_len} {dtype:?} {level:?}");
+            }
+        }
+    }
+}

@@ -60,29 +60,49 @@ pub fn ternarize(
     ties: Ties,
     codes: &mut [i8],
 ) -> ErrorStats {
+    ternarize_groups(level, x, x.len(), &[(inv, scale)], ties, codes)
+}
+
+/// [`ternarize`] of consecutive groups of `group_len` values, group `g` with the quantizer
+/// `groups[g] = (inv, scale)`, in one call. With several groups, `group_len` must be a
+/// multiple of 16 (so that each group starts a reduction lane anew) and `x` exactly the groups.
+#[must_use]
+pub fn ternarize_groups(
+    level: SimdLevel,
+    x: Raw<'_>,
+    group_len: usize,
+    groups: &[(f32, f32)],
+    ties: Ties,
+    codes: &mut [i8],
+) -> ErrorStats {
     assert_eq!(x.len(), codes.len(), "one code per value");
+    assert!(
+        groups.len() == 1
+            || (group_len.is_multiple_of(LANES) && x.len() == groups.len() * group_len),
+        "whole groups of a multiple of 16 values"
+    );
     let away = ties == Ties::Away;
     match x.dtype {
         FloatDType::F32 => dispatch!(
             level,
-            scalar::ternarize,
+            scalar::ternarize_groups,
             avx2::ternarize_f32,
             avx512::ternarize_f32,
-            (x, inv, scale, away, codes)
+            (x, group_len, groups, away, codes)
         ),
         FloatDType::BF16 => dispatch!(
             level,
-            scalar::ternarize,
+            scalar::ternarize_groups,
             avx2::ternarize_bf16,
             avx512::ternarize_bf16,
-            (x, inv, scale, away, codes)
+            (x, group_len, groups, away, codes)
         ),
         FloatDType::F16 => dispatch!(
             level,
-            scalar::ternarize,
+            scalar::ternarize_groups,
             avx2::ternarize_f16,
             avx512::ternarize_f16,
-            (x, inv, scale, away, codes)
+            (x, group_len, groups, away, codes)
         ),
     }
 }
@@ -137,8 +157,35 @@ pub mod scalar {
 
     #[must_use]
     pub fn ternarize(x: Raw<'_>, inv: f32, scale: f32, away: bool, codes: &mut [i8]) -> ErrorStats {
+        ternarize_groups(x, x.len(), &[(inv, scale)], away, codes)
+    }
+
+    /// Each group in turn, the lanes carried from one to the next.
+    #[must_use]
+    pub fn ternarize_groups(
+        x: Raw<'_>,
+        group_len: usize,
+        groups: &[(f32, f32)],
+        away: bool,
+        codes: &mut [i8],
+    ) -> ErrorStats {
         let mut acc = ErrorLanes::default();
-        ternarize_raw_into(x, inv, scale, away, codes, &mut acc);
+        for (g, &(inv, scale)) in groups.iter().enumerate() {
+            let end = if g + 1 == groups.len() {
+                x.len()
+            } else {
+                (g + 1) * group_len
+            };
+            let start = g * group_len;
+            ternarize_raw_into(
+                x.slice(start..end),
+                inv,
+                scale,
+                away,
+                &mut codes[start..end],
+                &mut acc,
+            );
+        }
         acc.finish(x.len())
     }
 }
@@ -158,17 +205,18 @@ pub mod avx2 {
             #[target_feature(enable = "avx2,f16c")]
             pub unsafe fn $name(
                 x: Raw<'_>,
-                inv: f32,
-                scale: f32,
+                group_len: usize,
+                groups: &[(f32, f32)],
                 away: bool,
                 codes: &mut [i8],
             ) -> ErrorStats {
                 let size = x.dtype.size();
-                let inv_v = _mm256_set1_ps(inv);
+                let (inv, scale) = groups[0];
+                let mut inv_v = _mm256_set1_ps(inv);
                 let half = _mm256_set1_ps(0.5);
                 let neg_half = _mm256_set1_ps(-0.5);
-                let pos_s = _mm256_set1_ps(scale);
-                let neg_s = _mm256_set1_ps(-scale);
+                let mut pos_s = _mm256_set1_ps(scale);
+                let mut neg_s = _mm256_set1_ps(-scale);
                 let sign = _mm256_set1_ps(-0.0);
                 let one = _mm256_set1_epi32(1);
                 let mut sse = [_mm256_setzero_pd(); 4];
@@ -176,7 +224,19 @@ pub mod avx2 {
                 let mut max_e = _mm256_setzero_ps();
                 let (mut positive, mut negative) = (0u64, 0u64);
                 let blocks = x.len() / LANES;
+                // Blocks left in the current group, and the group.
+                let per_group = group_len / LANES;
+                let (mut left, mut group) = (per_group, 0);
                 for b in 0..blocks {
+                    if left == 0 {
+                        group += 1;
+                        left = per_group;
+                        let (inv, scale) = groups[group];
+                        inv_v = _mm256_set1_ps(inv);
+                        pos_s = _mm256_set1_ps(scale);
+                        neg_s = _mm256_set1_ps(-scale);
+                    }
+                    left -= 1;
                     let mut words = [_mm256_setzero_si256(); 2];
                     for h in 0..2 {
                         // SAFETY: values b*16 + h*8 .. + 8 are within `x`.
@@ -244,6 +304,7 @@ pub mod avx2 {
                 acc.positive = positive;
                 acc.negative = negative;
                 let done = blocks * LANES;
+                let &(inv, scale) = groups.last().expect("at least one group");
                 scalar::ternarize_raw_into(
                     x.slice(done..x.len()),
                     inv,
@@ -277,17 +338,18 @@ pub mod avx512 {
             #[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vl")]
             pub unsafe fn $name(
                 x: Raw<'_>,
-                inv: f32,
-                scale: f32,
+                group_len: usize,
+                groups: &[(f32, f32)],
                 away: bool,
                 codes: &mut [i8],
             ) -> ErrorStats {
                 let size = x.dtype.size();
-                let inv_v = _mm512_set1_ps(inv);
+                let (inv, scale) = groups[0];
+                let mut inv_v = _mm512_set1_ps(inv);
                 let half = _mm512_set1_ps(0.5);
                 let neg_half = _mm512_set1_ps(-0.5);
-                let pos_s = _mm512_set1_ps(scale);
-                let neg_s = _mm512_set1_ps(-scale);
+                let mut pos_s = _mm512_set1_ps(scale);
+                let mut neg_s = _mm512_set1_ps(-scale);
                 let (zero8, one8, minus8) =
                     (_mm_setzero_si128(), _mm_set1_epi8(1), _mm_set1_epi8(-1));
                 let (mut sse_lo, mut sse_hi) = (_mm512_setzero_pd(), _mm512_setzero_pd());
@@ -295,7 +357,19 @@ pub mod avx512 {
                 let mut max_e = _mm512_setzero_ps();
                 let (mut positive, mut negative) = (0u64, 0u64);
                 let blocks = x.len() / LANES;
+                // Blocks left in the current group, and the group.
+                let per_group = group_len / LANES;
+                let (mut left, mut group) = (per_group, 0);
                 for b in 0..blocks {
+                    if left == 0 {
+                        group += 1;
+                        left = per_group;
+                        let (inv, scale) = groups[group];
+                        inv_v = _mm512_set1_ps(inv);
+                        pos_s = _mm512_set1_ps(scale);
+                        neg_s = _mm512_set1_ps(-scale);
+                    }
+                    left -= 1;
                     // SAFETY: values b*16 .. b*16+16 are within `x`.
                     let v = unsafe { load_f32x16!($dtype, x.bytes.as_ptr().add(b * LANES * size)) };
                     let y = _mm512_mul_ps(v, inv_v);
@@ -344,6 +418,7 @@ pub mod avx512 {
                 acc.positive = positive;
                 acc.negative = negative;
                 let done = blocks * LANES;
+                let &(inv, scale) = groups.last().expect("at least one group");
                 scalar::ternarize_raw_into(
                     x.slice(done..x.len()),
                     inv,
