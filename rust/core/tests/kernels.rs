@@ -195,7 +195,8 @@ fn expand_matches_scalar() {
 #[test]
 fn layouts_pack_and_unpack_match_scalar_and_round_trip() {
     let mut rng = Rng(5);
-    let shapes: [&[usize]; 10] = [
+    let shapes: [&[usize]; 11] = [
+        &[3, 80],
         &[4],
         &[8, 1],
         &[16, 33],

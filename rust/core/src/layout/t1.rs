@@ -159,8 +159,75 @@ pub mod avx2 {
                 _mm256_storeu_si256(out.as_mut_ptr().add(b * BLOCK_BYTES).cast(), narrow(lo, hi));
             }
         }
-        let tail = scalar::pack(&codes[blocks * BLOCK..], &mut out[blocks * BLOCK_BYTES..]);
+        let (codes, out) = (&codes[blocks * BLOCK..], &mut out[blocks * BLOCK_BYTES..]);
+        let tail = if codes.len() == HALF {
+            // SAFETY: the features are this function's own.
+            unsafe { pack_half(codes, out) }
+        } else {
+            scalar::pack(codes, out)
+        };
         tail && _mm256_testz_si256(bad, bad) == 1
+    }
+
+    /// Values of a half block (16 bytes), the last block of GGUF's TQ1_0 code bytes.
+    const HALF: usize = BLOCK / 2;
+
+    /// A block of 80 values: 16 bytes, byte `m` holding values `m + 16 n`.
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn pack_half(codes: &[i8], out: &mut [u8]) -> bool {
+        assert!(codes.len() == HALF && out.len() == HALF / 5, "a half block");
+        let one = _mm_set1_epi8(1);
+        let two = _mm_set1_epi8(2);
+        let mut bad = _mm_setzero_si128();
+        let mut q = _mm_setzero_si128();
+        for n in 0..5 {
+            // SAFETY: 16 codes at 16 n, within the 80 checked above.
+            let c = unsafe { _mm_loadu_si128(codes.as_ptr().add(16 * n).cast()) };
+            let d = _mm_add_epi8(c, one);
+            bad = _mm_or_si128(bad, _mm_xor_si128(_mm_max_epu8(d, two), two));
+            q = _mm_add_epi8(_mm_add_epi8(_mm_add_epi8(q, q), q), d);
+        }
+        let x = _mm256_add_epi16(
+            _mm256_slli_epi16::<8>(_mm256_cvtepu8_epi16(q)),
+            _mm256_set1_epi16(242),
+        );
+        let bytes =
+            _mm256_srli_epi16::<7>(_mm256_mulhi_epu16(x, _mm256_set1_epi16(34522u16 as i16)));
+        let packed = _mm_packus_epi16(
+            _mm256_castsi256_si128(bytes),
+            _mm256_extracti128_si256::<1>(bytes),
+        );
+        // SAFETY: 16 bytes out, checked above.
+        unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), packed) };
+        _mm_testz_si128(bad, bad) == 1
+    }
+
+    /// The inverse of [`pack_half`].
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn unpack_half(data: &[u8], codes: &mut [i8]) {
+        assert!(
+            codes.len() == HALF && data.len() == HALF / 5,
+            "a half block"
+        );
+        let low_byte = _mm256_set1_epi16(0xFF);
+        let one = _mm_set1_epi8(1);
+        // SAFETY: 16 bytes in, checked above.
+        let x = _mm256_cvtepu8_epi16(unsafe { _mm_loadu_si128(data.as_ptr().cast()) });
+        for (n, &p) in POW3.iter().enumerate() {
+            let t = _mm256_and_si256(
+                _mm256_mullo_epi16(x, _mm256_set1_epi16(i16::from(p))),
+                low_byte,
+            );
+            let digit = _mm256_srli_epi16::<8>(_mm256_add_epi16(_mm256_add_epi16(t, t), t));
+            let d = _mm_packus_epi16(
+                _mm256_castsi256_si128(digit),
+                _mm256_extracti128_si256::<1>(digit),
+            );
+            // SAFETY: 16 codes at 16 n, within the 80 checked above.
+            unsafe {
+                _mm_storeu_si128(codes.as_mut_ptr().add(16 * n).cast(), _mm_sub_epi8(d, one));
+            };
+        }
     }
 
     /// # Safety
@@ -188,6 +255,12 @@ pub mod avx2 {
                 }
             }
         }
-        scalar::unpack(&data[blocks * BLOCK_BYTES..], &mut codes[blocks * BLOCK..]);
+        let (data, codes) = (&data[blocks * BLOCK_BYTES..], &mut codes[blocks * BLOCK..]);
+        if codes.len() == HALF {
+            // SAFETY: the features are this function's own.
+            unsafe { unpack_half(data, codes) };
+        } else {
+            scalar::unpack(data, codes);
+        }
     }
 }
