@@ -72,14 +72,15 @@ macro_rules! dispatch {
         match $level.level() {
             #[cfg(target_arch = "x86_64")]
             $crate::simd::Level::Avx2 => {
-                // SAFETY: a `SimdLevel` of `Avx2` exists only when the processor supports AVX2
-                // and F16C (`SimdLevel::supported`), the features `$avx2` is compiled for.
+                // SAFETY: a `SimdLevel` of `Avx2` exists only when the processor supports AVX2,
+                // F16C and POPCNT (`SimdLevel::supported`), the features `$avx2` is compiled for.
                 unsafe { $avx2($($arg),*) }
             }
             #[cfg(target_arch = "x86_64")]
             $crate::simd::Level::Avx512 => {
                 // SAFETY: a `SimdLevel` of `Avx512` exists only when the processor supports
-                // AVX-512 F/BW/VL besides AVX2 and F16C, the features `$avx512` is compiled for.
+                // AVX-512 F/BW/VL besides the AVX2 level's features, which `$avx512` is compiled
+                // for.
                 unsafe { $avx512($($arg),*) }
             }
             _ => $scalar($($arg),*),

@@ -82,29 +82,43 @@ pub fn ternarize_groups(
         "whole groups of a multiple of 16 values"
     );
     let away = ties == Ties::Away;
-    match x.dtype {
-        FloatDType::F32 => dispatch!(
-            level,
-            scalar::ternarize_groups,
-            avx2::ternarize_f32,
-            avx512::ternarize_f32,
-            (x, group_len, groups, away, codes)
-        ),
-        FloatDType::BF16 => dispatch!(
-            level,
-            scalar::ternarize_groups,
-            avx2::ternarize_bf16,
-            avx512::ternarize_bf16,
-            (x, group_len, groups, away, codes)
-        ),
-        FloatDType::F16 => dispatch!(
-            level,
-            scalar::ternarize_groups,
-            avx2::ternarize_f16,
-            avx512::ternarize_f16,
-            (x, group_len, groups, away, codes)
-        ),
+    // The rounding of ties is a compile-time choice in the SIMD loops.
+    macro_rules! by_ties {
+        ($avx2:ident, $avx512:ident) => {
+            if away {
+                dispatch!(
+                    level,
+                    scalar_groups::<true>,
+                    avx2::$avx2::<true>,
+                    avx512::$avx512::<true>,
+                    (x, group_len, groups, codes)
+                )
+            } else {
+                dispatch!(
+                    level,
+                    scalar_groups::<false>,
+                    avx2::$avx2::<false>,
+                    avx512::$avx512::<false>,
+                    (x, group_len, groups, codes)
+                )
+            }
+        };
     }
+    match x.dtype {
+        FloatDType::F32 => by_ties!(ternarize_f32, ternarize_f32),
+        FloatDType::BF16 => by_ties!(ternarize_bf16, ternarize_bf16),
+        FloatDType::F16 => by_ties!(ternarize_f16, ternarize_f16),
+    }
+}
+
+/// The scalar reference with the signature of the SIMD versions.
+fn scalar_groups<const AWAY: bool>(
+    x: Raw<'_>,
+    group_len: usize,
+    groups: &[(f32, f32)],
+    codes: &mut [i8],
+) -> ErrorStats {
+    scalar::ternarize_groups(x, group_len, groups, AWAY, codes)
 }
 
 pub mod scalar {
@@ -202,21 +216,17 @@ pub mod avx2 {
         ($name:ident, $dtype:tt) => {
             /// # Safety
             /// The processor must support the target features this function enables.
-            #[target_feature(enable = "avx2,f16c")]
-            pub unsafe fn $name(
+            #[target_feature(enable = "avx2,f16c,popcnt")]
+            pub unsafe fn $name<const AWAY: bool>(
                 x: Raw<'_>,
                 group_len: usize,
                 groups: &[(f32, f32)],
-                away: bool,
                 codes: &mut [i8],
             ) -> ErrorStats {
+                let away = AWAY;
                 let size = x.dtype.size();
-                let (inv, scale) = groups[0];
-                let mut inv_v = _mm256_set1_ps(inv);
                 let half = _mm256_set1_ps(0.5);
                 let neg_half = _mm256_set1_ps(-0.5);
-                let mut pos_s = _mm256_set1_ps(scale);
-                let mut neg_s = _mm256_set1_ps(-scale);
                 let sign = _mm256_set1_ps(-0.0);
                 let one = _mm256_set1_epi32(1);
                 let mut sse = [_mm256_setzero_pd(); 4];
@@ -224,70 +234,76 @@ pub mod avx2 {
                 let mut max_e = _mm256_setzero_ps();
                 let (mut positive, mut negative) = (0u64, 0u64);
                 let blocks = x.len() / LANES;
-                // Blocks left in the current group, and the group.
                 let per_group = group_len / LANES;
-                let (mut left, mut group) = (per_group, 0);
-                for b in 0..blocks {
-                    if left == 0 {
-                        group += 1;
-                        left = per_group;
-                        let (inv, scale) = groups[group];
-                        inv_v = _mm256_set1_ps(inv);
-                        pos_s = _mm256_set1_ps(scale);
-                        neg_s = _mm256_set1_ps(-scale);
-                    }
-                    left -= 1;
-                    let mut words = [_mm256_setzero_si256(); 2];
-                    for h in 0..2 {
-                        // SAFETY: values b*16 + h*8 .. + 8 are within `x`.
-                        let v = unsafe {
-                            load_f32x8!($dtype, x.bytes.as_ptr().add((b * LANES + h * 8) * size))
+                for (g, &(inv, scale)) in groups.iter().enumerate() {
+                    let inv_v = _mm256_set1_ps(inv);
+                    let pos_s = _mm256_set1_ps(scale);
+                    let neg_s = _mm256_set1_ps(-scale);
+                    let first = g * per_group;
+                    let last = if g + 1 == groups.len() {
+                        blocks
+                    } else {
+                        first + per_group
+                    };
+                    for b in first..last {
+                        let mut words = [_mm256_setzero_si256(); 2];
+                        for h in 0..2 {
+                            // SAFETY: values b*16 + h*8 .. + 8 are within `x`.
+                            let v = unsafe {
+                                load_f32x8!(
+                                    $dtype,
+                                    x.bytes.as_ptr().add((b * LANES + h * 8) * size)
+                                )
+                            };
+                            let y = _mm256_mul_ps(v, inv_v);
+                            let (p, n) = if away {
+                                (
+                                    _mm256_cmp_ps::<_CMP_GE_OQ>(y, half),
+                                    _mm256_cmp_ps::<_CMP_LE_OQ>(y, neg_half),
+                                )
+                            } else {
+                                (
+                                    _mm256_cmp_ps::<_CMP_GT_OQ>(y, half),
+                                    _mm256_cmp_ps::<_CMP_LT_OQ>(y, neg_half),
+                                )
+                            };
+                            let d = _mm256_or_ps(_mm256_and_ps(p, pos_s), _mm256_and_ps(n, neg_s));
+                            let e = _mm256_sub_ps(v, d);
+                            max_e = _mm256_max_ps(max_e, _mm256_andnot_ps(sign, e));
+                            positive += u64::from(_mm256_movemask_ps(p).count_ones());
+                            negative += u64::from(_mm256_movemask_ps(n).count_ones());
+                            words[h] = _mm256_or_si256(
+                                _mm256_and_si256(_mm256_castps_si256(p), one),
+                                _mm256_castps_si256(n),
+                            );
+                            let (e_lo, e_hi) = (
+                                _mm256_cvtps_pd(_mm256_castps256_ps128(e)),
+                                _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)),
+                            );
+                            let (v_lo, v_hi) = (
+                                _mm256_cvtps_pd(_mm256_castps256_ps128(v)),
+                                _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)),
+                            );
+                            sse[2 * h] = _mm256_add_pd(sse[2 * h], _mm256_mul_pd(e_lo, e_lo));
+                            sse[2 * h + 1] =
+                                _mm256_add_pd(sse[2 * h + 1], _mm256_mul_pd(e_hi, e_hi));
+                            sum_sq[2 * h] = _mm256_add_pd(sum_sq[2 * h], _mm256_mul_pd(v_lo, v_lo));
+                            sum_sq[2 * h + 1] =
+                                _mm256_add_pd(sum_sq[2 * h + 1], _mm256_mul_pd(v_hi, v_hi));
+                        }
+                        // 16 int32 codes -> 16 int8, in order.
+                        let packed16 = _mm256_permute4x64_epi64::<0b11_01_10_00>(
+                            _mm256_packs_epi32(words[0], words[1]),
+                        );
+                        let bytes = _mm_packs_epi16(
+                            _mm256_castsi256_si128(packed16),
+                            _mm256_extracti128_si256::<1>(packed16),
+                        );
+                        // SAFETY: `codes.len() == x.len()` and `b * 16 + 16 <= x.len()`.
+                        unsafe {
+                            _mm_storeu_si128(codes.as_mut_ptr().add(b * LANES).cast(), bytes)
                         };
-                        let y = _mm256_mul_ps(v, inv_v);
-                        let (p, n) = if away {
-                            (
-                                _mm256_cmp_ps::<_CMP_GE_OQ>(y, half),
-                                _mm256_cmp_ps::<_CMP_LE_OQ>(y, neg_half),
-                            )
-                        } else {
-                            (
-                                _mm256_cmp_ps::<_CMP_GT_OQ>(y, half),
-                                _mm256_cmp_ps::<_CMP_LT_OQ>(y, neg_half),
-                            )
-                        };
-                        let d = _mm256_or_ps(_mm256_and_ps(p, pos_s), _mm256_and_ps(n, neg_s));
-                        let e = _mm256_sub_ps(v, d);
-                        max_e = _mm256_max_ps(max_e, _mm256_andnot_ps(sign, e));
-                        positive += u64::from(_mm256_movemask_ps(p).count_ones());
-                        negative += u64::from(_mm256_movemask_ps(n).count_ones());
-                        words[h] = _mm256_or_si256(
-                            _mm256_and_si256(_mm256_castps_si256(p), one),
-                            _mm256_castps_si256(n),
-                        );
-                        let (e_lo, e_hi) = (
-                            _mm256_cvtps_pd(_mm256_castps256_ps128(e)),
-                            _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)),
-                        );
-                        let (v_lo, v_hi) = (
-                            _mm256_cvtps_pd(_mm256_castps256_ps128(v)),
-                            _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)),
-                        );
-                        sse[2 * h] = _mm256_add_pd(sse[2 * h], _mm256_mul_pd(e_lo, e_lo));
-                        sse[2 * h + 1] = _mm256_add_pd(sse[2 * h + 1], _mm256_mul_pd(e_hi, e_hi));
-                        sum_sq[2 * h] = _mm256_add_pd(sum_sq[2 * h], _mm256_mul_pd(v_lo, v_lo));
-                        sum_sq[2 * h + 1] =
-                            _mm256_add_pd(sum_sq[2 * h + 1], _mm256_mul_pd(v_hi, v_hi));
                     }
-                    // 16 int32 codes -> 16 int8, in order.
-                    let packed16 = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(
-                        words[0], words[1],
-                    ));
-                    let bytes = _mm_packs_epi16(
-                        _mm256_castsi256_si128(packed16),
-                        _mm256_extracti128_si256::<1>(packed16),
-                    );
-                    // SAFETY: `codes.len() == x.len()` and `b * 16 + 16 <= x.len()`.
-                    unsafe { _mm_storeu_si128(codes.as_mut_ptr().add(b * LANES).cast(), bytes) };
                 }
                 let mut acc = ErrorLanes::default();
                 for k in 0..4 {
@@ -335,21 +351,17 @@ pub mod avx512 {
         ($name:ident, $dtype:tt) => {
             /// # Safety
             /// The processor must support the target features this function enables.
-            #[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vl")]
-            pub unsafe fn $name(
+            #[target_feature(enable = "avx2,f16c,popcnt,avx512f,avx512bw,avx512vl")]
+            pub unsafe fn $name<const AWAY: bool>(
                 x: Raw<'_>,
                 group_len: usize,
                 groups: &[(f32, f32)],
-                away: bool,
                 codes: &mut [i8],
             ) -> ErrorStats {
+                let away = AWAY;
                 let size = x.dtype.size();
-                let (inv, scale) = groups[0];
-                let mut inv_v = _mm512_set1_ps(inv);
                 let half = _mm512_set1_ps(0.5);
                 let neg_half = _mm512_set1_ps(-0.5);
-                let mut pos_s = _mm512_set1_ps(scale);
-                let mut neg_s = _mm512_set1_ps(-scale);
                 let (zero8, one8, minus8) =
                     (_mm_setzero_si128(), _mm_set1_epi8(1), _mm_set1_epi8(-1));
                 let (mut sse_lo, mut sse_hi) = (_mm512_setzero_pd(), _mm512_setzero_pd());
@@ -357,54 +369,55 @@ pub mod avx512 {
                 let mut max_e = _mm512_setzero_ps();
                 let (mut positive, mut negative) = (0u64, 0u64);
                 let blocks = x.len() / LANES;
-                // Blocks left in the current group, and the group.
                 let per_group = group_len / LANES;
-                let (mut left, mut group) = (per_group, 0);
-                for b in 0..blocks {
-                    if left == 0 {
-                        group += 1;
-                        left = per_group;
-                        let (inv, scale) = groups[group];
-                        inv_v = _mm512_set1_ps(inv);
-                        pos_s = _mm512_set1_ps(scale);
-                        neg_s = _mm512_set1_ps(-scale);
-                    }
-                    left -= 1;
-                    // SAFETY: values b*16 .. b*16+16 are within `x`.
-                    let v = unsafe { load_f32x16!($dtype, x.bytes.as_ptr().add(b * LANES * size)) };
-                    let y = _mm512_mul_ps(v, inv_v);
-                    let (p, n) = if away {
-                        (
-                            _mm512_cmp_ps_mask::<_CMP_GE_OQ>(y, half),
-                            _mm512_cmp_ps_mask::<_CMP_LE_OQ>(y, neg_half),
-                        )
+                for (g, &(inv, scale)) in groups.iter().enumerate() {
+                    let inv_v = _mm512_set1_ps(inv);
+                    let pos_s = _mm512_set1_ps(scale);
+                    let neg_s = _mm512_set1_ps(-scale);
+                    let first = g * per_group;
+                    let last = if g + 1 == groups.len() {
+                        blocks
                     } else {
-                        (
-                            _mm512_cmp_ps_mask::<_CMP_GT_OQ>(y, half),
-                            _mm512_cmp_ps_mask::<_CMP_LT_OQ>(y, neg_half),
-                        )
+                        first + per_group
                     };
-                    let d = _mm512_mask_mov_ps(_mm512_maskz_mov_ps(p, pos_s), n, neg_s);
-                    let e = _mm512_sub_ps(v, d);
-                    max_e = _mm512_max_ps(max_e, _mm512_abs_ps(e));
-                    positive += u64::from(p.count_ones());
-                    negative += u64::from(n.count_ones());
-                    let c = _mm_mask_blend_epi8(n, _mm_mask_blend_epi8(p, zero8, one8), minus8);
-                    // SAFETY: `codes.len() == x.len()` and `b * 16 + 16 <= x.len()`.
-                    unsafe { _mm_storeu_si128(codes.as_mut_ptr().add(b * LANES).cast(), c) };
-                    let upper = |w: __m512| {
-                        _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
-                            _mm512_castps_pd(w),
-                        )))
-                    };
-                    let e_lo = _mm512_cvtps_pd(_mm512_castps512_ps256(e));
-                    let e_hi = upper(e);
-                    let v_lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
-                    let v_hi = upper(v);
-                    sse_lo = _mm512_add_pd(sse_lo, _mm512_mul_pd(e_lo, e_lo));
-                    sse_hi = _mm512_add_pd(sse_hi, _mm512_mul_pd(e_hi, e_hi));
-                    sq_lo = _mm512_add_pd(sq_lo, _mm512_mul_pd(v_lo, v_lo));
-                    sq_hi = _mm512_add_pd(sq_hi, _mm512_mul_pd(v_hi, v_hi));
+                    for b in first..last {
+                        // SAFETY: values b*16 .. b*16+16 are within `x`.
+                        let v =
+                            unsafe { load_f32x16!($dtype, x.bytes.as_ptr().add(b * LANES * size)) };
+                        let y = _mm512_mul_ps(v, inv_v);
+                        let (p, n) = if away {
+                            (
+                                _mm512_cmp_ps_mask::<_CMP_GE_OQ>(y, half),
+                                _mm512_cmp_ps_mask::<_CMP_LE_OQ>(y, neg_half),
+                            )
+                        } else {
+                            (
+                                _mm512_cmp_ps_mask::<_CMP_GT_OQ>(y, half),
+                                _mm512_cmp_ps_mask::<_CMP_LT_OQ>(y, neg_half),
+                            )
+                        };
+                        let d = _mm512_mask_mov_ps(_mm512_maskz_mov_ps(p, pos_s), n, neg_s);
+                        let e = _mm512_sub_ps(v, d);
+                        max_e = _mm512_max_ps(max_e, _mm512_abs_ps(e));
+                        positive += u64::from(p.count_ones());
+                        negative += u64::from(n.count_ones());
+                        let c = _mm_mask_blend_epi8(n, _mm_mask_blend_epi8(p, zero8, one8), minus8);
+                        // SAFETY: `codes.len() == x.len()` and `b * 16 + 16 <= x.len()`.
+                        unsafe { _mm_storeu_si128(codes.as_mut_ptr().add(b * LANES).cast(), c) };
+                        let upper = |w: __m512| {
+                            _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
+                                _mm512_castps_pd(w),
+                            )))
+                        };
+                        let e_lo = _mm512_cvtps_pd(_mm512_castps512_ps256(e));
+                        let e_hi = upper(e);
+                        let v_lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+                        let v_hi = upper(v);
+                        sse_lo = _mm512_add_pd(sse_lo, _mm512_mul_pd(e_lo, e_lo));
+                        sse_hi = _mm512_add_pd(sse_hi, _mm512_mul_pd(e_hi, e_hi));
+                        sq_lo = _mm512_add_pd(sq_lo, _mm512_mul_pd(v_lo, v_lo));
+                        sq_hi = _mm512_add_pd(sq_hi, _mm512_mul_pd(v_hi, v_hi));
+                    }
                 }
                 let mut acc = ErrorLanes::default();
                 // SAFETY: each lane array has 16 slots, each store writes 8.
