@@ -14,6 +14,7 @@ pub mod file;
 pub mod kernels;
 pub mod layout;
 pub mod method;
+pub mod optimal;
 pub mod quantize;
 pub mod simd;
 pub mod stats;

@@ -51,7 +51,14 @@ impl TernaryScale {
                 (best, best_sum, best_k) = (gain, sum, k);
             }
         }
-        let scale = (best_sum / best_k as f64) as f32;
+        Self::from_optimum(best_sum, best_k as u64)
+    }
+
+    /// The quantizer whose nonzero codes are the `k` largest `|w|`, summing to `sum`: scale
+    /// `sum / k`. A zero scale (an all-zero group) gets `inv = 0`: zero codes.
+    #[must_use]
+    pub fn from_optimum(sum: f64, k: u64) -> Self {
+        let scale = (sum / k as f64) as f32;
         if scale > 0.0 && (1.0 / scale).is_finite() {
             Self {
                 inv: 1.0 / scale,

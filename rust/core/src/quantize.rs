@@ -131,6 +131,9 @@ fn absmax_scales(
 
 /// The exact least-squares quantizer of one group (`None` if a value is not finite).
 fn optimal_scale(x: Raw<'_>, parallel: bool) -> Option<TernaryScale> {
+    if x.len() >= crate::optimal::HISTOGRAM_MIN {
+        return crate::optimal::optimal_scale_by_histogram(x);
+    }
     // |w| as bits: for non-negative floats the integer order is the float order.
     let mut bits: Vec<u32> = Vec::with_capacity(x.len());
     let mut finite = true;
