@@ -81,52 +81,32 @@ fn group_chunks(groups: usize, group_len: usize) -> Vec<(usize, Range<usize>)> {
         .collect()
 }
 
-fn absmean_scales(
+/// Each group's quantizer from a reduction of its values: `chunk` reduces each chunk of
+/// [`group_chunks`], `fold` combines a group's chunks in order (from `empty`), and `finish`
+/// turns the total into the quantizer, or `None` where a value was not finite.
+fn reduced_scales<T: Copy + Send>(
     view: &TensorView<'_>,
     groups: usize,
     group_len: usize,
-    level: SimdLevel,
+    empty: T,
+    chunk: impl Fn(Raw<'_>) -> T + Sync,
+    fold: impl Fn(T, T) -> T,
+    finish: impl Fn(T) -> Option<TernaryScale>,
 ) -> Result<Vec<TernaryScale>> {
     let chunks = group_chunks(groups, group_len);
-    let sums: Vec<f64> = chunks
+    let parts: Vec<T> = chunks
         .par_iter()
-        .map(|(_, range)| abs_sum(level, view.raw(range.clone())))
+        .map(|(_, range)| chunk(view.raw(range.clone())))
         .collect();
-    let mut totals = vec![0.0f64; groups];
-    for ((g, _), s) in chunks.iter().zip(sums) {
-        totals[*g] += s;
+    let mut totals = vec![empty; groups];
+    for ((g, _), part) in chunks.iter().zip(parts) {
+        totals[*g] = fold(totals[*g], part);
     }
-    if totals.iter().any(|s| !s.is_finite()) {
-        return Err(view.non_finite_error());
-    }
-    Ok(totals
+    totals
         .into_iter()
-        .map(|s| TernaryScale::absmean(s, group_len))
-        .collect())
-}
-
-fn absmax_scales(
-    view: &TensorView<'_>,
-    groups: usize,
-    group_len: usize,
-    level: SimdLevel,
-) -> Result<Vec<TernaryScale>> {
-    let chunks = group_chunks(groups, group_len);
-    let maxes: Vec<(f32, bool)> = chunks
-        .par_iter()
-        .map(|(_, range)| abs_max(level, view.raw(range.clone())))
-        .collect();
-    let mut totals = vec![(0.0f32, true); groups];
-    for ((g, _), (m, finite)) in chunks.iter().zip(maxes) {
-        totals[*g] = (totals[*g].0.max(m), totals[*g].1 && finite);
-    }
-    if totals.iter().any(|&(_, finite)| !finite) {
-        return Err(view.non_finite_error());
-    }
-    Ok(totals
-        .into_iter()
-        .map(|(m, _)| TernaryScale::absmax(m))
-        .collect())
+        .map(finish)
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| view.non_finite_error())
 }
 
 /// The exact least-squares quantizer of one group (`None` if a value is not finite).
@@ -184,20 +164,44 @@ fn small_group_scale(method: Method, level: SimdLevel, x: Raw<'_>) -> Option<Ter
     }
 }
 
-/// The quantizer of each group of `view`.
+/// The quantizer of each group of `view`, its scale as `layout` stores it.
 pub fn group_scales(
     view: &TensorView<'_>,
+    layout: Layout,
     method: Method,
     granularity: Granularity,
     level: SimdLevel,
 ) -> Result<Vec<TernaryScale>> {
     require_nonempty(view.shape())?;
     let (groups, group_len) = granularity.groups(view.shape())?;
-    match method {
-        Method::AbsMean => absmean_scales(view, groups, group_len, level),
-        Method::AbsMax => absmax_scales(view, groups, group_len, level),
+    let mut scales = match method {
+        Method::AbsMean => reduced_scales(
+            view,
+            groups,
+            group_len,
+            0.0f64,
+            |x| abs_sum(level, x),
+            |a, b| a + b,
+            |sum| {
+                sum.is_finite()
+                    .then(|| TernaryScale::absmean(sum, group_len))
+            },
+        ),
+        Method::AbsMax => reduced_scales(
+            view,
+            groups,
+            group_len,
+            (0.0f32, true),
+            |x| abs_max(level, x),
+            |a, b| (a.0.max(b.0), a.1 && b.1),
+            |(max, finite)| finite.then(|| TernaryScale::absmax(max)),
+        ),
         Method::Optimal => optimal_scales(view, groups, group_len),
+    }?;
+    for s in &mut scales {
+        s.scale = layout.get().stored_scale(s.scale);
     }
+    Ok(scales)
 }
 
 /// Refuses a granularity the layout cannot store: layouts with a scale in every block take
@@ -227,9 +231,9 @@ pub fn quantize(view: &TensorView<'_>, opts: &QuantizeOptions) -> Result<Quantiz
     check_granularity(opts.layout, opts.granularity)?;
     require_nonempty(view.shape())?;
     let (_, group_len) = opts.granularity.groups(view.shape())?;
+    let tiles = layout.tiles(view.shape());
     let in_tiles = matches!(opts.granularity, Granularity::Group(_))
-        && layout
-            .tiles(view.shape())
+        && tiles
             .iter()
             .all(|t| t.values.start % group_len == 0 && t.values.end % group_len == 0);
     if in_tiles {
@@ -245,22 +249,21 @@ pub fn quantize(view: &TensorView<'_>, opts: &QuantizeOptions) -> Result<Quantiz
         return quantize_tiles(
             view,
             opts.layout,
+            &tiles,
             opts.granularity,
             opts.method.ties(),
             &scale_of,
             opts.level,
         );
     }
-    let mut scales = group_scales(view, opts.method, opts.granularity, opts.level)?;
-    for s in &mut scales {
-        s.scale = layout.stored_scale(s.scale);
-    }
-    quantize_with_scales(
+    let scales = group_scales(view, opts.layout, opts.method, opts.granularity, opts.level)?;
+    quantize_tiles(
         view,
         opts.layout,
+        &tiles,
         opts.granularity,
         opts.method.ties(),
-        &scales,
+        &|g| Ok(scales[g]),
         opts.level,
     )
 }
@@ -277,14 +280,24 @@ pub fn quantize_with_scales(
 ) -> Result<Quantized> {
     let (groups, _) = granularity.groups(view.shape())?;
     assert_eq!(scales.len(), groups, "one quantizer per group");
-    quantize_tiles(view, layout, granularity, ties, &|g| Ok(scales[g]), level)
+    let tiles = layout.get().tiles(view.shape());
+    quantize_tiles(
+        view,
+        layout,
+        &tiles,
+        granularity,
+        ties,
+        &|g| Ok(scales[g]),
+        level,
+    )
 }
 
-/// The quantize driver: every tile in parallel (the parts of a layout in turn), each group's
-/// quantizer from `scale_of`.
+/// The quantize driver: every tile of `tiles` (the layout's) in parallel, the parts of a
+/// layout in turn, each group's quantizer from `scale_of`.
 fn quantize_tiles(
     view: &TensorView<'_>,
     layout: Layout,
+    tiles: &[Tile],
     granularity: Granularity,
     ties: Ties,
     scale_of: &(dyn Fn(usize) -> Result<TernaryScale> + Sync),
@@ -294,7 +307,6 @@ fn quantize_tiles(
     let packed_shape = layout.packed_shape(view.shape())?;
     let (groups, group_len) = granularity.groups(view.shape())?;
     let in_blocks = layout.block().is_some();
-    let tiles = layout.tiles(view.shape());
     let mut packed = vec![0u8; packed_shape.iter().product()];
     let mut stored = vec![0f32; groups];
     let stored_out = DisjointOut::new(&mut stored);

@@ -342,11 +342,13 @@ pub fn quantize_file(
                 let dtype: FloatDType = float_dtype(t.dtype).expect("planned for float tensors");
                 let view = TensorView::new(bytes, dtype, &t.shape).map_err(|e| in_file(e, t))?;
                 let work = || -> Result<_> {
-                    let mut scales =
-                        group_scales(&view, opts.method, opts.granularity, opts.level)?;
-                    for s in &mut scales {
-                        s.scale = opts.layout.get().stored_scale(s.scale);
-                    }
+                    let mut scales = group_scales(
+                        &view,
+                        opts.layout,
+                        opts.method,
+                        opts.granularity,
+                        opts.level,
+                    )?;
                     let stored = match scale {
                         Some(scale) => stored_scales(scale, &mut scales)?,
                         None => Vec::new(),
