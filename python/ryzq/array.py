@@ -33,9 +33,16 @@ DTYPES: dict[str, np.dtype[Any]] = {
 }
 
 
+#: safetensors' names of the same types.
+SAFETENSORS_NAMES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+
+
 def _dtype_name(dtype: Any) -> str:
+    """The name (as in DTYPES) of a numpy dtype, a numpy name or a safetensors name."""
     if isinstance(dtype, str) and dtype in DTYPES:
         return dtype
+    if isinstance(dtype, str) and dtype in SAFETENSORS_NAMES:
+        return SAFETENSORS_NAMES[dtype]
     try:
         np_dtype = np.dtype(dtype)
     except TypeError:

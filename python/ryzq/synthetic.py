@@ -6,6 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ryzq._ryzq import SafetensorsFileWriter
+from ryzq.array import DTYPES, _dtype_name
+from ryzq.progress import ProgressBar
+
 
 def bitnet_master_weights(
     rng: np.random.Generator, shape: tuple[int, ...], scale: float = 0.02, noise: float = 0.05
@@ -17,17 +21,6 @@ def bitnet_master_weights(
     jitter *= np.float32(noise * scale)
     jitter += codes * np.float32(scale)
     return jitter
-
-
-def _numpy_dtype(name: str) -> np.dtype:
-    """The numpy type of a safetensors float dtype name."""
-    import ml_dtypes
-
-    return {
-        "F32": np.dtype(np.float32),
-        "F16": np.dtype(np.float16),
-        "BF16": np.dtype(ml_dtypes.bfloat16),
-    }[name]
 
 
 def model_tensors(
@@ -67,10 +60,7 @@ def synthesize_checkpoint(
     weights are ternary codes times a per-tensor scale plus small noise, norms are near 1,
     the embedding is Gaussian. The defaults give the shape of a 1.7B-parameter model: 218
     tensors, 1,742,309,376 parameters. Returns the number of tensors, parameters and bytes."""
-    from ryzq._ryzq import SafetensorsFileWriter
-    from ryzq.progress import ProgressBar
-
-    np_dtype = _numpy_dtype(dtype)
+    np_dtype = DTYPES[_dtype_name(dtype)]
     tensors = model_tensors(layers, hidden, intermediate, vocab)
     writer = SafetensorsFileWriter(
         str(path), [(n, dtype, list(s)) for n, s in tensors], {"format": "pt"}
