@@ -214,7 +214,8 @@ def _quantization_config(
             "quantization_mode": "offline",
             "modules_to_not_convert": kept,
         }
-    # ryzq's own layouts: described for ryzq (dequantize_file reads each file's metadata).
+    # The other layouts (i2, t1 and GGUF's blocks in safetensors) are for ryzq, whose
+    # dequantize_file reads each file's own metadata; transformers cannot load them.
     return {
         "quant_method": "ryzq",
         "layout": layout,
