@@ -1,21 +1,227 @@
-//! The least-squares ternary scale of a large group, without sorting all of it.
+//! The least-squares ternary scale of a group, without sorting all of it.
 //!
 //! With `|w|` sorted in decreasing order and `S_k` the sum of the `k` largest, the optimum is
-//! the `k` maximizing `S_k^2 / k` (see [`TernaryScale::optimal`]). A histogram of `|w|` by its
-//! top 16 bits (exponent and 7 mantissa bits: buckets 0.4% wide) gives `S_k` exactly at every
-//! bucket boundary; inside a bucket of values at most `hi`, no `k` can beat
-//! `max((S + hi)^2 / (K + 1), (S + c hi)^2 / (K + c))` (the bound is convex in the count `c`
-//! taken, so its maximum is at an end). Only the buckets whose bound beats the best boundary
-//! are sorted. The result is the exact optimum, summed in bucket order.
+//! the `k` maximizing `S_k^2 / k` (see [`TernaryScale::optimal`]). Two exact searches find it.
+//!
+//! Groups below [`HISTOGRAM_MIN`] values bracket the optimal scale `a*`. For a scale `a`, let
+//! `U(a)` be the mean of the values `> a / 2` and `L(a)` that of the values `>= a / 2`; both
+//! grow with `a`. The optimum's chosen values are all those above `a* / 2` and possibly some
+//! equal to it, with mean `a*`, so `L(a*) <= a* <= U(a*)`. Hence if `hi >= a*` then
+//! `U(hi) >= U(a*) >= a*`, and if `lo <= a*` then `L(lo) <= a*`. The search starts from
+//! `hi = max |w|` and `lo = mean |w|` (which is `L(0)`). Each pass partitions the values still
+//! between `lo / 2` and `hi / 2`: those above `hi / 2` are surely chosen (and summed), those
+//! below `lo / 2` surely not; the sums give the next `U(hi)` and `L(lo)`, rounded outwards by
+//! more than their float64 error. The values left between the bounds shrink about twofold
+//! each pass; the last few are sorted, and `S_k^2 / k` is compared at each of their boundaries.
+//! The groups of a call are searched in lockstep, so that one group's arithmetic overlaps the
+//! next group's pass.
+//!
+//! Larger groups use a histogram of `|w|` by its top 16 bits (exponent and 7 mantissa bits:
+//! buckets 0.4% wide), which gives `S_k` exactly at every bucket boundary; inside a bucket of
+//! values at most `hi`, no `k` can beat `max((S + hi)^2 / (K + 1), (S + c hi)^2 / (K + c))`
+//! (the bound is convex in the count `c` taken, so its maximum is at an end). Only the buckets
+//! whose bound beats the best boundary are sorted.
+
+use std::cell::RefCell;
 
 use rayon::prelude::*;
 
 use crate::kernels::Raw;
+use crate::kernels::partition::{AbsStats, Tail, abs_into, partition};
 use crate::kernels::widen::for_each_chunk;
 use crate::method::TernaryScale;
+use crate::simd::SimdLevel;
 
-/// Groups at least this large use the histogram; smaller ones are sorted.
+/// Groups at least this large use the histogram; smaller ones are bracketed.
 pub const HISTOGRAM_MIN: usize = 1 << 20;
+
+/// The exact least-squares quantizer of `x` (`None` if a value is not finite).
+#[must_use]
+pub fn optimal_scale(level: SimdLevel, x: Raw<'_>) -> Option<TernaryScale> {
+    if x.len() >= HISTOGRAM_MIN {
+        optimal_scale_by_histogram(x)
+    } else {
+        optimal_scales_by_bracketing(level, x, x.len()).map(|s| s[0])
+    }
+}
+
+/// The exact least-squares quantizers of the consecutive groups of `group_len` values that
+/// make up `x` (`None` if a value is not finite).
+#[must_use]
+pub fn optimal_scales(level: SimdLevel, x: Raw<'_>, group_len: usize) -> Option<Vec<TernaryScale>> {
+    if group_len >= HISTOGRAM_MIN {
+        (0..x.len() / group_len)
+            .map(|g| optimal_scale_by_histogram(x.slice(g * group_len..(g + 1) * group_len)))
+            .collect()
+    } else {
+        optimal_scales_by_bracketing(level, x, group_len)
+    }
+}
+
+thread_local! {
+    /// `|w|` of the groups of a call, reused from call to call.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Passes at most; then the values left between the bounds are sorted, however many.
+const MAX_PASSES: usize = 12;
+/// Values between the bounds few enough to sort rather than take another pass.
+const FEW: usize = 6;
+/// More than the relative error of the float64 sums (at most 2^20 values) and their quotient.
+const MARGIN: f64 = 1.0 / (1u64 << 30) as f64;
+/// Groups whose `max |w|` lies outside this range are sorted instead: in it, every bound
+/// (within `[max / n, max]`) halves exactly.
+const BRACKETED_MAX: std::ops::RangeInclusive<f32> =
+    f32::from_bits((127 - 100) << 23)..=f32::from_bits((127 + 100) << 23);
+
+fn round_up(v: f64) -> f32 {
+    let f = v as f32;
+    if f64::from(f) < v { f.next_up() } else { f }
+}
+
+fn round_down(v: f64) -> f32 {
+    let f = v as f32;
+    if f64::from(f) > v { f.next_down() } else { f }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Search {
+    /// Bounds still moving.
+    Bracketing,
+    /// The values between the bounds are the first `between.count` of the group's buffer.
+    Bracketed,
+    /// All values are zero.
+    Zero,
+    /// The group is sorted whole.
+    Sort,
+}
+
+/// One group's search: the bounds `lo <= a* <= hi`, the values above `hi / 2` and those
+/// between the bounds.
+#[derive(Debug, Clone, Copy)]
+struct Bracket {
+    lo: f32,
+    hi: f32,
+    above: Tail,
+    between: Tail,
+    search: Search,
+}
+
+impl Bracket {
+    fn new(stats: AbsStats, n: usize) -> Self {
+        let search = if stats.max == 0.0 {
+            Search::Zero
+        } else if BRACKETED_MAX.contains(&stats.max) {
+            Search::Bracketing
+        } else {
+            Search::Sort
+        };
+        Self {
+            lo: round_down(stats.sum / n as f64 * (1.0 - MARGIN)),
+            hi: stats.max,
+            above: Tail::default(),
+            between: Tail {
+                sum: stats.sum,
+                count: n,
+            },
+            search,
+        }
+    }
+
+    /// One pass over the values between the bounds, `values` (the group's buffer).
+    fn pass(&mut self, level: SimdLevel, values: &mut [f32]) {
+        let p = partition(
+            level,
+            &mut values[..self.between.count],
+            self.hi * 0.5,
+            self.lo * 0.5,
+        );
+        self.above.sum += p.above.sum;
+        self.above.count += p.above.count;
+        self.between = p.between;
+        if self.between.count <= FEW {
+            self.search = Search::Bracketed;
+            return;
+        }
+        // `above` holds every value > hi / 2, since values dropped below an earlier `lo / 2`
+        // are below `a* / 2 <= hi / 2`; likewise `above` and `between` every value >= lo / 2.
+        let hi = self.hi.min(round_up(
+            self.above.sum / self.above.count as f64 * (1.0 + MARGIN),
+        ));
+        let chosen = self.above.sum + self.between.sum;
+        let count = self.above.count + self.between.count;
+        let lo = self
+            .lo
+            .max(round_down(chosen / count as f64 * (1.0 - MARGIN)));
+        if (lo, hi) == (self.lo, self.hi) {
+            self.search = Search::Bracketed;
+        }
+        (self.lo, self.hi) = (lo, hi);
+    }
+
+    fn finish(&self, values: &mut [f32]) -> TernaryScale {
+        match self.search {
+            Search::Zero => TernaryScale::from_optimum(0.0, 1),
+            Search::Sort => {
+                sort_decreasing(values);
+                TernaryScale::optimal(values)
+            }
+            Search::Bracketing | Search::Bracketed => {
+                let band = &mut values[..self.between.count];
+                sort_decreasing(band);
+                let (_, s, k) = best_within(band, self.above.sum, self.above.count as u64);
+                TernaryScale::from_optimum(s, k)
+            }
+        }
+    }
+}
+
+/// Sorts values `>= 0` from the largest, as integers: for them the order of the bits is the
+/// order of the values.
+fn sort_decreasing(values: &mut [f32]) {
+    let bits: &mut [u32] = bytemuck::cast_slice_mut(values);
+    bits.sort_unstable_by(|a, b| b.cmp(a));
+}
+
+/// The bracketing search of the module's description, for each group of `group_len` values.
+fn optimal_scales_by_bracketing(
+    level: SimdLevel,
+    x: Raw<'_>,
+    group_len: usize,
+) -> Option<Vec<TernaryScale>> {
+    SCRATCH.with_borrow_mut(|scratch| {
+        if scratch.len() < x.len() {
+            scratch.resize(x.len(), 0.0);
+        }
+        let mut brackets = Vec::with_capacity(x.len() / group_len);
+        for (g, abs) in scratch[..x.len()].chunks_exact_mut(group_len).enumerate() {
+            let stats = abs_into(level, x.slice(g * group_len..(g + 1) * group_len), abs);
+            if !stats.finite {
+                return None;
+            }
+            brackets.push(Bracket::new(stats, group_len));
+        }
+        for _ in 0..MAX_PASSES {
+            let mut searching = false;
+            for (b, values) in brackets.iter_mut().zip(scratch.chunks_exact_mut(group_len)) {
+                if b.search == Search::Bracketing {
+                    b.pass(level, values);
+                    searching |= b.search == Search::Bracketing;
+                }
+            }
+            if !searching {
+                break;
+            }
+        }
+        Some(
+            brackets
+                .iter()
+                .zip(scratch.chunks_exact_mut(group_len))
+                .map(|(b, values)| b.finish(values))
+                .collect(),
+        )
+    })
+}
 
 const BUCKETS: usize = 1 << 15;
 /// Buckets from here on hold infinities and NaNs.
@@ -63,10 +269,13 @@ impl Histogram {
     }
 }
 
-/// `(gain, S, k)` of the best boundary among the sorted values `sorted` taken after `k0`
-/// values summing to `s0`.
+/// `(gain, S, k)` of the best boundary from `k0` values summing to `s0` (if `k0 > 0`) through
+/// the sorted values `sorted` taken after them; `sorted` must all be smaller than those `k0`.
 fn best_within(sorted: &[f32], s0: f64, k0: u64) -> (f64, f64, u64) {
     let (mut best, mut best_s, mut best_k) = (f64::NEG_INFINITY, 0.0, 1);
+    if k0 > 0 {
+        (best, best_s, best_k) = (s0 * s0 / k0 as f64, s0, k0);
+    }
     let mut s = s0;
     for (i, &v) in sorted.iter().enumerate() {
         s += f64::from(v);

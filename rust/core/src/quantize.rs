@@ -14,9 +14,9 @@ use crate::kernels::Raw;
 use crate::kernels::expand::{Values, expand16, expand32};
 use crate::kernels::reduce::{abs_max, abs_sum};
 use crate::kernels::ternarize::{ternarize, ternarize_groups};
-use crate::kernels::widen::for_each_chunk;
 use crate::layout::{Layout, PackedLayout, TILE_VALUES, Tile, require_nonempty};
 use crate::method::{Granularity, Method, TernaryScale, Ties};
+use crate::optimal::optimal_scales as optimal_scales_of;
 use crate::simd::SimdLevel;
 use crate::stats::ErrorStats;
 use crate::tensor::TensorView;
@@ -109,58 +109,53 @@ fn reduced_scales<T: Copy + Send>(
         .ok_or_else(|| view.non_finite_error())
 }
 
-/// The exact least-squares quantizer of one group (`None` if a value is not finite).
-fn optimal_scale(x: Raw<'_>, parallel: bool) -> Option<TernaryScale> {
-    if x.len() >= crate::optimal::HISTOGRAM_MIN {
-        return crate::optimal::optimal_scale_by_histogram(x);
-    }
-    // |w| as bits: for non-negative floats the integer order is the float order.
-    let mut bits: Vec<u32> = Vec::with_capacity(x.len());
-    let mut finite = true;
-    for_each_chunk(x, |values| {
-        for &v in values {
-            finite &= v.is_finite();
-            bits.push(v.abs().to_bits());
-        }
-    });
-    if !finite {
-        return None;
-    }
-    if parallel {
-        bits.par_sort_unstable_by(|a, b| b.cmp(a));
-    } else {
-        bits.sort_unstable_by(|a, b| b.cmp(a));
-    }
-    let sorted: Vec<f32> = bits.into_iter().map(f32::from_bits).collect();
-    Some(TernaryScale::optimal(&sorted))
-}
-
+/// Groups' quantizers computed together: as many groups as fill a tile (at least one).
 fn optimal_scales(
     view: &TensorView<'_>,
     groups: usize,
     group_len: usize,
+    level: SimdLevel,
 ) -> Result<Vec<TernaryScale>> {
-    let scales: Option<Vec<TernaryScale>> = (0..groups)
+    let per_call = (TILE_VALUES / group_len).max(1);
+    let scales: Option<Vec<Vec<TernaryScale>>> = (0..groups)
+        .step_by(per_call)
+        .collect::<Vec<_>>()
         .into_par_iter()
-        .map(|g| optimal_scale(view.raw(g * group_len..(g + 1) * group_len), groups == 1))
+        .map(|g| {
+            let end = (g + per_call).min(groups);
+            optimal_scales_of(level, view.raw(g * group_len..end * group_len), group_len)
+        })
         .collect();
-    scales.ok_or_else(|| view.non_finite_error())
+    scales
+        .map(|s| s.concat())
+        .ok_or_else(|| view.non_finite_error())
 }
 
-/// The quantizer of a whole group that fits in a tile, computed where its values are already
-/// in cache; the same arithmetic as the pass over all groups (`None` if a value is not
-/// finite).
-fn small_group_scale(method: Method, level: SimdLevel, x: Raw<'_>) -> Option<TernaryScale> {
+/// The quantizers of consecutive whole groups `x` that fit in a tile, computed where their
+/// values are already in cache; the same arithmetic as the pass over all groups (`None` if a
+/// value is not finite).
+fn tile_group_scales(
+    method: Method,
+    level: SimdLevel,
+    x: Raw<'_>,
+    group_len: usize,
+) -> Option<Vec<TernaryScale>> {
+    let groups = (0..x.len()).step_by(group_len);
     match method {
-        Method::AbsMean => {
-            let sum = abs_sum(level, x);
-            sum.is_finite().then(|| TernaryScale::absmean(sum, x.len()))
-        }
-        Method::AbsMax => {
-            let (max, finite) = abs_max(level, x);
-            finite.then(|| TernaryScale::absmax(max))
-        }
-        Method::Optimal => optimal_scale(x, false),
+        Method::AbsMean => groups
+            .map(|g| {
+                let sum = abs_sum(level, x.slice(g..g + group_len));
+                sum.is_finite()
+                    .then(|| TernaryScale::absmean(sum, group_len))
+            })
+            .collect(),
+        Method::AbsMax => groups
+            .map(|g| {
+                let (max, finite) = abs_max(level, x.slice(g..g + group_len));
+                finite.then(|| TernaryScale::absmax(max))
+            })
+            .collect(),
+        Method::Optimal => optimal_scales_of(level, x, group_len),
     }
 }
 
@@ -196,7 +191,7 @@ pub fn group_scales(
             |a, b| (a.0.max(b.0), a.1 && b.1),
             |(max, finite)| finite.then(|| TernaryScale::absmax(max)),
         ),
-        Method::Optimal => optimal_scales(view, groups, group_len),
+        Method::Optimal => optimal_scales(view, groups, group_len, level),
     }?;
     for s in &mut scales {
         s.scale = layout.get().stored_scale(s.scale);
@@ -237,14 +232,14 @@ pub fn quantize(view: &TensorView<'_>, opts: &QuantizeOptions) -> Result<Quantiz
             .iter()
             .all(|t| t.values.start % group_len == 0 && t.values.end % group_len == 0);
     if in_tiles {
-        let scale_of = |g: usize| {
-            let x = view.raw(g * group_len..(g + 1) * group_len);
-            small_group_scale(opts.method, opts.level, x)
-                .map(|mut s| {
-                    s.scale = layout.stored_scale(s.scale);
-                    s
-                })
-                .ok_or_else(|| view.non_finite_error())
+        let scales_of = |groups: Range<usize>| {
+            let x = view.raw(groups.start * group_len..groups.end * group_len);
+            let mut scales = tile_group_scales(opts.method, opts.level, x, group_len)
+                .ok_or_else(|| view.non_finite_error())?;
+            for s in &mut scales {
+                s.scale = layout.stored_scale(s.scale);
+            }
+            Ok(scales)
         };
         return quantize_tiles(
             view,
@@ -252,7 +247,7 @@ pub fn quantize(view: &TensorView<'_>, opts: &QuantizeOptions) -> Result<Quantiz
             &tiles,
             opts.granularity,
             opts.method.ties(),
-            &scale_of,
+            &scales_of,
             opts.level,
         );
     }
@@ -263,7 +258,7 @@ pub fn quantize(view: &TensorView<'_>, opts: &QuantizeOptions) -> Result<Quantiz
         &tiles,
         opts.granularity,
         opts.method.ties(),
-        &|g| Ok(scales[g]),
+        &|groups| Ok(scales[groups].to_vec()),
         opts.level,
     )
 }
@@ -287,20 +282,20 @@ pub fn quantize_with_scales(
         &tiles,
         granularity,
         ties,
-        &|g| Ok(scales[g]),
+        &|groups| Ok(scales[groups].to_vec()),
         level,
     )
 }
 
 /// The quantize driver: every tile of `tiles` (the layout's) in parallel, the parts of a
-/// layout in turn, each group's quantizer from `scale_of`.
+/// layout in turn, the quantizers of the groups a tile touches from `scales_of`.
 fn quantize_tiles(
     view: &TensorView<'_>,
     layout: Layout,
     tiles: &[Tile],
     granularity: Granularity,
     ties: Ties,
-    scale_of: &(dyn Fn(usize) -> Result<TernaryScale> + Sync),
+    scales_of: &(dyn Fn(Range<usize>) -> Result<Vec<TernaryScale>> + Sync),
     level: SimdLevel,
 ) -> Result<Quantized> {
     let layout = layout.get();
@@ -327,8 +322,10 @@ fn quantize_tiles(
                         && tile.values.end % group_len == 0
                         && group_len.is_multiple_of(LANES);
                     tile_groups.clear();
+                    let first_group = first / group_len;
+                    let quantizers = scales_of(first_group..(tile.values.end - 1) / group_len + 1)?;
                     for (g, run) in group_runs(tile.values.clone(), group_len) {
-                        let s = scale_of(g)?;
+                        let s = quantizers[g - first_group];
                         if run.start == g * group_len {
                             // SAFETY: each group starts in exactly one tile, which alone
                             // writes its scale.

@@ -6,6 +6,7 @@
 //! statistics (and the absmean scale) do not depend on the level or on the number of threads.
 
 pub mod expand;
+pub mod partition;
 pub mod reduce;
 pub mod ternarize;
 pub mod widen;
