@@ -128,7 +128,7 @@ def main() -> None:
             f"ryzq.quantize {layout} absmax (gguf-py's bytes), float32, {best}",
             lambda layout=layout: ryzq.quantize(w, layout=layout, method="absmax", threads=1),
         )
-    for granularity in ("tensor", "group:128"):
+    for granularity in ("tensor", "row", "group:128"):
         measure(
             f"ryzq.quantize i2 optimal, {granularity}, float32, {best}",
             lambda g=granularity: ryzq.quantize(w, method="optimal", granularity=g, threads=1),
