@@ -35,16 +35,6 @@ use crate::simd::SimdLevel;
 /// Groups at least this large use the histogram; smaller ones are bracketed.
 pub const HISTOGRAM_MIN: usize = 1 << 20;
 
-/// The exact least-squares quantizer of `x` (`None` if a value is not finite).
-#[must_use]
-pub fn optimal_scale(level: SimdLevel, x: Raw<'_>) -> Option<TernaryScale> {
-    if x.len() >= HISTOGRAM_MIN {
-        optimal_scale_by_histogram(x)
-    } else {
-        optimal_scales_by_bracketing(level, x, x.len()).map(|s| s[0])
-    }
-}
-
 /// The exact least-squares quantizers of the consecutive groups of `group_len` values that
 /// make up `x` (`None` if a value is not finite).
 #[must_use]
