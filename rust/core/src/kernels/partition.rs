@@ -38,7 +38,7 @@ pub struct Partition {
 
 /// The lanes of a partition in progress; `len` is also where the next value between the
 /// thresholds goes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PartitionLanes {
     pub above: [f64; LANES],
     pub between: [f64; LANES],
@@ -47,15 +47,6 @@ pub struct PartitionLanes {
 }
 
 impl PartitionLanes {
-    fn new(count_above: usize, len: usize) -> Self {
-        Self {
-            above: [0.0; LANES],
-            between: [0.0; LANES],
-            count_above,
-            len,
-        }
-    }
-
     fn finish(&self) -> Partition {
         Partition {
             above: Tail {
@@ -126,24 +117,26 @@ pub mod scalar {
     use super::{AbsStats, LANES, Partition, PartitionLanes, Raw};
     use crate::kernels::widen::for_each_chunk;
 
-    /// Continues `acc` (max, all finite, sum lanes) with `x`, whose first value is value
-    /// `first` of the call.
+    /// Finishes `abs_into` from value `from` (a multiple of 16) on, given `acc`: the max, all
+    /// finite and the sum lanes of the values before it.
+    #[must_use]
     pub fn abs_into_from(
-        x: &[f32],
-        first: usize,
+        x: Raw<'_>,
+        from: usize,
         out: &mut [f32],
-        acc: &mut (f32, bool, [f64; LANES]),
-    ) {
-        for (i, (o, &v)) in out.iter_mut().zip(x).enumerate() {
-            let a = v.abs();
-            *o = a;
-            acc.0 = acc.0.max(a);
-            acc.1 &= a <= f32::MAX;
-            acc.2[(first + i) % LANES] += f64::from(a);
-        }
-    }
-
-    pub fn finish(acc: &(f32, bool, [f64; LANES])) -> AbsStats {
+        mut acc: (f32, bool, [f64; LANES]),
+    ) -> AbsStats {
+        let mut at = from;
+        for_each_chunk(x.slice(from..x.len()), |chunk| {
+            for (o, &v) in out[at..at + chunk.len()].iter_mut().zip(chunk) {
+                let a = v.abs();
+                *o = a;
+                acc.0 = acc.0.max(a);
+                acc.1 &= a <= f32::MAX;
+                acc.2[at % LANES] += f64::from(a);
+                at += 1;
+            }
+        });
         AbsStats {
             max: acc.0,
             finite: acc.1,
@@ -153,13 +146,7 @@ pub mod scalar {
 
     #[must_use]
     pub fn abs_into(x: Raw<'_>, out: &mut [f32]) -> AbsStats {
-        let mut acc = (0.0f32, true, [0.0; LANES]);
-        let mut at = 0;
-        for_each_chunk(x, |chunk| {
-            abs_into_from(chunk, at, &mut out[at..at + chunk.len()], &mut acc);
-            at += chunk.len();
-        });
-        finish(&acc)
+        abs_into_from(x, 0, out, (0.0, true, [0.0; LANES]))
     }
 
     /// Continues a partition of `x` from value `from` (a multiple of 16).
@@ -185,7 +172,7 @@ pub mod scalar {
 
     #[must_use]
     pub fn partition(x: &mut [f32], above: f32, at_least: f32) -> Partition {
-        let mut acc = PartitionLanes::new(0, 0);
+        let mut acc = PartitionLanes::default();
         partition_from(x, 0, above, at_least, &mut acc);
         acc.finish()
     }
@@ -218,7 +205,7 @@ pub mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{AbsStats, LANES, PACK_INDICES, Partition, Raw, Tail, scalar};
-    use crate::kernels::widen::{for_each_chunk, load_f32x8};
+    use crate::kernels::widen::load_f32x8;
 
     /// Adds the 8 float32 lanes of `v` to the float64 lanes `acc[0]` (first 4), `acc[1]`.
     #[target_feature(enable = "avx2,f16c")]
@@ -288,13 +275,7 @@ pub mod avx2 {
                         sum: add_lanes(&sums),
                     };
                 }
-                let mut acc = (max, finite, store_lanes(&sums));
-                let mut at = blocks * LANES;
-                for_each_chunk(x.slice(at..x.len()), |c| {
-                    scalar::abs_into_from(c, at, &mut out[at..at + c.len()], &mut acc);
-                    at += c.len();
-                });
-                scalar::finish(&acc)
+                scalar::abs_into_from(x, blocks * LANES, out, (max, finite, store_lanes(&sums)))
             }
         };
     }
@@ -370,7 +351,7 @@ pub mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{AbsStats, LANES, Partition, Raw, Tail, scalar};
-    use crate::kernels::widen::{for_each_chunk, load_f32x16};
+    use crate::kernels::widen::load_f32x16;
 
     /// Adds the 16 float32 lanes of `v` to the float64 lanes `acc[0]` (first 8), `acc[1]`.
     #[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vl")]
@@ -433,13 +414,7 @@ pub mod avx512 {
                         sum: add_lanes(&sums),
                     };
                 }
-                let mut acc = (max, finite, store_lanes(&sums));
-                let mut at = blocks * LANES;
-                for_each_chunk(x.slice(at..x.len()), |c| {
-                    scalar::abs_into_from(c, at, &mut out[at..at + c.len()], &mut acc);
-                    at += c.len();
-                });
-                scalar::finish(&acc)
+                scalar::abs_into_from(x, blocks * LANES, out, (max, finite, store_lanes(&sums)))
             }
         };
     }
