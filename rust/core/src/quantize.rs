@@ -131,6 +131,16 @@ fn optimal_scales(
         .ok_or_else(|| view.non_finite_error())
 }
 
+/// The absmean quantizer of a group of `n` values from `sum |w|` (`None` if not finite).
+fn absmean_of(sum: f64, n: usize) -> Option<TernaryScale> {
+    sum.is_finite().then(|| TernaryScale::absmean(sum, n))
+}
+
+/// The absmax quantizer of a group from `(max |w|, all finite)` (`None` if not finite).
+fn absmax_of((max, finite): (f32, bool)) -> Option<TernaryScale> {
+    finite.then(|| TernaryScale::absmax(max))
+}
+
 /// The quantizers of consecutive whole groups `x` that fit in a tile, computed where their
 /// values are already in cache; the same arithmetic as the pass over all groups (`None` if a
 /// value is not finite).
@@ -143,17 +153,10 @@ fn tile_group_scales(
     let groups = (0..x.len()).step_by(group_len);
     match method {
         Method::AbsMean => groups
-            .map(|g| {
-                let sum = abs_sum(level, x.slice(g..g + group_len));
-                sum.is_finite()
-                    .then(|| TernaryScale::absmean(sum, group_len))
-            })
+            .map(|g| absmean_of(abs_sum(level, x.slice(g..g + group_len)), group_len))
             .collect(),
         Method::AbsMax => groups
-            .map(|g| {
-                let (max, finite) = abs_max(level, x.slice(g..g + group_len));
-                finite.then(|| TernaryScale::absmax(max))
-            })
+            .map(|g| absmax_of(abs_max(level, x.slice(g..g + group_len))))
             .collect(),
         Method::Optimal => optimal_scales_of(level, x, group_len),
     }
@@ -177,10 +180,7 @@ pub fn group_scales(
             0.0f64,
             |x| abs_sum(level, x),
             |a, b| a + b,
-            |sum| {
-                sum.is_finite()
-                    .then(|| TernaryScale::absmean(sum, group_len))
-            },
+            |sum| absmean_of(sum, group_len),
         ),
         Method::AbsMax => reduced_scales(
             view,
@@ -189,7 +189,7 @@ pub fn group_scales(
             (0.0f32, true),
             |x| abs_max(level, x),
             |a, b| (a.0.max(b.0), a.1 && b.1),
-            |(max, finite)| finite.then(|| TernaryScale::absmax(max)),
+            absmax_of,
         ),
         Method::Optimal => optimal_scales(view, groups, group_len, level),
     }?;
