@@ -64,6 +64,15 @@ pub fn sum_lanes(lanes: &[f64; LANES]) -> f64 {
     lanes.iter().fold(0.0, |acc, &v| acc + v)
 }
 
+/// Asks the processor to bring the cache line at `p` into L2, without waiting for it. A
+/// prefetch never faults, so `p` may lie past the end of the data.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn prefetch_l2(p: *const u8) {
+    // SAFETY: PREFETCHT1 is part of SSE, which every x86_64 processor has, and reads nothing.
+    unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p.cast()) };
+}
+
 /// Dispatches to a kernel's version for `level`.
 ///
 /// `$scalar`, `$avx2` and `$avx512` are paths to functions with the same signature; the SIMD ones

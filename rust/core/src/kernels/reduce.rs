@@ -258,17 +258,31 @@ pub mod max_avx512 {
             pub unsafe fn $name(x: Raw<'_>) -> (f32, bool) {
                 let size = x.dtype.size();
                 let largest = _mm512_set1_ps(f32::MAX);
-                let mut max = _mm512_setzero_ps();
+                // Two running maxima, so that the loop does not wait on one chain of `max`;
+                // the maximum is the same in any order.
+                let (mut max, mut max2) = (_mm512_setzero_ps(), _mm512_setzero_ps());
                 let mut finite: __mmask16 = 0xFFFF;
                 let blocks = x.len() / 16;
-                for b in 0..blocks {
+                let load = |b: usize| {
                     // SAFETY: values b*16 .. b*16+16 are within `x`.
-                    let v = unsafe { load_f32x16!($dtype, x.bytes.as_ptr().add(b * 16 * size)) };
-                    let a = _mm512_abs_ps(v);
-                    // NaN compares false, so it clears `finite` and never becomes the max.
+                    _mm512_abs_ps(unsafe {
+                        load_f32x16!($dtype, x.bytes.as_ptr().add(b * 16 * size))
+                    })
+                };
+                // NaN compares false, so it clears `finite` and never becomes the max.
+                for b in (0..blocks / 2 * 2).step_by(2) {
+                    let (a, a2) = (load(b), load(b + 1));
+                    finite &= _mm512_cmp_ps_mask::<_CMP_LE_OQ>(a, largest)
+                        & _mm512_cmp_ps_mask::<_CMP_LE_OQ>(a2, largest);
+                    max = _mm512_max_ps(a, max);
+                    max2 = _mm512_max_ps(a2, max2);
+                }
+                if blocks % 2 == 1 {
+                    let a = load(blocks - 1);
                     finite &= _mm512_cmp_ps_mask::<_CMP_LE_OQ>(a, largest);
                     max = _mm512_max_ps(a, max);
                 }
+                let max = _mm512_max_ps(max, max2);
                 let mut acc = (_mm512_reduce_max_ps(max), finite == 0xFFFF);
                 for_each_chunk(x.slice(blocks * 16..x.len()), |c| {
                     max_scalar::abs_max_into(c, &mut acc);

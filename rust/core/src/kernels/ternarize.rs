@@ -66,6 +66,11 @@ pub fn ternarize(
 /// [`ternarize`] of consecutive groups of `group_len` values, group `g` with the quantizer
 /// `groups[g] = (inv, scale)`, in one call. With several groups, `group_len` must be a
 /// multiple of 16 (so that each group starts a reduction lane anew) and `x` exactly the groups.
+///
+/// The SIMD versions also pull the `x.len()` values that follow `x` in memory toward the L2
+/// cache as they go. The drivers walk a tensor forward one tile per call, so those are the next
+/// call's values, and reading them from memory overlaps this call's arithmetic instead of
+/// following it.
 #[must_use]
 pub fn ternarize_groups(
     level: SimdLevel,
@@ -210,6 +215,7 @@ pub mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{ErrorLanes, ErrorStats, LANES, Raw, scalar};
+    use crate::kernels::prefetch_l2;
     use crate::kernels::widen::load_f32x8;
 
     macro_rules! ternarize {
@@ -235,6 +241,7 @@ pub mod avx2 {
                 let (mut positive, mut negative) = (0u64, 0u64);
                 let blocks = x.len() / LANES;
                 let per_group = group_len / LANES;
+                let next = x.bytes.as_ptr().wrapping_add(x.bytes.len());
                 for (g, &(inv, scale)) in groups.iter().enumerate() {
                     let inv_v = _mm256_set1_ps(inv);
                     let pos_s = _mm256_set1_ps(scale);
@@ -246,6 +253,7 @@ pub mod avx2 {
                         first + per_group
                     };
                     for b in first..last {
+                        prefetch_l2(next.wrapping_add(b * LANES * size));
                         let mut words = [_mm256_setzero_si256(); 2];
                         for h in 0..2 {
                             // SAFETY: values b*16 + h*8 .. + 8 are within `x`.
@@ -345,6 +353,7 @@ pub mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{ErrorLanes, ErrorStats, LANES, Raw, scalar};
+    use crate::kernels::prefetch_l2;
     use crate::kernels::widen::load_f32x16;
 
     macro_rules! ternarize {
@@ -367,13 +376,18 @@ pub mod avx512 {
                 let (mut sse_lo, mut sse_hi) = (_mm512_setzero_pd(), _mm512_setzero_pd());
                 let (mut sq_lo, mut sq_hi) = (_mm512_setzero_pd(), _mm512_setzero_pd());
                 let mut max_e = _mm512_setzero_ps();
+                // Codes counted per lane in vectors, emptied into these before they can wrap.
                 let (mut positive, mut negative) = (0u64, 0u64);
+                let minus_one = _mm512_set1_epi32(-1);
+                let (mut pos_lanes, mut neg_lanes) =
+                    (_mm512_setzero_si512(), _mm512_setzero_si512());
+                let mut uncounted = 0u32;
                 let blocks = x.len() / LANES;
                 let per_group = group_len / LANES;
+                let next = x.bytes.as_ptr().wrapping_add(x.bytes.len());
                 for (g, &(inv, scale)) in groups.iter().enumerate() {
                     let inv_v = _mm512_set1_ps(inv);
-                    let pos_s = _mm512_set1_ps(scale);
-                    let neg_s = _mm512_set1_ps(-scale);
+                    let scale_v = _mm512_set1_ps(scale);
                     let first = g * per_group;
                     let last = if g + 1 == groups.len() {
                         blocks
@@ -381,6 +395,7 @@ pub mod avx512 {
                         first + per_group
                     };
                     for b in first..last {
+                        prefetch_l2(next.wrapping_add(b * LANES * size));
                         // SAFETY: values b*16 .. b*16+16 are within `x`.
                         let v =
                             unsafe { load_f32x16!($dtype, x.bytes.as_ptr().add(b * LANES * size)) };
@@ -396,11 +411,20 @@ pub mod avx512 {
                                 _mm512_cmp_ps_mask::<_CMP_LT_OQ>(y, neg_half),
                             )
                         };
-                        let d = _mm512_mask_mov_ps(_mm512_maskz_mov_ps(p, pos_s), n, neg_s);
-                        let e = _mm512_sub_ps(v, d);
+                        // `v - scale`, `v + scale` (the same as `v - (-scale)`) or `v - 0`.
+                        let e =
+                            _mm512_mask_add_ps(_mm512_mask_sub_ps(v, p, v, scale_v), n, v, scale_v);
                         max_e = _mm512_max_ps(max_e, _mm512_abs_ps(e));
-                        positive += u64::from(p.count_ones());
-                        negative += u64::from(n.count_ones());
+                        pos_lanes = _mm512_mask_sub_epi32(pos_lanes, p, pos_lanes, minus_one);
+                        neg_lanes = _mm512_mask_sub_epi32(neg_lanes, n, neg_lanes, minus_one);
+                        uncounted += 1;
+                        if uncounted == u32::MAX {
+                            positive += lanes_total(pos_lanes);
+                            negative += lanes_total(neg_lanes);
+                            pos_lanes = _mm512_setzero_si512();
+                            neg_lanes = _mm512_setzero_si512();
+                            uncounted = 0;
+                        }
                         let c = _mm_mask_blend_epi8(n, _mm_mask_blend_epi8(p, zero8, one8), minus8);
                         // SAFETY: `codes.len() == x.len()` and `b * 16 + 16 <= x.len()`.
                         unsafe { _mm_storeu_si128(codes.as_mut_ptr().add(b * LANES).cast(), c) };
@@ -413,12 +437,16 @@ pub mod avx512 {
                         let e_hi = upper(e);
                         let v_lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
                         let v_hi = upper(v);
-                        sse_lo = _mm512_add_pd(sse_lo, _mm512_mul_pd(e_lo, e_lo));
-                        sse_hi = _mm512_add_pd(sse_hi, _mm512_mul_pd(e_hi, e_hi));
-                        sq_lo = _mm512_add_pd(sq_lo, _mm512_mul_pd(v_lo, v_lo));
-                        sq_hi = _mm512_add_pd(sq_hi, _mm512_mul_pd(v_hi, v_hi));
+                        // The products of widened float32 are exact, so a fused multiply-add
+                        // rounds as a multiply then an add would.
+                        sse_lo = _mm512_fmadd_pd(e_lo, e_lo, sse_lo);
+                        sse_hi = _mm512_fmadd_pd(e_hi, e_hi, sse_hi);
+                        sq_lo = _mm512_fmadd_pd(v_lo, v_lo, sq_lo);
+                        sq_hi = _mm512_fmadd_pd(v_hi, v_hi, sq_hi);
                     }
                 }
+                positive += lanes_total(pos_lanes);
+                negative += lanes_total(neg_lanes);
                 let mut acc = ErrorLanes::default();
                 // SAFETY: each lane array has 16 slots, each store writes 8.
                 unsafe {
@@ -448,4 +476,13 @@ pub mod avx512 {
     ternarize!(ternarize_f32, F32);
     ternarize!(ternarize_bf16, BF16);
     ternarize!(ternarize_f16, F16);
+
+    /// The sum of 16 unsigned 32-bit counts.
+    #[target_feature(enable = "avx512f")]
+    fn lanes_total(lanes: __m512i) -> u64 {
+        let mut counts = [0u32; 16];
+        // SAFETY: `counts` has 16 slots.
+        unsafe { _mm512_storeu_si512(counts.as_mut_ptr().cast(), lanes) };
+        counts.iter().map(|&c| u64::from(c)).sum()
+    }
 }
