@@ -9,12 +9,14 @@
 //! equal to it, with mean `a*`, so `L(a*) <= a* <= U(a*)`. Hence if `hi >= a*` then
 //! `U(hi) >= U(a*) >= a*`, and if `lo <= a*` then `L(lo) <= a*`. The search starts from
 //! `hi = max |w|` and `lo = mean |w|` (which is `L(0)`). Each pass partitions the values still
-//! between `lo / 2` and `hi / 2`: those above `hi / 2` are surely chosen (and summed), those
-//! below `lo / 2` surely not; the sums give the next `U(hi)` and `L(lo)`, rounded outwards by
-//! more than their float64 error. The values left between the bounds shrink about twofold
-//! each pass; the last few are sorted, and `S_k^2 / k` is compared at each of their boundaries.
-//! The groups of a call are searched in lockstep, so that one group's arithmetic overlaps the
-//! next group's pass.
+//! between `lo / 2` and `hi / 2`: those above `hi / 2` are surely chosen (and summed in
+//! float64), those below `lo / 2` surely not; the sums give the next `U(hi)` and `L(lo)`,
+//! rounded outwards by more than their error (the sum of the values between, which only moves
+//! `lo`, is float32). The values left between the bounds shrink about twofold each pass; once
+//! at most 16 are left, a sorting network finds the best of their boundaries
+//! ([`crate::kernels::band`]). The groups of a call are searched in lockstep, so that one
+//! group's arithmetic overlaps the next group's pass, and the search is compiled once per SIMD
+//! level with its kernels inlined.
 //!
 //! Larger groups use a histogram of `|w|` by its top 16 bits (exponent and 7 mantissa bits:
 //! buckets 0.4% wide), which gives `S_k` exactly at every bucket boundary; inside a bucket of
@@ -22,13 +24,19 @@
 //! (the bound is convex in the count `c` taken, so its maximum is at an end). Only the buckets
 //! whose bound beats the best boundary are sorted.
 
-use std::cell::RefCell;
+// The search is compiled once per SIMD level, its parts inlined into that level's function:
+// only there do they get its instructions.
+#![allow(clippy::inline_always)]
+
+use std::cell::Cell;
 
 use rayon::prelude::*;
 
-use crate::kernels::Raw;
-use crate::kernels::partition::{AbsStats, Tail, abs_into, partition};
+use crate::dtype::FloatDType;
+use crate::kernels::band::{self, BAND_MAX};
+use crate::kernels::partition::{self, AbsStats, Partition, Tail};
 use crate::kernels::widen::for_each_chunk;
+use crate::kernels::{Raw, dispatch};
 use crate::method::TernaryScale;
 use crate::simd::SimdLevel;
 
@@ -50,29 +58,34 @@ pub fn optimal_scales(level: SimdLevel, x: Raw<'_>, group_len: usize) -> Option<
 
 thread_local! {
     /// `|w|` of the groups of a call, reused from call to call.
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
 /// Passes at most; then the values left between the bounds are sorted, however many.
 const MAX_PASSES: usize = 12;
-/// Values between the bounds few enough to sort rather than take another pass.
-const FEW: usize = 6;
-/// More than the relative error of the float64 sums (at most 2^20 values) and their quotient.
-const MARGIN: f64 = 1.0 / (1u64 << 30) as f64;
+/// Values between the bounds few enough to search at once rather than take another pass.
+const FEW: usize = BAND_MAX;
+/// More than the relative error of a bound: the float64 sums (at most 2^20 values, within
+/// 2^-32), then their rounding to float32, the float32 quotient and the product by this (each
+/// within 2^-24).
+const MARGIN: f32 = 1.0 / (1u32 << 20) as f32;
 /// Groups whose `max |w|` lies outside this range are sorted instead: in it, every bound
 /// (within `[max / n, max]`) halves exactly.
 const BRACKETED_MAX: std::ops::RangeInclusive<f32> =
     f32::from_bits((127 - 100) << 23)..=f32::from_bits((127 + 100) << 23);
 
-/// An `f32` at least `v`, for `v` positive and below `f32::MAX`: the nearest one moved up by
-/// one step without a test, since a branch on the rounding would be mispredicted half the time.
-fn round_up(v: f64) -> f32 {
-    f32::from_bits((v as f32).to_bits() + 1)
+/// An upper bound of the mean `sum / count` (`sum > 0`, `count > 0`), in float32: a float32
+/// division waits less than a float64 one, and the search waits on it. Moved up by one step
+/// without a test, since a branch on the rounding would be mispredicted half the time.
+fn mean_up(sum: f64, count: usize) -> f32 {
+    let mean = sum as f32 / count as f32 * (1.0 + MARGIN);
+    f32::from_bits(mean.to_bits() + 1)
 }
 
-/// An `f32` at most `v`, for `v >= 0` (0 stays 0), the same way.
-fn round_down(v: f64) -> f32 {
-    f32::from_bits((v as f32).to_bits().saturating_sub(1))
+/// A lower bound of the mean `sum / count` (`sum >= 0`, `count > 0`), the same way.
+fn mean_down(sum: f64, count: usize) -> f32 {
+    let mean = sum as f32 / count as f32 * (1.0 - MARGIN);
+    f32::from_bits(mean.to_bits().saturating_sub(1))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -108,7 +121,7 @@ impl Bracket {
             Search::Sort
         };
         Self {
-            lo: round_down(stats.sum / n as f64 * (1.0 - MARGIN)),
+            lo: mean_down(stats.sum, n),
             hi: stats.max,
             above: Tail::default(),
             between: Tail {
@@ -120,13 +133,19 @@ impl Bracket {
     }
 
     /// One pass over the values between the bounds, `values` (the group's buffer).
-    fn pass(&mut self, level: SimdLevel, values: &mut [f32]) {
-        let p = partition(
-            level,
-            &mut values[..self.between.count],
-            self.hi * 0.5,
-            self.lo * 0.5,
-        );
+    ///
+    /// # Safety
+    /// The processor must support `K`'s level.
+    #[inline(always)]
+    unsafe fn pass<K: Kernels>(&mut self, values: &mut [f32]) {
+        // SAFETY: as this function's.
+        let p = unsafe {
+            K::partition(
+                &mut values[..self.between.count],
+                self.hi * 0.5,
+                self.lo * 0.5,
+            )
+        };
         self.above.sum += p.above.sum;
         self.above.count += p.above.count;
         self.between = p.between;
@@ -136,21 +155,22 @@ impl Bracket {
         }
         // `above` holds every value > hi / 2, since values dropped below an earlier `lo / 2`
         // are below `a* / 2 <= hi / 2`; likewise `above` and `between` every value >= lo / 2.
-        let hi = self.hi.min(round_up(
-            self.above.sum / self.above.count as f64 * (1.0 + MARGIN),
-        ));
-        let chosen = self.above.sum + self.between.sum;
+        let hi = self.hi.min(mean_up(self.above.sum, self.above.count));
+        // The float32 sum of the values between is within (count / 16 + 4) * 2^-24 of theirs.
+        let error = (self.between.count as f64 / 16.0 + 5.0) * f64::from(f32::EPSILON / 2.0);
+        let chosen = self.above.sum + self.between.sum * (1.0 - error);
         let count = self.above.count + self.between.count;
-        let lo = self
-            .lo
-            .max(round_down(chosen / count as f64 * (1.0 - MARGIN)));
+        let lo = self.lo.max(mean_down(chosen, count));
         if (lo, hi) == (self.lo, self.hi) {
             self.search = Search::Bracketed;
         }
         (self.lo, self.hi) = (lo, hi);
     }
 
-    fn finish(&self, values: &mut [f32]) -> TernaryScale {
+    /// # Safety
+    /// The processor must support `K`'s level.
+    #[inline(always)]
+    unsafe fn finish<K: Kernels>(&self, values: &mut [f32]) -> TernaryScale {
         match self.search {
             Search::Zero => TernaryScale::from_optimum(0.0, 1),
             Search::Sort => {
@@ -159,8 +179,15 @@ impl Bracket {
             }
             Search::Bracketing | Search::Bracketed => {
                 let band = &mut values[..self.between.count];
-                sort_decreasing(band);
-                let (_, s, k) = best_within(band, self.above.sum, self.above.count as u64);
+                let (s0, k0) = (self.above.sum, self.above.count as u64);
+                let (s, k) = if band.len() <= BAND_MAX {
+                    // SAFETY: as this function's.
+                    unsafe { K::best_boundary(band, s0, k0) }
+                } else {
+                    sort_decreasing(band);
+                    let (_, s, k) = best_within(band, s0, k0);
+                    (s, k)
+                };
                 TernaryScale::from_optimum(s, k)
             }
         }
@@ -175,28 +202,134 @@ fn sort_decreasing(values: &mut [f32]) {
 }
 
 /// The bracketing search of the module's description, for each group of `group_len` values.
-fn optimal_scales_by_bracketing(
+#[must_use]
+pub fn optimal_scales_by_bracketing(
     level: SimdLevel,
     x: Raw<'_>,
     group_len: usize,
 ) -> Option<Vec<TernaryScale>> {
-    SCRATCH.with_borrow_mut(|scratch| {
-        if scratch.len() < x.len() {
-            scratch.resize(x.len(), 0.0);
-        }
-        let mut brackets = Vec::with_capacity(x.len() / group_len);
-        for (g, abs) in scratch[..x.len()].chunks_exact_mut(group_len).enumerate() {
-            let stats = abs_into(level, x.slice(g * group_len..(g + 1) * group_len), abs);
-            if !stats.finite {
-                return None;
+    dispatch!(
+        level,
+        bracketing::<ScalarKernels>,
+        avx2_bracketing,
+        avx512_bracketing,
+        (x, group_len)
+    )
+}
+
+/// The kernels of the search at one level. The search is compiled once per level with its
+/// kernels inlined, so that neither a call nor a dispatch sits between the passes.
+trait Kernels {
+    /// # Safety
+    /// The processor must support the level.
+    unsafe fn abs_into(x: Raw<'_>, out: &mut [f32]) -> AbsStats;
+    /// # Safety
+    /// The processor must support the level.
+    unsafe fn partition(x: &mut [f32], above: f32, at_least: f32) -> Partition;
+    /// # Safety
+    /// The processor must support the level.
+    unsafe fn best_boundary(band: &[f32], s0: f64, k0: u64) -> (f64, u64);
+}
+
+struct ScalarKernels;
+
+impl Kernels for ScalarKernels {
+    #[inline(always)]
+    unsafe fn abs_into(x: Raw<'_>, out: &mut [f32]) -> AbsStats {
+        partition::scalar::abs_into(x, out)
+    }
+    #[inline(always)]
+    unsafe fn partition(x: &mut [f32], above: f32, at_least: f32) -> Partition {
+        partition::scalar::partition(x, above, at_least)
+    }
+    #[inline(always)]
+    unsafe fn best_boundary(band: &[f32], s0: f64, k0: u64) -> (f64, u64) {
+        band::scalar::best_boundary(band, s0, k0)
+    }
+}
+
+/// The kernels of one SIMD level, from the modules of that name.
+macro_rules! simd_kernels {
+    ($kernels:ident, $level:ident, $search:ident, $features:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        struct $kernels;
+
+        #[cfg(target_arch = "x86_64")]
+        impl Kernels for $kernels {
+            #[inline(always)]
+            unsafe fn abs_into(x: Raw<'_>, out: &mut [f32]) -> AbsStats {
+                // SAFETY: the caller's processor supports the level.
+                unsafe {
+                    match x.dtype {
+                        FloatDType::F32 => partition::$level::abs_into_f32(x, out),
+                        FloatDType::BF16 => partition::$level::abs_into_bf16(x, out),
+                        FloatDType::F16 => partition::$level::abs_into_f16(x, out),
+                    }
+                }
             }
-            brackets.push(Bracket::new(stats, group_len));
+            #[inline(always)]
+            unsafe fn partition(x: &mut [f32], above: f32, at_least: f32) -> Partition {
+                // SAFETY: the caller's processor supports the level.
+                unsafe { partition::$level::partition(x, above, at_least) }
+            }
+            #[inline(always)]
+            unsafe fn best_boundary(band: &[f32], s0: f64, k0: u64) -> (f64, u64) {
+                // SAFETY: the caller's processor supports the level.
+                unsafe { band::$level::best_boundary(band, s0, k0) }
+            }
         }
+
+        /// # Safety
+        /// The processor must support the target features this function enables.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $search(x: Raw<'_>, group_len: usize) -> Option<Vec<TernaryScale>> {
+            // SAFETY: the processor supports the level, whose features this function has.
+            unsafe { bracketing_at::<$kernels>(x, group_len) }
+        }
+    };
+}
+
+simd_kernels!(Avx2Kernels, avx2, avx2_bracketing, "avx2,f16c,popcnt");
+simd_kernels!(
+    Avx512Kernels,
+    avx512,
+    avx512_bracketing,
+    "avx2,f16c,popcnt,avx512f,avx512bw,avx512vl"
+);
+
+fn bracketing<K: Kernels>(x: Raw<'_>, group_len: usize) -> Option<Vec<TernaryScale>> {
+    // SAFETY: only instantiated with the scalar kernels, which every processor runs.
+    unsafe { bracketing_at::<K>(x, group_len) }
+}
+
+/// # Safety
+/// The processor must support `K`'s level.
+#[inline(always)]
+unsafe fn bracketing_at<K: Kernels>(x: Raw<'_>, group_len: usize) -> Option<Vec<TernaryScale>> {
+    // Taken out of the thread-local for the call (a closure would not inherit this function's
+    // target features), and put back after.
+    let mut scratch = SCRATCH.take();
+    if scratch.len() < x.len() {
+        scratch.resize(x.len(), 0.0);
+    }
+    let groups = x.len() / group_len;
+    let mut brackets = Vec::with_capacity(groups);
+    let mut finite = true;
+    for (g, abs) in scratch[..x.len()].chunks_exact_mut(group_len).enumerate() {
+        // SAFETY: as this function's.
+        let stats = unsafe { K::abs_into(x.slice(g * group_len..(g + 1) * group_len), abs) };
+        finite &= stats.finite;
+        brackets.push(Bracket::new(stats, group_len));
+    }
+    let mut scales = None;
+    if finite {
         for _ in 0..MAX_PASSES {
             let mut searching = false;
             for (b, values) in brackets.iter_mut().zip(scratch.chunks_exact_mut(group_len)) {
                 if b.search == Search::Bracketing {
-                    b.pass(level, values);
+                    // SAFETY: as this function's.
+                    unsafe { b.pass::<K>(values) };
                     searching |= b.search == Search::Bracketing;
                 }
             }
@@ -204,14 +337,15 @@ fn optimal_scales_by_bracketing(
                 break;
             }
         }
-        Some(
-            brackets
-                .iter()
-                .zip(scratch.chunks_exact_mut(group_len))
-                .map(|(b, values)| b.finish(values))
-                .collect(),
-        )
-    })
+        let mut found = Vec::with_capacity(groups);
+        for (b, values) in brackets.iter().zip(scratch.chunks_exact_mut(group_len)) {
+            // SAFETY: as this function's.
+            found.push(unsafe { b.finish::<K>(values) });
+        }
+        scales = Some(found);
+    }
+    SCRATCH.set(scratch);
+    scales
 }
 
 const BUCKETS: usize = 1 << 15;

@@ -4,7 +4,7 @@
 #![allow(clippy::float_cmp)]
 
 use ryzq_core::kernels::expand::{self, Values};
-use ryzq_core::kernels::{Raw, partition, reduce, ternarize, widen};
+use ryzq_core::kernels::{Raw, band, partition, reduce, ternarize, widen};
 use ryzq_core::method::Ties;
 use ryzq_core::{FloatDType, Layout, SimdLevel};
 
@@ -364,6 +364,64 @@ fn partition_matches_scalar_and_keeps_the_values_between_in_order() {
                     bits(&between),
                     "n={n} {level:?}"
                 );
+            }
+        }
+    }
+}
+
+/// The best boundary by definition: sort, then every boundary where the next value is smaller.
+fn best_boundary_by_sorting(band: &[f32], s0: f64, k0: u64) -> (f64, u64) {
+    let mut sorted = band.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let (mut best, mut best_s, mut best_k) = if k0 > 0 {
+        (s0 * s0 / k0 as f64, s0, k0)
+    } else {
+        (f64::NEG_INFINITY, 0.0, 1)
+    };
+    let mut taken = 0.0f64;
+    for (i, &v) in sorted.iter().enumerate() {
+        taken += f64::from(v);
+        if sorted.get(i + 1) == Some(&v) {
+            continue;
+        }
+        let (s, k) = (s0 + taken, k0 + i as u64 + 1);
+        let gain = s * s / k as f64;
+        if gain > best {
+            (best, best_s, best_k) = (gain, s, k);
+        }
+    }
+    (best_s, best_k)
+}
+
+#[test]
+fn best_boundary_matches_scalar_and_the_sorted_definition() {
+    let mut rng = Rng(15);
+    for len in 0..=band::BAND_MAX {
+        for case in 0..200 {
+            // Values within a factor 2^10 of each other, as a bracketed band's are (their sums
+            // are exact), with ties; the values above the band larger than all of them.
+            let band: Vec<f32> = (0..len)
+                .map(|_| {
+                    let r = rng.next();
+                    let mantissa = if case % 3 == 0 { r % 4 } else { r % 4096 } as f32;
+                    (1.0 + mantissa / 4096.0) * f32::powi(2.0, (r >> 20) as i32 % 10 - 5)
+                })
+                .collect();
+            let k0 = if case % 5 == 0 {
+                0
+            } else {
+                rng.next() % 40 + 1
+            };
+            let s0 = k0 as f64 * (64.0 + (rng.next() % 1000) as f64 / 7.0);
+            let expected = band::scalar::best_boundary(&band, s0, k0);
+            assert_eq!(
+                expected,
+                best_boundary_by_sorting(&band, s0, k0),
+                "{band:?} {s0} {k0}"
+            );
+            for level in simd_levels() {
+                let got = band::best_boundary(level, &band, s0, k0);
+                assert_eq!(got, expected, "{band:?} {s0} {k0} {level:?}");
             }
         }
     }

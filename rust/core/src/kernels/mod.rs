@@ -5,6 +5,7 @@
 //! and add the lanes in order at the end. Every level does exactly the same additions, so the
 //! statistics (and the absmean scale) do not depend on the level or on the number of threads.
 
+pub mod band;
 pub mod expand;
 pub mod partition;
 pub mod reduce;

@@ -3,10 +3,11 @@
 //! thresholds, which sum the values above the upper one and move those between the two to the
 //! front of the buffer, in order.
 //!
-//! Sums accumulate in 16 float64 lanes by position, as every reduction ([`super`]), so every
-//! level makes the same search steps and gets the same sums. The lanes are then added pairwise
-//! ([`add_lanes`]), not in order: the search waits on each sum, and this takes 4 steps, in
-//! registers.
+//! Sums accumulate in 16 lanes by position, as every reduction ([`super`]), so every level
+//! makes the same search steps and gets the same sums: float64 lanes, except for the sum of the
+//! values between the thresholds, which only moves a bound (float32). The lanes are then added
+//! pairwise ([`add_lanes`]), not in order: the search waits on each sum, and this takes 4
+//! steps, in registers.
 
 use super::{LANES, Raw, dispatch};
 use crate::dtype::FloatDType;
@@ -29,7 +30,9 @@ pub struct Tail {
 }
 
 /// What a partition found: the values above the upper threshold, and those between the two
-/// (now the first `between.count` values of the buffer).
+/// (now the first `between.count` values of the buffer). The sum of the values between only
+/// moves a bound, which allows it float32 lanes: it is within `(count / 16 + 4) * 2^-24` of
+/// the exact sum (relative), while the sum above is float64, as every reduction.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Partition {
     pub above: Tail,
@@ -41,7 +44,7 @@ pub struct Partition {
 #[derive(Debug, Clone, Default)]
 pub struct PartitionLanes {
     pub above: [f64; LANES],
-    pub between: [f64; LANES],
+    pub between: [f32; LANES],
     pub count_above: usize,
     pub len: usize,
 }
@@ -54,7 +57,7 @@ impl PartitionLanes {
                 count: self.count_above,
             },
             between: Tail {
-                sum: add_lanes(self.between),
+                sum: f64::from(add_lanes(self.between)),
                 count: self.len,
             },
         }
@@ -63,7 +66,7 @@ impl PartitionLanes {
 
 /// Adds lane `i + w` to lane `i` for `w` = 8, 4, 2, 1.
 #[must_use]
-pub fn add_lanes(mut lanes: [f64; LANES]) -> f64 {
+pub fn add_lanes<T: Copy + std::ops::AddAssign>(mut lanes: [T; LANES]) -> T {
     let mut w = LANES / 2;
     while w > 0 {
         for i in 0..w {
@@ -163,7 +166,7 @@ pub mod scalar {
                 acc.above[i % LANES] += f64::from(v);
                 acc.count_above += 1;
             } else if v >= at_least {
-                acc.between[i % LANES] += f64::from(v);
+                acc.between[i % LANES] += v;
                 x[acc.len] = v;
                 acc.len += 1;
             }
@@ -237,6 +240,7 @@ pub mod avx2 {
             /// # Safety
             /// The processor must support the target features this function enables.
             #[target_feature(enable = "avx2,f16c")]
+            #[inline]
             pub unsafe fn $name(x: Raw<'_>, out: &mut [f32]) -> AbsStats {
                 let size = x.dtype.size();
                 let sign = _mm256_set1_ps(-0.0);
@@ -288,9 +292,11 @@ pub mod avx2 {
     /// The processor must support the target features this function enables.
     #[target_feature(enable = "avx2,f16c,popcnt")]
     #[must_use]
+    #[inline]
     pub unsafe fn partition(x: &mut [f32], above: f32, at_least: f32) -> Partition {
         let (va, vl) = (_mm256_set1_ps(above), _mm256_set1_ps(at_least));
-        let mut sums = [[_mm256_setzero_pd(); 4]; 2];
+        let mut sums = [_mm256_setzero_pd(); 4];
+        let mut between_sums = [_mm256_setzero_ps(); 2];
         let (mut count_above, mut len) = (0usize, 0usize);
         let p = x.as_mut_ptr();
         for at in (0..x.len()).step_by(LANES) {
@@ -315,8 +321,8 @@ pub mod avx2 {
                     let ma = _mm256_and_ps(valid, _mm256_cmp_ps::<_CMP_GT_OQ>(v, va));
                     let ge = _mm256_and_ps(valid, _mm256_cmp_ps::<_CMP_GE_OQ>(v, vl));
                     let mb = _mm256_andnot_ps(ma, ge);
-                    add_widened(&mut sums[0][2 * h..], _mm256_and_ps(ma, v));
-                    add_widened(&mut sums[1][2 * h..], _mm256_and_ps(mb, v));
+                    add_widened(&mut sums[2 * h..], _mm256_and_ps(ma, v));
+                    between_sums[h] = _mm256_add_ps(between_sums[h], _mm256_and_ps(mb, v));
                     let between = _mm256_movemask_ps(mb).cast_unsigned() as usize;
                     let index = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(
                         PACK_INDICES[between].cast_signed(),
@@ -334,14 +340,26 @@ pub mod avx2 {
         }
         Partition {
             above: Tail {
-                sum: add_lanes(&sums[0]),
+                sum: add_lanes(&sums),
                 count: count_above,
             },
             between: Tail {
-                sum: add_lanes(&sums[1]),
+                sum: f64::from(add_lanes_f32(_mm256_add_ps(
+                    between_sums[0],
+                    between_sums[1],
+                ))),
                 count: len,
             },
         }
+    }
+
+    /// The last steps of [`super::add_lanes`] of float32 lanes from `v` (lanes `i` and `i + 8`
+    /// already added), in registers.
+    #[target_feature(enable = "avx2,f16c")]
+    pub(super) fn add_lanes_f32(v: __m256) -> f32 {
+        let v = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+        _mm_cvtss_f32(_mm_add_ss(v, _mm_shuffle_ps::<1>(v, v)))
     }
 }
 
@@ -386,6 +404,7 @@ pub mod avx512 {
             /// # Safety
             /// The processor must support the target features this function enables.
             #[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vl")]
+            #[inline]
             pub unsafe fn $name(x: Raw<'_>, out: &mut [f32]) -> AbsStats {
                 let size = x.dtype.size();
                 let largest = _mm512_set1_ps(f32::MAX);
@@ -427,9 +446,11 @@ pub mod avx512 {
     /// The processor must support the target features this function enables.
     #[target_feature(enable = "avx2,f16c,popcnt,avx512f,avx512bw,avx512vl")]
     #[must_use]
+    #[inline]
     pub unsafe fn partition(x: &mut [f32], above: f32, at_least: f32) -> Partition {
         let (va, vl) = (_mm512_set1_ps(above), _mm512_set1_ps(at_least));
-        let mut sums = [[_mm512_setzero_pd(); 2]; 2];
+        let mut sums = [_mm512_setzero_pd(); 2];
+        let mut between_sum = _mm512_setzero_ps();
         let (mut count_above, mut len) = (0usize, 0usize);
         let p = x.as_mut_ptr();
         for at in (0..x.len()).step_by(LANES) {
@@ -445,8 +466,22 @@ pub mod avx512 {
                 let v = _mm512_maskz_loadu_ps(valid, p.add(at));
                 let ma = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(valid, v, va);
                 let mb = _mm512_mask_cmp_ps_mask::<_CMP_GE_OQ>(valid, v, vl) & !ma;
-                add_widened(&mut sums[0], _mm512_maskz_mov_ps(ma, v));
-                add_widened(&mut sums[1], _mm512_maskz_mov_ps(mb, v));
+                // A masked-off lane adds nothing, as adding the zero of a masked-off value
+                // would (the sums are never -0).
+                let upper = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+                sums[0] = _mm512_mask_add_pd(
+                    sums[0],
+                    ma as __mmask8,
+                    sums[0],
+                    _mm512_cvtps_pd(_mm512_castps512_ps256(v)),
+                );
+                sums[1] = _mm512_mask_add_pd(
+                    sums[1],
+                    (ma >> 8) as __mmask8,
+                    sums[1],
+                    _mm512_cvtps_pd(upper),
+                );
+                between_sum = _mm512_mask_add_ps(between_sum, mb, between_sum, v);
                 _mm512_mask_storeu_ps(
                     p.add(len),
                     ((1u32 << mb.count_ones()) - 1) as __mmask16,
@@ -456,13 +491,17 @@ pub mod avx512 {
                 count_above += ma.count_ones() as usize;
             }
         }
+        let between_sum = _mm256_add_ps(
+            _mm512_castps512_ps256(between_sum),
+            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(between_sum))),
+        );
         Partition {
             above: Tail {
-                sum: add_lanes(&sums[0]),
+                sum: add_lanes(&sums),
                 count: count_above,
             },
             between: Tail {
-                sum: add_lanes(&sums[1]),
+                sum: f64::from(super::avx2::add_lanes_f32(between_sum)),
                 count: len,
             },
         }
