@@ -323,29 +323,32 @@ fn quantize_tiles(
                         && group_len.is_multiple_of(LANES);
                     tile_groups.clear();
                     let first_group = first / group_len;
-                    let quantizers = scales_of(first_group..(tile.values.end - 1) / group_len + 1)?;
-                    for (g, run) in group_runs(tile.values.clone(), group_len) {
-                        let s = quantizers[g - first_group];
-                        if run.start == g * group_len {
-                            // SAFETY: each group starts in exactly one tile, which alone
-                            // writes its scale.
-                            let slot = unsafe { stored_out.range(g..g + 1) };
-                            slot[0] = s.scale;
-                        }
-                        tile_scales.push(s.scale);
-                        if whole_groups {
-                            tile_groups.push((s.inv, s.scale));
-                        } else {
-                            let at = run.start - first..run.end - first;
-                            let x = view.raw(run);
-                            stats.merge(&ternarize(level, x, s.inv, s.scale, ties, &mut codes[at]));
-                        }
-                    }
+                    let last_group = (tile.values.end - 1) / group_len + 1;
+                    let quantizers = scales_of(first_group..last_group)?;
+                    tile_scales.extend(quantizers.iter().map(|s| s.scale));
                     if whole_groups {
+                        // SAFETY: the tile holds these groups whole, and alone writes their
+                        // scales.
+                        let slots = unsafe { stored_out.range(first_group..last_group) };
+                        slots.copy_from_slice(tile_scales);
+                        tile_groups.extend(quantizers.iter().map(|s| (s.inv, s.scale)));
                         // One call for the tile's groups: the per-call work is not repeated
                         // for every small group.
                         let x = view.raw(tile.values.clone());
                         stats = ternarize_groups(level, x, group_len, tile_groups, ties, codes);
+                    } else {
+                        for (g, run) in group_runs(tile.values.clone(), group_len) {
+                            let s = quantizers[g - first_group];
+                            if run.start == g * group_len {
+                                // SAFETY: each group starts in exactly one tile, which alone
+                                // writes its scale.
+                                let slot = unsafe { stored_out.range(g..g + 1) };
+                                slot[0] = s.scale;
+                            }
+                            let at = run.start - first..run.end - first;
+                            let x = view.raw(run);
+                            stats.merge(&ternarize(level, x, s.inv, s.scale, ties, &mut codes[at]));
+                        }
                     }
                     let scales_for_pack: &[f32] = if in_blocks { tile_scales } else { &[] };
                     let valid = layout.pack(level, tile.part, codes, scales_for_pack, out);

@@ -46,9 +46,12 @@ pub struct Blocks {
     codes: Codes,
 }
 
+/// Bytes of a TQ2_0 block.
+const TQ2_BLOCK_BYTES: usize = 66;
+
 pub const TQ2_0: Blocks = Blocks {
     name: "tq2_0",
-    block_bytes: 66,
+    block_bytes: TQ2_BLOCK_BYTES,
     codes: Codes::TwoBit,
 };
 
@@ -64,29 +67,13 @@ impl Blocks {
         self.block_bytes - 2
     }
 
-    fn pack_block(&self, level: SimdLevel, codes: &[i8], out: &mut [u8]) -> bool {
-        match self.codes {
-            Codes::TwoBit => codes.chunks_exact(128).zip(out.chunks_exact_mut(32)).fold(
-                true,
-                |valid, (half, q)| {
-                    valid
-                        & dispatch!(
-                            level,
-                            scalar::pack_quarters,
-                            avx2::pack_quarters,
-                            avx2::pack_quarters,
-                            (half, q)
-                        )
-                },
-            ),
-            // The first 240 values are t1 blocks of 160 and 80: 32 and 16 bytes.
-            Codes::Base3 => {
-                let head = t1::T1.pack(level, 0, &codes[..160], &[], &mut out[..32]);
-                let middle = t1::T1.pack(level, 0, &codes[160..240], &[], &mut out[32..48]);
-                let tail = scalar::pack_tq1_tail(&codes[240..], &mut out[48..52]);
-                head & middle & tail
-            }
-        }
+    /// Packs a TQ1_0 block's codes: the first 240 values are t1 blocks of 160 and 80 (32 and
+    /// 16 bytes).
+    fn pack_base3_block(level: SimdLevel, codes: &[i8], out: &mut [u8]) -> bool {
+        let head = t1::T1.pack(level, 0, &codes[..160], &[], &mut out[..32]);
+        let middle = t1::T1.pack(level, 0, &codes[160..240], &[], &mut out[32..48]);
+        let tail = scalar::pack_tq1_tail(&codes[240..], &mut out[48..52]);
+        head & middle & tail
     }
 
     /// Unpacks a block's codes; fails with the offset of a corrupt byte.
@@ -160,14 +147,25 @@ impl PackedLayout for Blocks {
         out: &mut [u8],
     ) -> bool {
         assert_eq!(codes.len(), scales.len() * BLOCK, "one scale per block");
-        let mut valid = true;
+        // TQ2_0's codes in one call for all blocks: a call per block would cost about as much
+        // as its packing.
+        let mut valid = self.codes != Codes::TwoBit
+            || dispatch!(
+                level,
+                scalar::pack_tq2_codes,
+                avx2::pack_tq2_codes,
+                avx2::pack_tq2_codes,
+                (codes, out)
+            );
         for ((c, &d), o) in codes
             .chunks_exact(BLOCK)
             .zip(scales)
             .zip(out.chunks_exact_mut(self.block_bytes))
         {
             let (body, scale) = o.split_at_mut(self.code_bytes());
-            valid &= self.pack_block(level, c, body);
+            if self.codes == Codes::Base3 {
+                valid &= Self::pack_base3_block(level, c, body);
+            }
             scale.copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
         }
         valid
@@ -193,6 +191,18 @@ impl PackedLayout for Blocks {
 }
 
 pub mod scalar {
+    /// The code bytes of whole TQ2_0 blocks (their scales are left alone).
+    pub fn pack_tq2_codes(codes: &[i8], out: &mut [u8]) -> bool {
+        codes
+            .chunks_exact(super::BLOCK)
+            .zip(out.chunks_exact_mut(super::TQ2_BLOCK_BYTES))
+            .fold(true, |valid, (c, o)| {
+                valid
+                    & pack_quarters(&c[..128], &mut o[..32])
+                    & pack_quarters(&c[128..], &mut o[32..64])
+            })
+    }
+
     /// 128 codes to 32 bytes: byte `m` holds codes `m + 32 n` at bits `2n`.
     pub fn pack_quarters(codes: &[i8], out: &mut [u8]) -> bool {
         let mut valid = true;
@@ -255,6 +265,25 @@ pub mod avx2 {
     /// # Safety
     /// The processor must support the target features this function enables.
     #[target_feature(enable = "avx2,f16c")]
+    pub unsafe fn pack_tq2_codes(codes: &[i8], out: &mut [u8]) -> bool {
+        let mut valid = true;
+        for (c, o) in codes
+            .chunks_exact(super::BLOCK)
+            .zip(out.chunks_exact_mut(super::TQ2_BLOCK_BYTES))
+        {
+            // SAFETY: the processor supports this function's features, which these have.
+            unsafe {
+                valid &= pack_quarters(&c[..128], &mut o[..32]);
+                valid &= pack_quarters(&c[128..], &mut o[32..64]);
+            }
+        }
+        valid
+    }
+
+    /// # Safety
+    /// The processor must support the target features this function enables.
+    #[target_feature(enable = "avx2,f16c")]
+    #[inline]
     pub unsafe fn pack_quarters(codes: &[i8], out: &mut [u8]) -> bool {
         assert!(codes.len() >= 128 && out.len() >= 32, "a half block");
         let one = _mm256_set1_epi8(1);
