@@ -151,15 +151,24 @@ fn tile_group_scales(
     group_len: usize,
 ) -> Option<Vec<TernaryScale>> {
     let groups = (0..x.len()).step_by(group_len);
+    let mut scales = Vec::with_capacity(x.len() / group_len);
     match method {
-        Method::AbsMean => groups
-            .map(|g| absmean_of(abs_sum(level, x.slice(g..g + group_len)), group_len))
-            .collect(),
-        Method::AbsMax => groups
-            .map(|g| absmax_of(abs_max(level, x.slice(g..g + group_len))))
-            .collect(),
-        Method::Optimal => optimal_scales_of(level, x, group_len),
+        Method::AbsMean => {
+            for g in groups {
+                scales.push(absmean_of(
+                    abs_sum(level, x.slice(g..g + group_len)),
+                    group_len,
+                )?);
+            }
+        }
+        Method::AbsMax => {
+            for g in groups {
+                scales.push(absmax_of(abs_max(level, x.slice(g..g + group_len)))?);
+            }
+        }
+        Method::Optimal => return optimal_scales_of(level, x, group_len),
     }
+    Some(scales)
 }
 
 /// The quantizer of each group of `view`, its scale as `layout` stores it.
@@ -193,10 +202,17 @@ pub fn group_scales(
         ),
         Method::Optimal => optimal_scales(view, groups, group_len, level),
     }?;
-    for s in &mut scales {
-        s.scale = layout.get().stored_scale(s.scale);
-    }
+    store_scales(layout.get(), &mut scales);
     Ok(scales)
+}
+
+/// Replaces each quantizer's scale by the value `layout` stores.
+fn store_scales(layout: &dyn PackedLayout, quantizers: &mut [TernaryScale]) {
+    let mut scales: Vec<f32> = quantizers.iter().map(|q| q.scale).collect();
+    layout.store_scales(&mut scales);
+    for (q, s) in quantizers.iter_mut().zip(scales) {
+        q.scale = s;
+    }
 }
 
 /// Refuses a granularity the layout cannot store: layouts with a scale in every block take
@@ -236,9 +252,7 @@ pub fn quantize(view: &TensorView<'_>, opts: &QuantizeOptions) -> Result<Quantiz
             let x = view.raw(groups.start * group_len..groups.end * group_len);
             let mut scales = tile_group_scales(opts.method, opts.level, x, group_len)
                 .ok_or_else(|| view.non_finite_error())?;
-            for s in &mut scales {
-                s.scale = layout.stored_scale(s.scale);
-            }
+            store_scales(layout, &mut scales);
             Ok(scales)
         };
         return quantize_tiles(
@@ -407,7 +421,9 @@ pub fn pack(
                     numel / block
                 )));
             }
-            scales.iter().map(|&s| layout.stored_scale(s)).collect()
+            let mut stored = scales.to_vec();
+            layout.store_scales(&mut stored);
+            stored
         }
         (Some(block), None) => {
             return Err(Error::InvalidArgument(format!(

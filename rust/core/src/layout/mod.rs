@@ -47,10 +47,8 @@ pub trait PackedLayout: Sync {
         None
     }
 
-    /// The value a scale has once stored (GGUF blocks keep it as float16).
-    fn stored_scale(&self, scale: f32) -> f32 {
-        scale
-    }
+    /// Replaces each scale by the value it has once stored (GGUF blocks keep it as float16).
+    fn store_scales(&self, _scales: &mut [f32]) {}
 
     /// The scales stored in packed data, for layouts that have [`Self::block`].
     fn block_scales(&self, _packed: &[u8]) -> Vec<f32> {

@@ -10,6 +10,8 @@
 //!   `160 + m + 16 n` (a `t1` block of 80); `qh[j]`: values `240 + j + 4 n`, `n` = 0..3, then a
 //!   fifth digit 0.
 
+use half::slice::HalfFloatSliceExt;
+
 use super::{PackedLayout, Tile, flat_tiles, require_nonempty, t1};
 use crate::error::{Error, Result};
 use crate::kernels::dispatch;
@@ -126,16 +128,26 @@ impl PackedLayout for Blocks {
         Some(BLOCK)
     }
 
-    fn stored_scale(&self, scale: f32) -> f32 {
-        half::f16::from_f32(scale).to_f32()
+    fn store_scales(&self, scales: &mut [f32]) {
+        // Whole slices: one conversion call (and one check of the processor's F16C) for many.
+        let mut halves = [half::f16::ZERO; 64];
+        for chunk in scales.chunks_mut(halves.len()) {
+            let halves = &mut halves[..chunk.len()];
+            halves.convert_from_f32_slice(chunk);
+            halves.convert_to_f32_slice(chunk);
+        }
     }
 
     fn block_scales(&self, packed: &[u8]) -> Vec<f32> {
         let n = self.block_bytes;
-        packed
+        let halves: Vec<half::f16> = packed
             .chunks_exact(n)
-            .map(|b| half::f16::from_le_bytes([b[n - 2], b[n - 1]]).to_f32())
-            .collect()
+            .map(|b| half::f16::from_le_bytes([b[n - 2], b[n - 1]]))
+            .collect();
+        // One conversion call for all: one at a time costs more than the rest of a block.
+        let mut scales = vec![0.0; halves.len()];
+        halves.convert_to_f32_slice(&mut scales);
+        scales
     }
 
     fn pack(
@@ -157,16 +169,25 @@ impl PackedLayout for Blocks {
                 avx2::pack_tq2_codes,
                 (codes, out)
             );
-        for ((c, &d), o) in codes
-            .chunks_exact(BLOCK)
-            .zip(scales)
-            .zip(out.chunks_exact_mut(self.block_bytes))
+        let mut halves = [half::f16::ZERO; 64];
+        for ((codes, scales), out) in codes
+            .chunks(BLOCK * halves.len())
+            .zip(scales.chunks(halves.len()))
+            .zip(out.chunks_mut(self.block_bytes * halves.len()))
         {
-            let (body, scale) = o.split_at_mut(self.code_bytes());
-            if self.codes == Codes::Base3 {
-                valid &= Self::pack_base3_block(level, c, body);
+            let halves = &mut halves[..scales.len()];
+            halves.convert_from_f32_slice(scales);
+            for ((c, d), o) in codes
+                .chunks_exact(BLOCK)
+                .zip(halves.iter())
+                .zip(out.chunks_exact_mut(self.block_bytes))
+            {
+                let (body, scale) = o.split_at_mut(self.code_bytes());
+                if self.codes == Codes::Base3 {
+                    valid &= Self::pack_base3_block(level, c, body);
+                }
+                scale.copy_from_slice(&d.to_le_bytes());
             }
-            scale.copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
         }
         valid
     }
