@@ -100,10 +100,11 @@ def main() -> None:
             f"transformers WeightQuant + pack_weights ({torch.get_num_threads()} threads)",
             lambda: peer(w),
         )
+    gguf_rates = {}
     for kind in ("TQ2_0", "TQ1_0"):
         g = gguf_peer(kind)
         if g:
-            measure(f"gguf-py quants.quantize {kind}", lambda g=g: g(w))
+            gguf_rates[kind] = measure(f"gguf-py quants.quantize {kind}", lambda g=g: g(w))
 
     best = ryzq.simd_level()
     for level in ryzq.simd_levels():
@@ -123,11 +124,15 @@ def main() -> None:
                 f"ryzq.quantize {layout}, {dtype}, {best}",
                 lambda arr=arr, layout=layout: ryzq.quantize(arr, layout=layout, threads=1),
             )
+    # ryzq against gguf-py on the same work: the same bytes from the same array.
+    against_gguf = {}
     for layout in ("tq2_0", "tq1_0"):
-        measure(
+        rate = measure(
             f"ryzq.quantize {layout} absmax (gguf-py's bytes), float32, {best}",
             lambda layout=layout: ryzq.quantize(w, layout=layout, method="absmax", threads=1),
         )
+        if layout.upper() in gguf_rates:
+            against_gguf[layout] = rate / gguf_rates[layout.upper()]
     for granularity in ("tensor", "row", "group:128"):
         measure(
             f"ryzq.quantize i2 optimal, {granularity}, float32, {best}",
@@ -176,6 +181,11 @@ def main() -> None:
         f"threads: ryzq {threads} threads / 1 thread = {multi / single:.2f}x; "
         f"the memory's own read floor: {read_all / read_one:.2f}x"
     )
+    if against_gguf:
+        print(
+            "absmax, ryzq / gguf-py (one thread each): "
+            + ", ".join(f"{layout} {ratio:.1f}x" for layout, ratio in against_gguf.items())
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
@@ -186,6 +196,7 @@ def main() -> None:
                     "simd_level": best,
                     "mparam_per_s": dict(rows),
                     "thread_speedup": multi / single,
+                    "absmax_over_gguf_py": against_gguf,
                     "read_floor_thread_speedup": read_all / read_one,
                 },
                 f,

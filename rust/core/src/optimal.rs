@@ -462,10 +462,15 @@ pub fn optimal_scale_by_histogram(x: Raw<'_>) -> Option<TernaryScale> {
         .collect();
     if !candidates.is_empty() {
         let mut values: Vec<Vec<u32>> = vec![Vec::new(); candidates.len()];
+        // The candidates lie between these buckets, and most values outside them.
+        let first = candidates.iter().map(|&(c, _, _)| c).min().unwrap_or(0);
+        let last = candidates.iter().map(|&(c, _, _)| c).max().unwrap_or(0);
         for_each_chunk(x, |chunk| {
             for &v in chunk {
                 let b = bucket(v);
-                if let Some(i) = candidates.iter().position(|&(c, _, _)| c == b) {
+                if (first..=last).contains(&b)
+                    && let Some(i) = candidates.iter().position(|&(c, _, _)| c == b)
+                {
                     values[i].push(v.abs().to_bits());
                 }
             }
