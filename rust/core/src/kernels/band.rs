@@ -131,7 +131,7 @@ pub mod avx512 {
     fn sort_decreasing(mut v: __m512) -> __m512 {
         for (&(_, j), &larger) in STEPS.iter().zip(&NETWORK) {
             let other = partner(v, j);
-            v = _mm512_mask_blend_ps(larger, _mm512_min_ps(v, other), _mm512_max_ps(v, other));
+            v = _mm512_mask_max_ps(_mm512_min_ps(v, other), larger, v, other);
         }
         v
     }
