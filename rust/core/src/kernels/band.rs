@@ -9,9 +9,9 @@
 //! The values of a band lie within a factor 2^21 of each other (between the bounds of a group
 //! of fewer than 2^20 values: see [`crate::optimal`]), so sums of up to 16 of them are exact in
 //! float64 in any order, and every level gets the same `S`: `s0` plus that exact sum. The
-//! reference compares every pair. The AVX-512 version sorts the 16 lanes with a network and
-//! takes every boundary at once, without a branch: the few values left at the end of a search
-//! would make a sort's branches unpredictable.
+//! reference sorts and walks the boundaries in turn. The AVX-512 version sorts the 16 lanes
+//! with a network and takes every boundary at once, without a branch: the few values left at
+//! the end of a search would make a sort's branches unpredictable.
 
 use super::dispatch;
 use crate::simd::SimdLevel;
@@ -34,24 +34,33 @@ pub fn best_boundary(level: SimdLevel, band: &[f32], s0: f64, k0: u64) -> (f64, 
 }
 
 pub mod scalar {
+    use super::BAND_MAX;
+
+    /// Sorts the band, then walks its boundaries from the largest value down.
     #[must_use]
     pub fn best_boundary(band: &[f32], s0: f64, k0: u64) -> (f64, u64) {
+        let mut sorted = [0u32; BAND_MAX];
+        let sorted = &mut sorted[..band.len()];
+        // Values >= 0 sort as their bits.
+        for (slot, v) in sorted.iter_mut().zip(band) {
+            *slot = v.to_bits();
+        }
+        sorted.sort_unstable_by(|a, b| b.cmp(a));
         let (mut best, mut best_s, mut best_k) = if k0 > 0 {
             (s0 * s0 / k0 as f64, s0, k0)
         } else {
             (f64::NEG_INFINITY, 0.0, 1)
         };
-        for &vi in band {
-            let (mut taken, mut k) = (0.0f64, k0);
-            for &vj in band {
-                if vj >= vi {
-                    taken += f64::from(vj);
-                    k += 1;
-                }
+        let mut taken = 0.0f64;
+        for (i, &bits) in sorted.iter().enumerate() {
+            taken += f64::from(f32::from_bits(bits));
+            // Only where the next value is smaller does a boundary separate them.
+            if sorted.get(i + 1) == Some(&bits) {
+                continue;
             }
-            let s = s0 + taken;
+            let (s, k) = (s0 + taken, k0 + i as u64 + 1);
             let gain = s * s / k as f64;
-            if gain > best || (gain.total_cmp(&best).is_eq() && k < best_k) {
+            if gain > best {
                 (best, best_s, best_k) = (gain, s, k);
             }
         }

@@ -309,9 +309,10 @@ pub mod avx2 {
                 ))
             };
             let valid = [valid(0), valid(1)];
+            let whole = at + LANES <= x.len();
             // SAFETY: the valid values at .. at+16 are within `x`, and so are the stored ones:
-            // they start at `len <= ` the first value not yet stored, and go over values
-            // already loaded.
+            // they start at `len <=` the first value not yet stored, and go over values
+            // already loaded (a whole half stores 8, up to the end of that half).
             unsafe {
                 let v = [
                     _mm256_maskload_ps(p.add(at), _mm256_castps_si256(valid[0])),
@@ -328,11 +329,18 @@ pub mod avx2 {
                         PACK_INDICES[between].cast_signed(),
                     ));
                     let n = between.count_ones() as usize;
-                    let store = _mm256_cmpgt_epi32(
-                        _mm256_set1_epi32(n as i32),
-                        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                    );
-                    _mm256_maskstore_ps(p.add(len), store, _mm256_permutevar8x32_ps(v, index));
+                    let packed = _mm256_permutevar8x32_ps(v, index);
+                    if whole {
+                        // Up to `at + 8 h + 8`, over values already loaded: a plain store
+                        // costs less than a masked one.
+                        _mm256_storeu_ps(p.add(len), packed);
+                    } else {
+                        let store = _mm256_cmpgt_epi32(
+                            _mm256_set1_epi32(n as i32),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                        );
+                        _mm256_maskstore_ps(p.add(len), store, packed);
+                    }
                     len += n;
                     count_above += _mm256_movemask_ps(ma).count_ones() as usize;
                 }
@@ -453,15 +461,11 @@ pub mod avx512 {
         let mut between_sum = _mm512_setzero_ps();
         let (mut count_above, mut len) = (0usize, 0usize);
         let p = x.as_mut_ptr();
-        for at in (0..x.len()).step_by(LANES) {
-            // The last vector may be partial: its missing values are masked off.
-            let valid: __mmask16 = if x.len() - at >= LANES {
-                0xFFFF
-            } else {
-                (1 << (x.len() - at)) - 1
-            };
-            // SAFETY: the valid values at .. at+16 are within `x`, and so are the stored ones:
-            // they start at `len <= at` and go over values already loaded.
+        // One vector of 16 values from `at`, of which those in `valid`.
+        let mut step = |at: usize, valid: __mmask16| {
+            // SAFETY: the valid values at .. at+16 are within `x`. So are the stored ones: they
+            // start at `len <= at` and go over values already loaded; a whole vector stores 16,
+            // up to `at + 16`, the rest only its values between.
             unsafe {
                 let v = _mm512_maskz_loadu_ps(valid, p.add(at));
                 let ma = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(valid, v, va);
@@ -482,14 +486,27 @@ pub mod avx512 {
                     _mm512_cvtps_pd(upper),
                 );
                 between_sum = _mm512_mask_add_ps(between_sum, mb, between_sum, v);
-                _mm512_mask_storeu_ps(
-                    p.add(len),
-                    ((1u32 << mb.count_ones()) - 1) as __mmask16,
-                    _mm512_maskz_compress_ps(mb, v),
-                );
+                let packed = _mm512_maskz_compress_ps(mb, v);
+                if valid == 0xFFFF {
+                    _mm512_storeu_ps(p.add(len), packed);
+                } else {
+                    _mm512_mask_storeu_ps(
+                        p.add(len),
+                        ((1u32 << mb.count_ones()) - 1) as __mmask16,
+                        packed,
+                    );
+                }
                 len += mb.count_ones() as usize;
                 count_above += ma.count_ones() as usize;
             }
+        };
+        let whole = x.len() / LANES * LANES;
+        for at in (0..whole).step_by(LANES) {
+            step(at, 0xFFFF);
+        }
+        if whole < x.len() {
+            // The last vector is partial: its missing values are masked off.
+            step(whole, ((1u32 << (x.len() - whole)) - 1) as __mmask16);
         }
         let between_sum = _mm256_add_ps(
             _mm512_castps512_ps256(between_sum),
