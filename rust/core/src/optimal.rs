@@ -462,13 +462,15 @@ pub fn optimal_scale_by_histogram(x: Raw<'_>) -> Option<TernaryScale> {
         .collect();
     if !candidates.is_empty() {
         let mut values: Vec<Vec<u32>> = vec![Vec::new(); candidates.len()];
-        // The candidates lie between these buckets, and most values outside them.
+        // The candidates lie between these buckets, and most values outside them: one
+        // unsigned comparison tells, whose branch is rarely taken (two, one per side, would be
+        // taken at random).
         let first = candidates.iter().map(|&(c, _, _)| c).min().unwrap_or(0);
-        let last = candidates.iter().map(|&(c, _, _)| c).max().unwrap_or(0);
+        let span = candidates.iter().map(|&(c, _, _)| c).max().unwrap_or(0) - first;
         for_each_chunk(x, |chunk| {
             for &v in chunk {
                 let b = bucket(v);
-                if (first..=last).contains(&b)
+                if b.wrapping_sub(first) <= span
                     && let Some(i) = candidates.iter().position(|&(c, _, _)| c == b)
                 {
                     values[i].push(v.abs().to_bits());
