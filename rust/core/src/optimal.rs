@@ -202,8 +202,7 @@ fn sort_decreasing(values: &mut [f32]) {
 }
 
 /// The bracketing search of the module's description, for each group of `group_len` values.
-#[must_use]
-pub fn optimal_scales_by_bracketing(
+fn optimal_scales_by_bracketing(
     level: SimdLevel,
     x: Raw<'_>,
     group_len: usize,
