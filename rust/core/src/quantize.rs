@@ -11,7 +11,7 @@ use crate::dtype::FloatDType;
 use crate::error::{Error, Index, Result};
 use crate::kernels::LANES;
 use crate::kernels::Raw;
-use crate::kernels::expand::{Values, expand16, expand32};
+use crate::kernels::expand::{Values, expand16, expand16_groups, expand32, expand32_groups};
 use crate::kernels::reduce::{abs_max, abs_sum};
 use crate::kernels::ternarize::{ternarize, ternarize_groups};
 use crate::layout::{Layout, PackedLayout, TILE_VALUES, Tile, require_nonempty};
@@ -633,9 +633,23 @@ pub fn dequantize_into(
         )
     })?;
     let values: Vec<_> = scales.iter().map(|&s| output_values(dtype, s)).collect();
+    let (values32, values16): (Vec<_>, Vec<_>) = values.iter().copied().unzip();
     let out = DisjointOut::new(out);
     for_each_unpacked_tile(packed, shape, layout, level, |tile, codes| {
         let first = tile.values.start;
+        if first % group_len == 0 && tile.values.end % group_len == 0 {
+            // Whole groups: one call for the tile.
+            let groups = first / group_len..tile.values.end / group_len;
+            // SAFETY: every value is in exactly one tile, so no two tiles write the same bytes.
+            let dst = unsafe { out.range(first * size..tile.values.end * size) };
+            match dtype {
+                FloatDType::F32 => expand32_groups(level, codes, group_len, &values32[groups], dst),
+                FloatDType::F16 | FloatDType::BF16 => {
+                    expand16_groups(level, codes, group_len, &values16[groups], dst);
+                }
+            }
+            return;
+        }
         for (g, run) in group_runs(tile.values.clone(), group_len) {
             let c = &codes[run.start - first..run.end - first];
             // SAFETY: every value is in exactly one tile, so no two tiles write the same bytes.

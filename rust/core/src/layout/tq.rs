@@ -199,6 +199,19 @@ impl PackedLayout for Blocks {
         data: &[u8],
         codes: &mut [i8],
     ) -> std::result::Result<(), usize> {
+        // TQ2_0's codes in one call for all blocks; only if a byte is corrupt, block by block
+        // again to find it.
+        if self.codes == Codes::TwoBit
+            && dispatch!(
+                level,
+                scalar::unpack_tq2_codes,
+                avx2::unpack_tq2_codes,
+                avx2::unpack_tq2_codes,
+                (data, codes)
+            )
+        {
+            return Ok(());
+        }
         for (b, (o, c)) in data
             .chunks_exact(self.block_bytes)
             .zip(codes.chunks_exact_mut(BLOCK))
@@ -212,6 +225,16 @@ impl PackedLayout for Blocks {
 }
 
 pub mod scalar {
+    /// The codes of whole TQ2_0 blocks; whether every field was valid.
+    pub fn unpack_tq2_codes(data: &[u8], codes: &mut [i8]) -> bool {
+        data.chunks_exact(super::TQ2_BLOCK_BYTES)
+            .zip(codes.chunks_exact_mut(super::BLOCK))
+            .fold(true, |valid, (d, c)| {
+                let (head, tail) = c.split_at_mut(128);
+                valid & unpack_quarters(&d[..32], head) & unpack_quarters(&d[32..64], tail)
+            })
+    }
+
     /// The code bytes of whole TQ2_0 blocks (their scales are left alone).
     pub fn pack_tq2_codes(codes: &[i8], out: &mut [u8]) -> bool {
         codes
@@ -333,6 +356,26 @@ pub mod avx2 {
     /// # Safety
     /// The processor must support the target features this function enables.
     #[target_feature(enable = "avx2,f16c")]
+    pub unsafe fn unpack_tq2_codes(data: &[u8], codes: &mut [i8]) -> bool {
+        let mut valid = true;
+        for (d, c) in data
+            .chunks_exact(super::TQ2_BLOCK_BYTES)
+            .zip(codes.chunks_exact_mut(super::BLOCK))
+        {
+            let (head, tail) = c.split_at_mut(128);
+            // SAFETY: the processor supports this function's features, which these have.
+            unsafe {
+                valid &= unpack_quarters(&d[..32], head);
+                valid &= unpack_quarters(&d[32..64], tail);
+            }
+        }
+        valid
+    }
+
+    /// # Safety
+    /// The processor must support the target features this function enables.
+    #[target_feature(enable = "avx2,f16c")]
+    #[inline]
     pub unsafe fn unpack_quarters(data: &[u8], codes: &mut [i8]) -> bool {
         assert!(codes.len() >= 128 && data.len() >= 32, "a half block");
         let mask = _mm256_set1_epi8(0b11);
