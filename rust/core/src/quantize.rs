@@ -632,8 +632,8 @@ pub fn dequantize_into(
             dtype.name()
         )
     })?;
-    let values: Vec<_> = scales.iter().map(|&s| output_values(dtype, s)).collect();
-    let (values32, values16): (Vec<_>, Vec<_>) = values.iter().copied().unzip();
+    let (values32, values16): (Vec<_>, Vec<_>) =
+        scales.iter().map(|&s| output_values(dtype, s)).unzip();
     let out = DisjointOut::new(out);
     for_each_unpacked_tile(packed, shape, layout, level, |tile, codes| {
         let first = tile.values.start;
@@ -655,8 +655,8 @@ pub fn dequantize_into(
             // SAFETY: every value is in exactly one tile, so no two tiles write the same bytes.
             let dst = unsafe { out.range(run.start * size..run.end * size) };
             match dtype {
-                FloatDType::F32 => expand32(level, c, values[g].0, dst),
-                FloatDType::F16 | FloatDType::BF16 => expand16(level, c, values[g].1, dst),
+                FloatDType::F32 => expand32(level, c, values32[g], dst),
+                FloatDType::F16 | FloatDType::BF16 => expand16(level, c, values16[g], dst),
             }
         }
     })

@@ -161,14 +161,17 @@ impl PackedLayout for Blocks {
         assert_eq!(codes.len(), scales.len() * BLOCK, "one scale per block");
         // TQ2_0's codes in one call for all blocks: a call per block would cost about as much
         // as its packing.
-        let mut valid = self.codes != Codes::TwoBit
-            || dispatch!(
+        let mut valid = match self.codes {
+            Codes::TwoBit => dispatch!(
                 level,
                 scalar::pack_tq2_codes,
                 avx2::pack_tq2_codes,
                 avx2::pack_tq2_codes,
                 (codes, out)
-            );
+            ),
+            // Packed block by block below, with the scales.
+            Codes::Base3 => true,
+        };
         let mut halves = [half::f16::ZERO; 64];
         for ((codes, scales), out) in codes
             .chunks(BLOCK * halves.len())
