@@ -32,7 +32,8 @@ def groups_of(x: np.ndarray, granularity: str) -> np.ndarray:
     if granularity == "tensor":
         return x.reshape(1, -1)
     if granularity == "row":
-        return x.reshape(x.shape[0], -1)
+        # One row per index of dim 0; a 1-D tensor is one row, as for group:N.
+        return x.reshape(1 if x.ndim == 1 else x.shape[0], -1)
     n = int(granularity.removeprefix("group:"))
     return x.reshape(-1, n)
 
@@ -197,12 +198,19 @@ def pack_tq1_0(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
     return np.concatenate([qs0, qs1, qh, d], axis=1).reshape(-1)
 
 
+def block_scales(scales: np.ndarray, numel: int, block: int = 256) -> np.ndarray:
+    """The scale of each block of `block` values: that of the group holding it (groups are
+    whole blocks)."""
+    group = numel // len(scales)
+    return np.repeat(np.asarray(scales, np.float32), group // block)
+
+
 PACKERS = {
     "bitnet": lambda c, s: pack_bitnet(c),
     "i2": lambda c, s: pack_i2(c),
     "t1": lambda c, s: pack_t1(c),
-    "tq2_0": pack_tq2_0,
-    "tq1_0": pack_tq1_0,
+    "tq2_0": lambda c, s: pack_tq2_0(c, block_scales(s, c.size)),
+    "tq1_0": lambda c, s: pack_tq1_0(c, block_scales(s, c.size)),
 }
 
 

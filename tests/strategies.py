@@ -67,15 +67,16 @@ def codes(draw, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def granularities(layout: str, shape: tuple[int, ...]) -> st.SearchStrategy[str]:
-    """The granularities `layout` takes for `shape`: GGUF blocks take only group:256."""
-    if layout in BLOCK_LAYOUTS:
-        return st.just("group:256")
-    groups = [f"group:{n}" for n in (32, 64, 128, 256) if shape[-1] % n == 0]
+    """The granularities `layout` takes for `shape`: GGUF blocks take groups of whole blocks
+    of 256 values."""
+    sizes = (256, 512, 1024) if layout in BLOCK_LAYOUTS else (32, 64, 128, 256)
+    groups = [f"group:{n}" for n in sizes if shape[-1] % n == 0]
     return st.sampled_from(["tensor", "row", *groups])
 
 
-def default_granularity(layout: str) -> str:
-    return "group:256" if layout in BLOCK_LAYOUTS else "tensor"
+def default_granularity(layout: str, method: str = "absmean") -> str:
+    """The documented defaults: per tensor, except absmax in the GGUF blocks (ggml's own)."""
+    return "group:256" if layout in BLOCK_LAYOUTS and method == "absmax" else "tensor"
 
 
 def matrix_shape(layout: str, rows: int = 64) -> tuple[int, int]:

@@ -34,10 +34,20 @@ def test_demo_quantizes_a_synthetic_model_in_every_layout():
         row = next(line for line in verdict if line.strip().startswith(layout + " "))
         assert row.rstrip().endswith("ok")
     assert "NMSE over quantized tensors" in out
-    methods = out[out.index("methods (layout i2") :].splitlines()[1:4]
-    nmse = {line.split()[0]: float(line.split()[1]) for line in methods}
-    assert set(nmse) == set(ryzq.METHODS)
-    assert nmse["optimal"] <= min(nmse["absmean"], nmse["absmax"])
+    # Rows fit the GGUF blocks here, so the methods are compared in tq2_0, the default
+    # (absmean per tensor) named as the one that reproduces the trained model.
+    methods = out[out.index("methods (layout tq2_0)") :].splitlines()[1:5]
+    nmse = {(line.split()[0], line.split()[2]): float(line.split()[3]) for line in methods}
+    assert set(nmse) == {
+        ("absmean", "tensor"),
+        ("absmax", "group:256"),
+        ("optimal", "tensor"),
+        ("absmean", "group:256"),
+    }
+    default = next(line for line in methods if line.split()[:3] == ["absmean", "per", "tensor"])
+    assert default.endswith("the default: reproduces the trained model")
+    assert nmse["optimal", "tensor"] <= nmse["absmean", "tensor"]
+    assert "a lower\n  weight error from another method or granularity is not a better model" in out
 
 
 def test_quantize_inspect_dequantize(tmp_path):

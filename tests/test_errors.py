@@ -40,7 +40,7 @@ def test_non_finite_bfloat16_is_found_too():
         (np.ones(8, np.float32), {"granularity": "column"}, "unknown granularity"),
         (np.ones(64, np.float32), {"granularity": "group:16"}, "unknown granularity"),
         (np.ones((4, 96), np.float32), {"granularity": "group:64"}, "do not split into groups"),
-        (np.ones((4, 256), np.float32), {"layout": "tq2_0", "granularity": "row"}, "group:256"),
+        (np.ones((4, 512), np.float32), {"layout": "tq2_0", "granularity": "group:128"}, "whole blocks"),
         (np.ones((4, 300), np.float32), {"layout": "tq1_0"}, "blocks of 256 values"),
         (np.ones(8, np.float32), {"method": "absmedian"}, "unknown method"),
         (np.ones((6, 4), np.float32), {"layout": "bitnet"}, "multiple of 4"),

@@ -49,10 +49,25 @@ def test_quantize_file_writes_what_quantize_computes(tmp_path, dtype, layout, li
     assert quantized == {
         k for k in state if k.startswith("model.layers.") and k.endswith("proj.weight")
     }
+    divided = {}
     for name, w in state.items():
-        if name not in quantized:
+        weight = name.removesuffix(".bias") + ".weight"
+        if name.endswith(".bias") and weight in quantized and linear_class == "autobitlinear":
+            divided[name] = weight
+        if name not in quantized and name not in divided:
             assert out[name].dtype == w.dtype
             np.testing.assert_array_equal(out[name].view(np.uint8), w.view(np.uint8))
+    if layout == "bitnet":
+        # AutoBitLinear computes linear(x, codes, bias) * weight_scale: the bias is stored
+        # divided by the stored weight_scale, in its own dtype.
+        assert set(description.get("divided_biases", {})) == set(divided)
+        for name, weight in divided.items():
+            scale = out[weight + "_scale"].astype(np.float32)
+            expected = (state[name].astype(np.float32) / scale).astype(state[name].dtype)
+            assert out[name].dtype == state[name].dtype
+            np.testing.assert_array_equal(out[name], expected)
+    for name, w in state.items():
+        if name not in quantized:
             continue
         t = ryzq.quantize(w, layout=layout)
         np.testing.assert_array_equal(out[name], t.data)
@@ -92,11 +107,19 @@ def test_report_is_the_error_of_the_file_as_written(tmp_path, layout, linear_cla
     back, meta = load(restored)
     assert "ryzq" not in meta
     assert set(back) == set(state)
+    described = json.loads(load(dst)[1]["ryzq"])
     for t in report.tensors:
         w = state[t.name]
         assert back[t.name].shape == w.shape
+        if t.name in described.get("divided_biases", {}):
+            # Stored as bias / weight_scale in bf16, multiplied back: bf16 rounding apart.
+            np.testing.assert_allclose(back[t.name], w.astype(np.float32), rtol=2**-7)
+            continue
         if not t.quantized:
-            np.testing.assert_array_equal(back[t.name].view(np.uint8), w.view(np.uint8))
+            # dtype= converts every float tensor, kept ones too; the rest is copied as it is.
+            expected = w.astype(np.float32) if w.dtype.kind == "V" or w.dtype.kind == "f" else w
+            assert back[t.name].dtype == expected.dtype
+            np.testing.assert_array_equal(back[t.name], expected)
             continue
         # The report's numbers are those of the dequantized file, in float64.
         x = w.astype(np.float64)

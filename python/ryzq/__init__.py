@@ -11,11 +11,20 @@ from ryzq.array import (
     METHODS,
     QuantizationStats,
     TernaryTensor,
+    bits_per_value,
+    default_granularity,
     pack,
     quantize,
     unpack,
 )
-from ryzq.files import dequantize_file, quantize_file, quantize_model, read_header
+from ryzq.config import RyzqWarning
+from ryzq.files import (
+    dequantize_file,
+    dequantize_model,
+    quantize_file,
+    quantize_model,
+    read_header,
+)
 from ryzq.gguf import write_gguf
 from ryzq.report import QuantizationReport, TensorReport
 
@@ -26,10 +35,14 @@ __all__ = [
     "QuantizationReport",
     "QuantizationStats",
     "RyzqError",
+    "RyzqWarning",
     "TensorReport",
     "TernaryTensor",
     "__version__",
+    "bits_per_value",
+    "default_granularity",
     "dequantize_file",
+    "dequantize_model",
     "pack",
     "quantize",
     "quantize_file",

@@ -20,9 +20,37 @@ METHODS = ("absmean", "absmax", "optimal")
 GRANULARITIES = ("tensor", "row", "group:N")
 
 
-def default_granularity(layout: str) -> str:
-    """One scale per tensor, except for GGUF blocks, which hold one scale per 256 values."""
-    return "group:256" if layout in BLOCK_LAYOUTS else "tensor"
+def default_granularity(layout: str, method: str = "absmean") -> str:
+    """The granularity ``method`` uses in ``layout`` unless asked otherwise: one scale per
+    tensor (the quantizer BitNet models are trained with; block layouts store it in every
+    block), except absmax in the GGUF block layouts, which is ggml's one scale per block."""
+    return _ryzq.default_granularity(layout, method)
+
+
+def bits_per_value(layout: str) -> float:
+    """Packed bits per weight of ``layout`` (scales kept apart not counted; block scales are),
+    from the layout's own packed size of a tensor every layout takes."""
+    shape = [4, 256 * 160]
+    packed = math.prod(_ryzq.packed_shape(shape, layout))
+    return packed * 8 / math.prod(shape)
+
+
+def _granularity_name(granularity: Any, layout: str, method: str) -> str:
+    """``granularity`` as ryzq names it, or the default of ``method`` in ``layout``."""
+    if granularity is None:
+        return default_granularity(layout, method)
+    if not isinstance(granularity, str):
+        raise RyzqError(f"granularity must be a string such as 'row', got {granularity!r}")
+    return granularity.strip().lower()
+
+
+def _check_threads(threads: Any) -> int | None:
+    """``threads`` as the kernels take it: None (the default) or a positive int."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise RyzqError(f"threads must be a positive number of threads, got {threads!r}")
+    return threads
 
 
 #: The dtypes ryzq reads and writes, by the name it reports them with.
@@ -80,9 +108,11 @@ def _raw_weights(w: Any, dtype: Any) -> tuple[np.ndarray, str, tuple[int, ...]]:
 
 
 def _check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
-    if value not in choices:
+    """``value`` as one of ``choices``; names are case-insensitive, like every name ryzq takes."""
+    name = value.strip().lower() if isinstance(value, str) else value
+    if name not in choices:
         raise RyzqError(f"unknown {what} {value!r}: expected one of {', '.join(choices)}")
-    return value
+    return name
 
 
 @dataclass(frozen=True)
@@ -204,7 +234,7 @@ class TernaryTensor:
             name,
             out.reshape(-1).view(np.uint8),
             simd,
-            threads,
+            _check_threads(threads),
         )
         return out
 
@@ -232,20 +262,22 @@ def quantize(
     layout takes; raw bfloat16 bits can be given as uint16 with ``dtype="bfloat16"``.
     ``method="absmean"`` is BitNet b1.58's quantizer, ``"absmax"`` ggml's (scale = max |w|,
     ties away from zero), ``"optimal"`` the scale and threshold of least squared error.
-    ``granularity`` is ``"tensor"`` (one scale), ``"row"`` (one scale per index of dim 0) or
-    ``"group:N"`` (one per N values of a row); by default ``"tensor"``, and ``"group:256"`` for
-    the GGUF layouts ``tq2_0`` and ``tq1_0``, which store it in blocks. ``simd`` forces a
-    kernel level (``"scalar"``, ``"avx2"``, ``"avx512"``) for this call; by default
+    ``granularity`` is ``"tensor"`` (one scale), ``"row"`` (one scale per index of dim 0; a
+    1-D tensor is one row) or ``"group:N"`` (one per N values of a row). By default it is
+    ``"tensor"``, the quantizer BitNet models are trained with, in every layout (the GGUF
+    layouts ``tq2_0`` and ``tq1_0`` store the tensor's scale in each block), except
+    ``method="absmax"`` in the GGUF layouts: ``"group:256"``, ggml's own quantizer. ``simd``
+    forces a kernel level (``"scalar"``, ``"avx2"``, ``"avx512"``) for this call; by default
     ``RYZQ_SIMD`` or the best the processor has. ``threads`` sets how many threads the kernels
     use (default: ``RYZQ_NUM_THREADS``, else every core); the result never depends on it.
     Raises :class:`RyzqError` on bad input, such as NaN or infinite weights.
     """
     data, name, shape = _raw_weights(w, dtype)
-    _check_choice(layout, LAYOUTS, "layout")
-    _check_choice(method, METHODS, "method")
-    granularity = granularity or default_granularity(layout)
+    layout = _check_choice(layout, LAYOUTS, "layout")
+    method = _check_choice(method, METHODS, "method")
+    granularity = _granularity_name(granularity, layout, method)
     packed, packed_shape, scales, stats = _ryzq.quantize(
-        data, name, list(shape), layout, method, granularity, simd, threads
+        data, name, list(shape), layout, method, granularity, simd, _check_threads(threads)
     )
     return TernaryTensor(
         data=packed.reshape(packed_shape),
@@ -286,11 +318,11 @@ def pack(
     """Pack int8 ternary codes (-1, 0, 1) into ``layout``; returns uint8 in the packed shape.
     The GGUF layouts store a scale in every block of 256 values: give those ``scales``."""
     arr = _as_codes(codes)
-    _check_choice(layout, LAYOUTS, "layout")
+    layout = _check_choice(layout, LAYOUTS, "layout")
     if scales is not None:
         scales = np.ascontiguousarray(scales, dtype=np.float32).reshape(-1)
     packed, packed_shape = _ryzq.pack(
-        arr.reshape(-1), list(arr.shape), layout, scales, simd, threads
+        arr.reshape(-1), list(arr.shape), layout, scales, simd, _check_threads(threads)
     )
     return packed.reshape(packed_shape)
 
@@ -307,7 +339,9 @@ def unpack(
     arr = np.asarray(data)
     if arr.dtype != np.uint8:
         raise RyzqError(f"packed data must be uint8, got {arr.dtype}")
-    _check_choice(layout, LAYOUTS, "layout")
+    layout = _check_choice(layout, LAYOUTS, "layout")
     shape = tuple(int(d) for d in shape)
-    codes = _ryzq.unpack(np.ascontiguousarray(arr).reshape(-1), list(shape), layout, simd, threads)
+    codes = _ryzq.unpack(
+        np.ascontiguousarray(arr).reshape(-1), list(shape), layout, simd, _check_threads(threads)
+    )
     return codes.reshape(shape)

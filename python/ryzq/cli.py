@@ -7,19 +7,24 @@ import json
 import math
 import sys
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import ryzq
-from ryzq.array import BLOCK_LAYOUTS, LAYOUTS, METHODS
+from ryzq.array import BLOCK_LAYOUTS, LAYOUTS, METHODS, bits_per_value
 from ryzq.files import (
+    INDEX,
     LINEAR_CLASSES,
     dequantize_file,
+    dequantize_model,
+    model_shards,
     quantize_file,
     quantize_model,
     read_header,
+    ryzq_description,
 )
-from ryzq.report import _size
+from ryzq.report import _size, display_width, pad, plural
 from ryzq.synthetic import synthesize_checkpoint
 
 
@@ -38,6 +43,8 @@ def _quantize(args: argparse.Namespace) -> int:
         threads=args.threads,
         progress=_show_progress(args),
     )
+    if args.granularity is not None:
+        options["granularity"] = args.granularity
     if Path(args.src).is_dir():
         report = quantize_model(args.src, args.dst, **options)
     else:
@@ -50,25 +57,31 @@ def _quantize(args: argparse.Namespace) -> int:
 
 
 def _dequantize(args: argparse.Namespace) -> int:
-    n = dequantize_file(args.src, args.dst, dtype=args.dtype)
+    options = dict(dtype=args.dtype, threads=args.threads)
+    if Path(args.src).is_dir():
+        n = dequantize_model(args.src, args.dst, **options)
+    else:
+        n = dequantize_file(args.src, args.dst, **options)
     if not args.quiet:
-        print(f"{args.src} -> {args.dst}: {n} tensors dequantized")
+        print(f"{args.src} -> {args.dst}: {plural(n, 'tensor')} dequantized")
     return 0
 
 
-def _inspect(args: argparse.Namespace) -> int:
-    header = read_header(args.file)
+def _inspect_file(path: Path) -> None:
+    header = read_header(path)
     meta = dict(header["metadata"])
-    described = json.loads(meta.pop("ryzq")) if "ryzq" in meta else None
+    described = ryzq_description(path, meta)
+    meta.pop("ryzq", None)
     quantized = described["quantized"] if described else {}
     scales = {q["scale"]: name for name, q in quantized.items() if q.get("scale")}
-    print(f"{args.file}: {len(header['tensors'])} tensors, {_size(header['size'])}")
+    biases = described.get("divided_biases", {}) if described else {}
+    print(f"{path}: {plural(len(header['tensors']), 'tensor')}, {_size(header['size'])}")
     for key, value in sorted(meta.items()):
         print(f"  metadata {key}: {value}")
     if described:
-        print(f"  written by ryzq: {len(quantized)} quantized tensors")
-    width = max((len(t["name"]) for t in header["tensors"]), default=4)
-    print(f"{'name':<{width}}  {'dtype':>5}  {'shape':<16} {'bytes':>11}  stored as")
+        print(f"  written by ryzq: {plural(len(quantized), 'quantized tensor')}")
+    width = max([display_width(t["name"]) for t in header["tensors"]] + [4])
+    print(f"{pad('name', width)}  {'dtype':>5}  {'shape':<16} {'bytes':>11}  stored as")
     for t in header["tensors"]:
         q = quantized.get(t["name"])
         if q:
@@ -79,13 +92,36 @@ def _inspect(args: argparse.Namespace) -> int:
             )
         elif t["name"] in scales:
             how = f"scales of {scales[t['name']]}"
+        elif t["name"] in biases:
+            how = f"divided by the weight_scale of {biases[t['name']]['weight']}"
         else:
             how = "as is"
         shape = str(t["shape"])
         print(
-            f"{t['name']:<{width}}  {t['dtype']:>5}  {shape:<16} "
+            f"{pad(t['name'], width)}  {t['dtype']:>5}  {shape:<16} "
             f"{t['end'] - t['start']:>11,}  {how}"
         )
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if not path.is_dir():
+        _inspect_file(path)
+        return 0
+    shards, index = model_shards(path)
+    config = path / "config.json"
+    print(f"{path}: a model folder, {plural(len(shards), 'safetensors file')}")
+    if index is not None:
+        print(f"  index {INDEX}: {plural(len(index['weight_map']), 'tensor')}")
+    if config.is_file():
+        try:
+            qc = json.loads(config.read_text()).get("quantization_config")
+        except (ValueError, AttributeError):
+            qc = None
+        print(f"  quantization_config: {json.dumps(qc) if qc else 'none'}")
+    for shard in shards:
+        print()
+        _inspect_file(path / shard)
     return 0
 
 
@@ -122,8 +158,8 @@ def _demo(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
         print(
-            f"synthesized a BitNet-style checkpoint: {made['tensors']} tensors, "
-            f"{made['parameters']:,} parameters, {args.dtype}, {_size(made['bytes'])}\n"
+            f"synthesized a BitNet-style checkpoint: {plural(made['tensors'], 'tensor')}, "
+            f"{plural(made['parameters'], 'parameter')}, {args.dtype}, {_size(made['bytes'])}\n"
         )
         rows = []
         blocks_fit = args.hidden % 256 == 0 and args.intermediate % 256 == 0
@@ -137,29 +173,46 @@ def _demo(args: argparse.Namespace) -> int:
             restored = dequantize_file(dst, back)
             ok = restored == len(report.quantized)
             rows.append((layout, report, ok))
-        print("\nverdict")
+        print("\nverdict (absmean, one scale per tensor: the quantizer BitNet models train with)")
         print(
             f"  {'layout':<7} {'bits/w':>6} {'output':>11} {'ratio':>7} {'quantized':>10} "
             f"{'NMSE mean':>10} {'seconds':>8} {'dequantized':>12}"
         )
-        bits = {"bitnet": 2.0, "i2": 2.0, "t1": 1.6, "tq2_0": 66 * 8 / 256, "tq1_0": 54 * 8 / 256}
         for layout, report, ok in rows:
             nmse = report.to_dict()["summary"]["nmse"]["mean"]
             print(
-                f"  {layout:<7} {bits[layout]:>6.2f} {_size(report.file_bytes_out):>11} "
+                f"  {layout:<7} {bits_per_value(layout):>6.2f} {_size(report.file_bytes_out):>11} "
                 f"{report.compression_ratio:>6.2f}x {report.quantized_compression_ratio:>9.2f}x "
                 f"{nmse if nmse is not None else math.nan:>10.4f} {report.seconds:>8.2f} "
                 f"{'ok' if ok else 'FAILED':>12}"
             )
         if not blocks_fit:
             print(f"  ({', '.join(BLOCK_LAYOUTS)}: rows must be multiples of 256 values)")
-        print("\nmethods (layout i2, one scale per tensor): mean NMSE over quantized tensors")
-        for method in METHODS:
+        layout = "tq2_0" if blocks_fit else "i2"
+        print(f"\nmethods (layout {layout}): mean NMSE over quantized tensors")
+        for method, granularity in [
+            ("absmean", "tensor"),
+            ("absmax", ryzq.default_granularity(layout, "absmax")),
+            ("optimal", "tensor"),
+            ("absmean", "group:256" if blocks_fit else "row"),
+        ]:
             report = quantize_file(
-                src, Path(tmp) / f"model.{method}.safetensors", layout="i2", method=method
+                src,
+                Path(tmp) / f"model.{method}.{granularity}.safetensors",
+                layout=layout,
+                method=method,
+                granularity=granularity,
             )
             nmse = report.to_dict()["summary"]["nmse"]["mean"]
-            print(f"  {method:<8} {nmse:.4f}")
+            note = {
+                ("absmean", "tensor"): "the default: reproduces the trained model",
+                ("optimal", "tensor"): "least squared error, not the model's own codes",
+            }.get((method, granularity), "other codes than the model was trained with")
+            print(f"  {method:<8} per {granularity:<10} {nmse:.4f}  {note}")
+        print(
+            "  A BitNet model computes with its training quantizer's codes and scales: a lower\n"
+            "  weight error from another method or granularity is not a better model."
+        )
         if not all(ok for *_, ok in rows):
             print("ryzq: error: a file did not dequantize", file=sys.stderr)
             return 1
@@ -173,7 +226,10 @@ def _demo(args: argparse.Namespace) -> int:
 def _info(_: argparse.Namespace) -> int:
     print(f"ryzq {ryzq.__version__}")
     print(f"SIMD level: {ryzq.simd_level()} (supported: {', '.join(ryzq.simd_levels())})")
-    print(f"layouts: {', '.join(LAYOUTS)}")
+    print("layouts (bits per weight; default granularity of absmean / absmax / optimal):")
+    for layout in LAYOUTS:
+        defaults = " / ".join(ryzq.default_granularity(layout, m) for m in METHODS)
+        print(f"  {layout:<7} {bits_per_value(layout):.4g}  {defaults}")
     return 0
 
 
@@ -200,18 +256,35 @@ def build_parser() -> argparse.ArgumentParser:
     q = commands.add_parser("quantize", help="quantize a .safetensors file or a model folder")
     q.add_argument("src", help="a .safetensors file, or a Hugging Face model folder")
     q.add_argument("dst", help="the output file (or folder, for a model folder)")
-    q.add_argument("--layout", choices=LAYOUTS, default="bitnet")
-    q.add_argument("--method", choices=METHODS, default="absmean")
+    q.add_argument(
+        "--layout",
+        type=str.lower,
+        choices=LAYOUTS,
+        default="bitnet",
+        help="bitnet: transformers' BitNet layout; i2, t1: ryzq's 2-bit and 1.6-bit layouts; "
+        "tq2_0, tq1_0: GGUF's ternary blocks (default: %(default)s)",
+    )
+    q.add_argument(
+        "--method",
+        type=str.lower,
+        choices=METHODS,
+        default="absmean",
+        help="absmean: BitNet b1.58's own quantizer; absmax: ggml's; optimal: least squared "
+        "weight error (default: %(default)s)",
+    )
     q.add_argument(
         "--granularity",
         metavar="G",
-        help="tensor, row or group:N (default: tensor; group:256 for tq2_0 and tq1_0)",
+        help="tensor, row or group:N (default: tensor, the quantizer BitNet models train "
+        "with; group:256 for absmax in tq2_0 and tq1_0, ggml's own)",
     )
     q.add_argument(
         "--linear-class",
+        type=str.lower,
         choices=LINEAR_CLASSES,
         default="bitlinear",
-        help="bitnet layout: store 1/absmean (bitlinear) or absmean (autobitlinear)",
+        help="bitnet layout: store 1/absmean (bitlinear) or absmean (autobitlinear) "
+        "(default: %(default)s)",
     )
     q.add_argument(
         "--include",
@@ -230,19 +303,23 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     q.set_defaults(run=_quantize)
 
-    d = commands.add_parser("dequantize", help="a ryzq-quantized file back to float tensors")
-    d.add_argument("src")
-    d.add_argument("dst")
+    d = commands.add_parser(
+        "dequantize", help="a ryzq-quantized file or model folder back to float tensors"
+    )
+    d.add_argument("src", help="a file or model folder written by ryzq quantize")
+    d.add_argument("dst", help="the output file (or folder, for a model folder)")
     d.add_argument(
         "--dtype",
+        type=str.lower,
         choices=["float32", "float16", "bfloat16"],
-        help="default: each tensor's original dtype",
+        help="write every float tensor in this dtype (default: each tensor's original dtype)",
     )
+    d.add_argument("--threads", type=int, help="threads for the kernels (default: all cores)")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(run=_dequantize)
 
     i = commands.add_parser("inspect", help="tensors, dtypes, layouts, sizes and metadata")
-    i.add_argument("file")
+    i.add_argument("file", help="a .safetensors file or a model folder")
     i.set_defaults(run=_inspect)
 
     s = commands.add_parser("synth", help="write a synthetic BitNet-style checkpoint")
@@ -255,13 +332,20 @@ def build_parser() -> argparse.ArgumentParser:
     _model_shape_args(demo, layers=4, hidden=512, intermediate=1536, vocab=4096, dtype="BF16")
     demo.set_defaults(run=_demo)
 
-    info = commands.add_parser("info", help="version and the SIMD level in use")
+    info = commands.add_parser(
+        "info", help="version, SIMD level in use, layouts and their default granularities"
+    )
     info.set_defaults(run=_info)
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"ryzq: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.showwarning = _show_warning
     try:
         return args.run(args)
     except (ryzq.RyzqError, OSError) as err:

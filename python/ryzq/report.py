@@ -6,6 +6,7 @@ import json
 import math
 import re
 import statistics
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,13 +14,41 @@ from typing import Any
 
 from ryzq.array import QuantizationStats
 
-_LAYER = re.compile(r"(?:^|\.)(?:layers|layer|blocks|block|h)\.(\d+)\.")
+_BLOCK = re.compile(r"^(?:(.*)\.)?(layers|layer|blocks|block|h)\.(\d+)\.")
+
+
+def block_of(name: str) -> tuple[str, int] | None:
+    """The numbered block a tensor belongs to, as (everything before the index, the index):
+    ``model.layers.12.mlp.up_proj.weight`` -> ``("model.layers", 12)``. Towers that number
+    their blocks alike (``vision_tower...layers.0``, ``language_model...layers.0``) differ by
+    the prefix."""
+    m = _BLOCK.match(name)
+    if not m:
+        return None
+    head = f"{m.group(1)}.{m.group(2)}" if m.group(1) else m.group(2)
+    return head, int(m.group(3))
 
 
 def layer_of(name: str) -> int | None:
     """The block index in a tensor name (``model.layers.12.mlp...`` -> 12), if any."""
-    m = _LAYER.search(name)
-    return int(m.group(1)) if m else None
+    block = block_of(name)
+    return block[1] if block else None
+
+
+def plural(n: int, word: str) -> str:
+    """``1 tensor``, ``2 tensors``."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
+def display_width(text: str) -> int:
+    """Columns ``text`` takes in a terminal: wide (CJK) characters take two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def pad(text: str, width: int, align: str = "<") -> str:
+    """``text`` padded to ``width`` terminal columns."""
+    fill = " " * max(width - display_width(text), 0)
+    return text + fill if align == "<" else fill + text
 
 
 def _finite(x: float | None) -> float | None:
@@ -27,10 +56,11 @@ def _finite(x: float | None) -> float | None:
 
 
 def _size(nbytes: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(nbytes) < 1024 or unit == "GiB":
+    """A byte count in decimal units, as the progress bar and the GB/s rates count them."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(nbytes) < 1000 or unit == "GB":
             return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.2f} {unit}"
-        nbytes /= 1024
+        nbytes /= 1000
     raise AssertionError("unreachable")
 
 
@@ -63,6 +93,12 @@ class TensorReport:
     def layer(self) -> int | None:
         return layer_of(self.name)
 
+    @property
+    def block(self) -> str | None:
+        """The numbered block (``model.layers.12``) the tensor belongs to, if any."""
+        block = block_of(self.name)
+        return f"{block[0]}.{block[1]}" if block else None
+
     @classmethod
     def _from_native(cls, d: dict[str, Any]) -> TensorReport:
         return cls(
@@ -87,6 +123,7 @@ class TensorReport:
             "quantized": self.quantized,
             "kept_because": self.kept_because,
             "layer": self.layer,
+            "block": self.block,
             "scale": self.scale,
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
@@ -112,6 +149,8 @@ class GroupReport:
 
     #: block index, or None for tensors outside numbered blocks
     layer: int | None
+    #: the whole block name (``model.layers.12``), or None for tensors outside numbered blocks
+    block: str | None
     tensors: int
     quantized: int
     bytes_in: int
@@ -119,13 +158,14 @@ class GroupReport:
     stats: QuantizationStats
 
     @classmethod
-    def pool(cls, layer: int | None, tensors: list[TensorReport]) -> GroupReport:
+    def pool(cls, block: tuple[str, int] | None, tensors: list[TensorReport]) -> GroupReport:
         stats = [t.stats for t in tensors if t.stats is not None]
         counts: Counter[int] = Counter()
         for s in stats:
             counts.update(s.counts)
         return cls(
-            layer=layer,
+            layer=block[1] if block else None,
+            block=f"{block[0]}.{block[1]}" if block else None,
             tensors=len(tensors),
             quantized=len(stats),
             bytes_in=sum(t.bytes_in for t in tensors),
@@ -142,6 +182,7 @@ class GroupReport:
     def to_dict(self) -> dict[str, Any]:
         d = {
             "layer": self.layer,
+            "block": self.block,
             "tensors": self.tensors,
             "quantized": self.quantized,
             "bytes_in": self.bytes_in,
@@ -179,16 +220,22 @@ class QuantizationReport:
     file_bytes_out: int
     seconds: float
     threads: int
+    #: what the conversion did that is likely not what the model needs
+    warnings: list[str] = field(default_factory=list)
     layers: list[GroupReport] = field(init=False)
     total: GroupReport = field(init=False)
 
     def __post_init__(self) -> None:
-        by_layer: dict[int | None, list[TensorReport]] = {}
+        by_block: dict[tuple[str, int] | None, list[TensorReport]] = {}
         for t in self.tensors:
-            by_layer.setdefault(t.layer, []).append(t)
-        numbered = sorted(k for k in by_layer if k is not None)
-        keys = numbered + ([None] if None in by_layer else [])
-        object.__setattr__(self, "layers", [GroupReport.pool(k, by_layer[k]) for k in keys])
+            by_block.setdefault(block_of(t.name), []).append(t)
+        # Towers in the order they first appear, each tower's blocks by index.
+        towers = list(dict.fromkeys(k[0] for k in by_block if k is not None))
+        numbered = sorted(
+            (k for k in by_block if k is not None), key=lambda k: (towers.index(k[0]), k[1])
+        )
+        keys = numbered + ([None] if None in by_block else [])
+        object.__setattr__(self, "layers", [GroupReport.pool(k, by_block[k]) for k in keys])
         object.__setattr__(self, "total", GroupReport.pool(None, self.tensors))
 
     @classmethod
@@ -208,7 +255,13 @@ class QuantizationReport:
         )
 
     @classmethod
-    def combine(cls, reports: list[QuantizationReport], src: str, dst: str) -> QuantizationReport:
+    def combine(
+        cls,
+        reports: list[QuantizationReport],
+        src: str,
+        dst: str,
+        warnings: list[str] | None = None,
+    ) -> QuantizationReport:
         """One report for several files (the shards of a model)."""
         first = reports[0]
         return cls(
@@ -223,6 +276,9 @@ class QuantizationReport:
             file_bytes_out=sum(r.file_bytes_out for r in reports),
             seconds=sum(r.seconds for r in reports),
             threads=first.threads,
+            warnings=list(
+                dict.fromkeys([*(warnings or []), *(w for r in reports for w in r.warnings)])
+            ),
         )
 
     @property
@@ -264,6 +320,7 @@ class QuantizationReport:
             "granularity": self.granularity,
             "linear_class": self.linear_class if self.layout == "bitnet" else None,
             "threads": self.threads,
+            "warnings": list(self.warnings),
             "summary": {
                 "tensors": len(self.tensors),
                 "quantized_tensors": len(q),
@@ -295,16 +352,18 @@ class QuantizationReport:
         q = self.quantized
         nmse = _spread([t.stats.nmse for t in q if t.stats])
         secs = self.seconds_by_phase
+        ratio = self.quantized_compression_ratio
+        alone = f"quantized tensors alone: {ratio:.2f}x" if q else "no tensor quantized"
         lines = [
             f"ryzq: {self.src} -> {self.dst}",
             f"layout {self.layout}"
             + (f" ({self.linear_class})" if self.layout == "bitnet" else "")
-            + f", method {self.method}, granularity {self.granularity}, {self.threads} threads",
-            f"{len(self.tensors)} tensors ({len(q)} quantized, {len(self.tensors) - len(q)} kept),"
-            f" {self.parameters:,} parameters",
+            + f", method {self.method}, granularity {self.granularity}, "
+            + plural(self.threads, "thread"),
+            f"{plural(len(self.tensors), 'tensor')} ({len(q):,} quantized, "
+            f"{len(self.tensors) - len(q):,} kept), {plural(self.parameters, 'parameter')}",
             f"size {_size(self.file_bytes_in)} -> {_size(self.file_bytes_out)}: "
-            f"{self.compression_ratio:.2f}x (quantized tensors alone: "
-            f"{self.quantized_compression_ratio:.2f}x)",
+            f"{self.compression_ratio:.2f}x ({alone})",
         ]
         if q:
             lines.append(
@@ -319,13 +378,18 @@ class QuantizationReport:
             f"{self.parameters / max(self.seconds, 1e-12) / 1e6:,.0f} Mparam/s"
         )
         lines.append("")
+        towers = {g.block.rsplit(".", 1)[0] for g in self.layers if g.block}
+        labels = [
+            "-" if g.block is None else (g.block if len(towers) > 1 else str(g.layer))
+            for g in self.layers
+        ]
+        width = max([display_width(label) for label in labels] + [len("layer")])
         lines.append(
-            f"{'layer':>6} {'tensors':>8} {'params':>13} {'NMSE':>8} {'SNR dB':>7} "
-            f"{'max err':>9} {'zeros':>6} {'in':>11} {'out':>11}"
+            f"{pad('layer', width, '>')} {'tensors':>8} {'params':>13} {'NMSE':>8} "
+            f"{'SNR dB':>7} {'max err':>9} {'zeros':>6} {'in':>11} {'out':>11}"
         )
-        for g in self.layers:
+        for label, g in zip(labels, self.layers, strict=True):
             s = g.stats
-            label = "-" if g.layer is None else str(g.layer)
             if g.quantized:
                 err = (
                     f"{s.nmse:>8.4f} {s.snr_db:>7.2f} {s.max_abs_error:>9.3g} "
@@ -336,7 +400,7 @@ class QuantizationReport:
             counted = f"{g.quantized}/{g.tensors}"
             params = s.numel if g.quantized else 0
             lines.append(
-                f"{label:>6} {counted:>8} {params:>13,} {err} "
+                f"{pad(label, width, '>')} {counted:>8} {params:>13,} {err} "
                 f"{_size(g.bytes_in):>11} {_size(g.bytes_out):>11}"
             )
         reasons = Counter(t.kept_because for t in self.tensors if not t.quantized)
@@ -345,6 +409,9 @@ class QuantizationReport:
             lines.append("kept as they are:")
             for reason, n in reasons.most_common():
                 lines.append(f"  {n:>4} x {reason}")
+        for warning in self.warnings:
+            lines.append("")
+            lines.append(f"warning: {warning}")
         return "\n".join(lines)
 
     def __str__(self) -> str:

@@ -30,15 +30,41 @@ impl FloatDType {
         }
     }
 
-    /// Accepts numpy names (`float32`) and safetensors names (`F32`).
+    /// Accepts numpy names (`float32`) and safetensors names (`F32`), in any case.
     pub fn parse(name: &str) -> Result<Self> {
-        match name {
-            "float32" | "F32" | "f32" => Ok(FloatDType::F32),
-            "float16" | "F16" | "f16" => Ok(FloatDType::F16),
-            "bfloat16" | "BF16" | "bf16" => Ok(FloatDType::BF16),
+        match name.trim().to_ascii_lowercase().as_str() {
+            "float32" | "f32" => Ok(FloatDType::F32),
+            "float16" | "f16" => Ok(FloatDType::F16),
+            "bfloat16" | "bf16" => Ok(FloatDType::BF16),
             other => Err(Error::InvalidArgument(format!(
                 "unsupported dtype {other:?}: ryzq reads float32, float16 and bfloat16"
             ))),
+        }
+    }
+
+    /// `value` rounded to this type (to nearest, ties to even), as a float32.
+    #[must_use]
+    pub fn round(self, value: f32) -> f32 {
+        match self {
+            FloatDType::F32 => value,
+            FloatDType::F16 => half::f16::from_f32(value).to_f32(),
+            FloatDType::BF16 => half::bf16::from_f32(value).to_f32(),
+        }
+    }
+
+    /// `values` as little-endian bytes of this type, each rounded to nearest, ties to even.
+    #[must_use]
+    pub fn encode(self, values: &[f32]) -> Vec<u8> {
+        match self {
+            FloatDType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            FloatDType::F16 => values
+                .iter()
+                .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                .collect(),
+            FloatDType::BF16 => values
+                .iter()
+                .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+                .collect(),
         }
     }
 }

@@ -48,6 +48,11 @@ pub enum Error {
     #[error("{0}")]
     Shape(String),
 
+    /// A scale that its storage (a float16 block scale, a bf16 `weight_scale`) cannot hold:
+    /// stored, it would become infinite or zero and change every weight it scales.
+    #[error("{0}")]
+    ScaleRange(String),
+
     /// Quantizing NaN or infinity gives no meaningful ternary tensor.
     #[error(
         "{count} non-finite value{plural} (NaN or infinity) in the weights; the first is {value} at index {first}",

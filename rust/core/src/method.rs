@@ -110,8 +110,9 @@ pub enum Method {
 }
 
 impl Method {
+    /// Names are case-insensitive.
     pub fn parse(name: &str) -> Result<Self> {
-        match name {
+        match name.trim().to_ascii_lowercase().as_str() {
             "absmean" => Ok(Method::AbsMean),
             "absmax" => Ok(Method::AbsMax),
             "optimal" => Ok(Method::Optimal),
@@ -145,7 +146,8 @@ impl Method {
 pub enum Granularity {
     /// One scale for the whole tensor.
     Tensor,
-    /// One scale per index of dim 0 (per output channel of a linear layer).
+    /// One scale per index of dim 0 (per output channel of a linear layer); a 1-D tensor is
+    /// one row.
     Row,
     /// One scale per `n` consecutive values of a row (of the last dimension).
     Group(usize),
@@ -164,11 +166,12 @@ impl Granularity {
                 GROUP_SIZES.end()
             ))
         };
-        match name {
+        let lower = name.trim().to_ascii_lowercase();
+        match lower.as_str() {
             "tensor" => Ok(Granularity::Tensor),
             "row" => Ok(Granularity::Row),
             _ => {
-                let n: usize = name
+                let n: usize = lower
                     .strip_prefix("group:")
                     .and_then(|n| n.parse().ok())
                     .ok_or_else(bad)?;
@@ -196,6 +199,8 @@ impl Granularity {
         let numel: usize = shape.iter().product();
         match self {
             Granularity::Tensor => Ok((1, numel)),
+            // A 1-D tensor is one row, as it is for `group:N`.
+            Granularity::Row if shape.len() == 1 => Ok((1, numel)),
             Granularity::Row => Ok((shape[0], numel / shape[0])),
             Granularity::Group(n) => {
                 let row = shape.last().copied().unwrap_or(1);

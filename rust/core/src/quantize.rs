@@ -202,27 +202,73 @@ pub fn group_scales(
         ),
         Method::Optimal => optimal_scales(view, groups, group_len, level),
     }?;
-    store_scales(layout.get(), &mut scales);
+    store_scales(layout.get(), &mut scales)?;
     Ok(scales)
 }
 
-/// Replaces each quantizer's scale by the value `layout` stores.
-fn store_scales(layout: &dyn PackedLayout, quantizers: &mut [TernaryScale]) {
-    let mut scales: Vec<f32> = quantizers.iter().map(|q| q.scale).collect();
-    layout.store_scales(&mut scales);
-    for (q, s) in quantizers.iter_mut().zip(scales) {
+/// Replaces each quantizer's scale by the value `layout` stores; fails where storing it would
+/// change what the codes mean (see [`check_stored_scales`]).
+fn store_scales(layout: &dyn PackedLayout, quantizers: &mut [TernaryScale]) -> Result<()> {
+    let wanted: Vec<f32> = quantizers.iter().map(|q| q.scale).collect();
+    let mut stored = wanted.clone();
+    layout.store_scales(&mut stored);
+    check_stored_scales(&wanted, &stored, "group", || {
+        format!(
+            "the {} layout's float16 block scales; layouts i2 and t1 store float32 scales",
+            layout.name()
+        )
+    })?;
+    for (q, s) in quantizers.iter_mut().zip(stored) {
         q.scale = s;
+    }
+    Ok(())
+}
+
+/// Fails unless every scale, once `stored` in its storage (named by `storage`), is still finite
+/// and, where it was positive, still positive: an infinite or zero stored scale would turn
+/// every weight it scales into infinity or zero.
+pub(crate) fn check_stored_scales(
+    wanted: &[f32],
+    stored: &[f32],
+    unit: &str,
+    storage: impl FnOnce() -> String,
+) -> Result<()> {
+    let bad = wanted
+        .iter()
+        .zip(stored)
+        .position(|(&w, &s)| !w.is_finite() || !s.is_finite() || (w != 0.0 && s == 0.0));
+    match bad {
+        None => Ok(()),
+        Some(i) => {
+            let (w, s) = (wanted[i], stored[i]);
+            let what = if wanted.len() == 1 {
+                "the scale".to_owned()
+            } else {
+                format!("the scale of {unit} {i}")
+            };
+            let became = if w.is_finite() {
+                format!(", which becomes {s} there")
+            } else {
+                String::new()
+            };
+            Err(Error::ScaleRange(format!(
+                "{what} is {w}{became}: it does not fit {}",
+                storage()
+            )))
+        }
     }
 }
 
-/// Refuses a granularity the layout cannot store: layouts with a scale in every block take
-/// one scale per block.
+/// Refuses a granularity the layout cannot store: a layout with a scale in every block takes
+/// any granularity whose groups are whole blocks (one per tensor, per row, or `group:N` with
+/// `N` a multiple of the block), and stores each group's scale in each of its blocks.
 pub fn check_granularity(layout: Layout, granularity: Granularity) -> Result<()> {
-    match layout.get().block() {
-        Some(block) if granularity != Granularity::Group(block) => {
+    match (layout.get().block(), granularity) {
+        (Some(block), Granularity::Group(n)) if !n.is_multiple_of(block) => {
             Err(Error::InvalidArgument(format!(
-                "the {} layout stores one scale per block of {block} values: use granularity \
-                 group:{block}, not {}",
+                "the {} layout stores a scale in every block of {block} values, so its groups \
+                 must be whole blocks: use granularity tensor, row or group:N with N a multiple \
+                 of {block}, not {}",
                 layout.name(),
                 granularity.name()
             )))
@@ -252,7 +298,7 @@ pub fn quantize(view: &TensorView<'_>, opts: &QuantizeOptions) -> Result<Quantiz
             let x = view.raw(groups.start * group_len..groups.end * group_len);
             let mut scales = tile_group_scales(opts.method, opts.level, x, group_len)
                 .ok_or_else(|| view.non_finite_error())?;
-            store_scales(layout, &mut scales);
+            store_scales(layout, &mut scales)?;
             Ok(scales)
         };
         return quantize_tiles(
@@ -315,7 +361,7 @@ fn quantize_tiles(
     let layout = layout.get();
     let packed_shape = layout.packed_shape(view.shape())?;
     let (groups, group_len) = granularity.groups(view.shape())?;
-    let in_blocks = layout.block().is_some();
+    let block = layout.block();
     let mut packed = vec![0u8; packed_shape.iter().product()];
     let mut stored = vec![0f32; groups];
     let stored_out = DisjointOut::new(&mut stored);
@@ -326,8 +372,8 @@ fn quantize_tiles(
             .par_iter()
             .zip(outs)
             .map_init(
-                || (Vec::new(), Vec::new(), Vec::new()),
-                |(codes, tile_scales, tile_groups), (tile, out)| {
+                || (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
+                |(codes, tile_scales, tile_groups, block_scales), (tile, out)| {
                     codes.resize(tile.values.len(), 0i8);
                     tile_scales.clear();
                     let mut stats = ErrorStats::default();
@@ -364,7 +410,21 @@ fn quantize_tiles(
                             stats.merge(&ternarize(level, x, s.inv, s.scale, ties, &mut codes[at]));
                         }
                     }
-                    let scales_for_pack: &[f32] = if in_blocks { tile_scales } else { &[] };
+                    let scales_for_pack: &[f32] = match block {
+                        None => &[],
+                        Some(block) if block == group_len => tile_scales,
+                        Some(block) => {
+                            // Groups of whole blocks: each block stores its group's scale.
+                            block_scales.clear();
+                            block_scales.extend(
+                                tile.values
+                                    .clone()
+                                    .step_by(block)
+                                    .map(|v| tile_scales[v / group_len - first_group]),
+                            );
+                            block_scales
+                        }
+                    };
                     let valid = layout.pack(level, tile.part, codes, scales_for_pack, out);
                     debug_assert!(valid, "ternarize only writes -1, 0 and 1");
                     Ok(stats)
@@ -423,6 +483,9 @@ pub fn pack(
             }
             let mut stored = scales.to_vec();
             layout.store_scales(&mut stored);
+            check_stored_scales(scales, &stored, "block", || {
+                format!("the {name} layout's float16 block scales")
+            })?;
             stored
         }
         (Some(block), None) => {

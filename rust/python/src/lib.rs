@@ -256,7 +256,7 @@ fn file_report_dict<'py>(py: Python<'py>, r: &FileReport) -> PyResult<Bound<'py,
 /// Quantizes a safetensors file; returns the report as a dict. `progress(done, total, bytes)`
 /// is called after each tensor; Ctrl-C stops the work and leaves nothing behind.
 #[pyfunction]
-#[pyo3(signature = (src, dst, layout, method, granularity, linear_class, include, exclude, threads=None, progress=None, simd=None))]
+#[pyo3(signature = (src, dst, layout, method, granularity, linear_class, include, exclude, threads=None, progress=None, simd=None, companions=Vec::new()))]
 #[allow(clippy::too_many_arguments)]
 fn quantize_file<'py>(
     py: Python<'py>,
@@ -271,6 +271,7 @@ fn quantize_file<'py>(
     threads: Option<usize>,
     progress: Option<Py<PyAny>>,
     simd: Option<&str>,
+    companions: Vec<PathBuf>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let opts = FileOptions {
         layout: Layout::parse(layout).map_err(to_py)?,
@@ -280,6 +281,7 @@ fn quantize_file<'py>(
         selection: Selection::new(&include, &exclude).map_err(to_py)?,
         level: SimdLevel::resolve(simd).map_err(to_py)?,
         threads,
+        companions,
     };
     let mut raised: Option<PyErr> = None;
     let result = py.detach(|| {
@@ -307,18 +309,27 @@ fn quantize_file<'py>(
 
 /// Dequantizes a file written by `quantize_file`; returns how many tensors were dequantized.
 #[pyfunction]
-#[pyo3(signature = (src, dst, dtype=None, simd=None))]
+#[pyo3(signature = (src, dst, dtype=None, simd=None, threads=None))]
 fn dequantize_file(
     py: Python<'_>,
     src: PathBuf,
     dst: PathBuf,
     dtype: Option<&str>,
     simd: Option<&str>,
+    threads: Option<usize>,
 ) -> PyResult<usize> {
     let dtype = dtype.map(FloatDType::parse).transpose().map_err(to_py)?;
     let level = SimdLevel::resolve(simd).map_err(to_py)?;
-    py.detach(|| ryzq_core::file::dequantize_file(&src, &dst, dtype, level))
+    py.detach(|| ryzq_core::file::dequantize_file(&src, &dst, dtype, level, threads))
         .map_err(to_py)
+}
+
+/// The granularity `method` uses in `layout` unless asked otherwise.
+#[pyfunction]
+fn default_granularity(layout: &str, method: &str) -> PyResult<String> {
+    let layout = Layout::parse(layout).map_err(to_py)?;
+    let method = Method::parse(method).map_err(to_py)?;
+    Ok(layout.default_granularity(method).name())
 }
 
 /// The validated header of a safetensors file: size, `__metadata__`, and each tensor's name,
@@ -425,6 +436,7 @@ fn _ryzq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(quantize_file, m)?)?;
     m.add_function(wrap_pyfunction!(dequantize_file, m)?)?;
     m.add_function(wrap_pyfunction!(read_header, m)?)?;
+    m.add_function(wrap_pyfunction!(default_granularity, m)?)?;
     m.add_class::<SafetensorsFileWriter>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

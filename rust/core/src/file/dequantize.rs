@@ -16,9 +16,21 @@ use crate::layout::Layout;
 use crate::method::Granularity;
 use crate::simd::SimdLevel;
 
-/// Dequantizes `src` into `dst`, every quantized tensor in `dtype` or, by default, its
-/// original dtype. Returns the number of tensors dequantized.
+/// Dequantizes `src` into `dst`, each quantized tensor in its original dtype. With `dtype`,
+/// every float tensor of the output (kept ones too) is written in `dtype`, so the output is a
+/// checkpoint of one float type. Biases stored divided by their weight's scale (for
+/// `AutoBitLinear`) are multiplied back. Returns the number of tensors dequantized.
 pub fn dequantize_file(
+    src: &Path,
+    dst: &Path,
+    dtype: Option<FloatDType>,
+    level: SimdLevel,
+    threads: Option<usize>,
+) -> Result<usize> {
+    crate::threads::run(threads, || dequantize_in_pool(src, dst, dtype, level))?.0
+}
+
+fn dequantize_in_pool(
     src: &Path,
     dst: &Path,
     dtype: Option<FloatDType>,
@@ -59,7 +71,10 @@ pub fn dequantize_file(
             }
             None => OutputTensor {
                 name: t.name.clone(),
-                dtype: t.dtype,
+                dtype: match (dtype, float_dtype(t.dtype)) {
+                    (Some(wanted), Some(_)) => safetensors_dtype(wanted),
+                    _ => t.dtype,
+                },
                 shape: t.shape.clone(),
             },
         };
@@ -73,15 +88,35 @@ pub fn dequantize_file(
     let mut count = 0;
     for out in &outputs {
         let t = checkpoint.tensor(&out.name).expect("planned from the file");
+        let err = |e: Error| e.in_file(src, Some(&t.name));
         let Some(q) = description.quantized.get(&t.name) else {
-            writer.write(&t.name, checkpoint.bytes(t))?;
+            let bytes = checkpoint.bytes(t);
+            let bias = description.divided_biases.get(&t.name);
+            match float_dtype(t.dtype) {
+                Some(from) if bias.is_some() || out.dtype != t.dtype => {
+                    let factor = bias.map(|b| b.divisor);
+                    let to = float_dtype(out.dtype).expect("a float output");
+                    writer.write(&t.name, &convert_float(level, from, to, bytes, factor))?;
+                }
+                _ => writer.write(&t.name, bytes)?,
+            }
             checkpoint.release(t);
             continue;
         };
-        let err = |e: Error| e.in_file(src, Some(&t.name));
         let layout = Layout::parse(&q.layout).map_err(err)?;
+        let mut granularity = Granularity::parse(&q.granularity).map_err(err)?;
         let stored = match &q.scale {
-            None => layout.get().block_scales(checkpoint.bytes(t)),
+            None => {
+                // The blocks hold the scales: dequantize with each block's own, as readers do.
+                let block = layout.get().block().ok_or_else(|| {
+                    err(Error::Format(format!(
+                        "the {} layout keeps its scales apart, but no scale tensor is named",
+                        layout.name()
+                    )))
+                })?;
+                granularity = Granularity::Group(block);
+                layout.get().block_scales(checkpoint.bytes(t))
+            }
             Some(name) => {
                 let scale_tensor = checkpoint.tensor(name).ok_or_else(|| {
                     err(Error::Format(format!(
@@ -108,7 +143,6 @@ pub fn dequantize_file(
             ScaleConvention::Multiply => stored,
             ScaleConvention::Divide => stored.iter().map(|s| 1.0 / s).collect(),
         };
-        let granularity = Granularity::parse(&q.granularity).map_err(err)?;
         let out_dtype = float_dtype(out.dtype).expect("a float output");
         let bytes = crate::dequantize(
             checkpoint.bytes(t),
@@ -126,4 +160,23 @@ pub fn dequantize_file(
     }
     writer.finish()?;
     Ok(count)
+}
+
+/// `bytes` of a `from` tensor as `to`, each value multiplied by `factor` (if any) in float32
+/// and rounded to nearest.
+fn convert_float(
+    level: SimdLevel,
+    from: FloatDType,
+    to: FloatDType,
+    bytes: &[u8],
+    factor: Option<f32>,
+) -> Vec<u8> {
+    let mut values = vec![0f32; bytes.len() / from.size()];
+    widen(level, from, bytes, &mut values);
+    if let Some(factor) = factor {
+        for v in &mut values {
+            *v *= factor;
+        }
+    }
+    to.encode(&values)
 }

@@ -34,13 +34,23 @@ pub struct QuantizedTensor {
     pub scale_convention: ScaleConvention,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RyzqMetadata {
     pub version: u32,
     /// transformers' layer class the `bitnet` layout's scales were written for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub linear_class: Option<String>,
     pub quantized: BTreeMap<String, QuantizedTensor>,
+    /// Biases stored divided by their weight's scale (for transformers' `AutoBitLinear`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub divided_biases: BTreeMap<String, DividedBias>,
+}
+
+/// A bias stored as `bias / divisor`: `divisor` is the stored scale of `weight`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DividedBias {
+    pub weight: String,
+    pub divisor: f32,
 }
 
 impl RyzqMetadata {

@@ -2,21 +2,23 @@
 //! a time, with a report of what happened to every tensor.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use safetensors::Dtype;
 
 use crate::dtype::FloatDType;
 use crate::error::{Error, Result};
-use crate::file::metadata::{self, QuantizedTensor, RyzqMetadata, ScaleConvention};
+use crate::file::metadata::{self, DividedBias, QuantizedTensor, RyzqMetadata, ScaleConvention};
 use crate::file::reader::{Checkpoint, StoredTensor};
 use crate::file::report::{FileReport, TensorReport};
 use crate::file::select::{Decision, Selection};
 use crate::file::writer::{OutputTensor, SafetensorsWriter};
 use crate::file::{dtype_name, float_dtype};
+use crate::kernels::widen::widen;
 use crate::layout::Layout;
 use crate::method::{Granularity, Method, TernaryScale};
+use crate::quantize::check_stored_scales;
 use crate::simd::SimdLevel;
 use crate::tensor::TensorView;
 use crate::{group_scales, quantize_with_scales};
@@ -32,7 +34,7 @@ pub enum LinearClass {
 
 impl LinearClass {
     pub fn parse(name: &str) -> Result<Self> {
-        match name {
+        match name.trim().to_ascii_lowercase().as_str() {
             "bitlinear" => Ok(LinearClass::BitLinear),
             "autobitlinear" => Ok(LinearClass::AutoBitLinear),
             other => Err(Error::InvalidArgument(format!(
@@ -60,6 +62,9 @@ pub struct FileOptions {
     pub level: SimdLevel,
     /// Threads for the kernels; `None`: `RYZQ_NUM_THREADS`, else every core.
     pub threads: Option<usize>,
+    /// The other files of the same model (the shards of a folder), where the weight of a bias
+    /// in this file may be.
+    pub companions: Vec<PathBuf>,
 }
 
 /// The name under which the scales of quantized tensor `name` are stored.
@@ -85,28 +90,18 @@ enum Plan {
         scale: Option<ScaleStorage>,
     },
     Keep(String),
+    /// The bias of a weight written for transformers' `AutoBitLinear`, which computes
+    /// `linear(x, codes, bias) * weight_scale`: it is stored as `bias / weight_scale` (the
+    /// `divisor`, the weight's scale as stored) so that the layer adds the original bias.
+    DivideBias {
+        weight: String,
+        divisor: f32,
+    },
 }
 
-fn round_to(dtype: Dtype, value: f32) -> f32 {
-    match dtype {
-        Dtype::BF16 => half::bf16::from_f32(value).to_f32(),
-        Dtype::F16 => half::f16::from_f32(value).to_f32(),
-        _ => value,
-    }
-}
-
-fn encode(dtype: Dtype, values: &[f32]) -> Vec<u8> {
-    match dtype {
-        Dtype::BF16 => values
-            .iter()
-            .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
-            .collect(),
-        Dtype::F16 => values
-            .iter()
-            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
-            .collect(),
-        _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-    }
+/// The float type of a scale's or a bias's storage.
+fn stored_type(dtype: Dtype) -> FloatDType {
+    float_dtype(dtype).expect("scales and biases are stored as floats")
 }
 
 /// The values to store for `scales`, and the scales adjusted to what the stored values mean
@@ -116,19 +111,25 @@ fn stored_scales(storage: &ScaleStorage, scales: &mut [TernaryScale]) -> Result<
     for s in scales.iter_mut() {
         let value = match storage.convention {
             ScaleConvention::Divide => {
-                let inv = round_to(storage.dtype, s.inv);
-                if !inv.is_finite() {
-                    return Err(Error::InvalidArgument(format!(
-                        "its weight_scale 1/absmean = {} overflows {:?}; use linear_class \
-                         autobitlinear, which stores absmean",
-                        s.inv, storage.dtype
-                    )));
-                }
+                let inv = stored_type(storage.dtype).round(s.inv);
+                check_stored_scales(&[s.inv], &[inv], "group", || {
+                    format!(
+                        "a {:?} weight_scale, which holds 1/absmean for linear_class bitlinear; \
+                         linear_class autobitlinear stores absmean instead",
+                        storage.dtype
+                    )
+                })?;
                 s.scale = 1.0 / inv;
                 inv
             }
             ScaleConvention::Multiply => {
-                let scale = round_to(storage.dtype, s.scale);
+                let scale = stored_type(storage.dtype).round(s.scale);
+                check_stored_scales(&[s.scale], &[scale], "group", || {
+                    format!(
+                        "a {:?} weight_scale; layouts i2 and t1 store float32 scales",
+                        storage.dtype
+                    )
+                })?;
                 s.scale = scale;
                 scale
             }
@@ -136,6 +137,128 @@ fn stored_scales(storage: &ScaleStorage, scales: &mut [TernaryScale]) -> Result<
         stored.push(value);
     }
     Ok(stored)
+}
+
+/// The scale stored for a weight with one scale per tensor, computed from the weight alone
+/// (the bias of an `AutoBitLinear` layer is divided by it).
+fn stored_weight_scale(
+    checkpoint: &Checkpoint,
+    t: &StoredTensor,
+    storage: &ScaleStorage,
+    opts: &FileOptions,
+) -> Result<f32> {
+    let dtype = float_dtype(t.dtype).expect("planned for float tensors");
+    let view = TensorView::new(checkpoint.bytes(t), dtype, &t.shape)?;
+    let mut scales = group_scales(
+        &view,
+        opts.layout,
+        opts.method,
+        opts.granularity,
+        opts.level,
+    )?;
+    let stored = stored_scales(storage, &mut scales)?;
+    checkpoint.release(t);
+    Ok(stored[0])
+}
+
+/// The plan for a bias whose weight is quantized for `AutoBitLinear`, or `None` for any other
+/// tensor. The weight is looked for in `checkpoint`, then in the other files of the model.
+fn bias_plan(
+    checkpoint: &Checkpoint,
+    t: &StoredTensor,
+    opts: &FileOptions,
+) -> Result<Option<Plan>> {
+    let Some(base) = t.name.strip_suffix(".bias") else {
+        return Ok(None);
+    };
+    if (opts.layout, opts.linear_class) != (Layout::Bitnet, LinearClass::AutoBitLinear) {
+        return Ok(None);
+    }
+    let weight_name = format!("{base}.weight");
+    let mut found = checkpoint.tensor(&weight_name).map(|w| (None, w.clone()));
+    if found.is_none() {
+        for path in &opts.companions {
+            let other = Checkpoint::open(path)?;
+            if let Some(w) = other.tensor(&weight_name) {
+                let w = w.clone();
+                found = Some((Some(other), w));
+                break;
+            }
+        }
+    }
+    let Some((elsewhere, weight)) = found else {
+        return Ok(None);
+    };
+    let source = elsewhere.as_ref().unwrap_or(checkpoint);
+    let in_source = |e: Error| e.in_file(source.path(), Some(&weight.name));
+    let Plan::Quantize {
+        scale: Some(storage),
+        ..
+    } = plan(&weight, opts).map_err(in_source)?
+    else {
+        return Ok(None);
+    };
+    if float_dtype(t.dtype).is_none() || t.shape != weight.shape[..1] {
+        return Err(Error::Format(format!(
+            "the bias of {weight_name:?} (shape {:?}) must be a float tensor of shape [{}] to \
+             be stored for autobitlinear, which divides it by the weight's scale; it is {:?} \
+             of shape {:?}",
+            weight.shape, weight.shape[0], t.dtype, t.shape
+        )));
+    }
+    let divisor = stored_weight_scale(source, &weight, &storage, opts).map_err(in_source)?;
+    Ok(Some(Plan::DivideBias {
+        weight: weight_name,
+        divisor,
+    }))
+}
+
+/// `bias / divisor`, rounded to the bias's own dtype.
+fn divide_bias(level: SimdLevel, t: &StoredTensor, bytes: &[u8], divisor: f32) -> Result<Vec<u8>> {
+    let dtype = float_dtype(t.dtype).expect("planned for float biases");
+    let mut values = vec![0f32; t.numel()];
+    widen(level, dtype, bytes, &mut values);
+    for v in &mut values {
+        *v /= divisor;
+    }
+    let stored: Vec<f32> = values.iter().map(|&v| dtype.round(v)).collect();
+    if let Some(i) = stored.iter().position(|v| !v.is_finite()) {
+        return Err(Error::ScaleRange(format!(
+            "value {i} divided by its weight's scale {divisor} is {}, which {:?} cannot hold \
+             (autobitlinear stores the bias divided by weight_scale); use linear_class \
+             bitlinear, which stores the bias as it is",
+            values[i], t.dtype
+        )));
+    }
+    Ok(dtype.encode(&stored))
+}
+
+/// Refuses a file that is already packed: reading packed checkpoints is not supported yet,
+/// and quantizing packed bytes as if they were weights would lose the model.
+fn refuse_packed(checkpoint: &Checkpoint) -> Result<()> {
+    if checkpoint.metadata().contains_key(metadata::KEY) {
+        return Err(Error::Format(
+            "this file was written by ryzq and is already packed; ryzq does not read packed \
+             checkpoints yet: quantize the original weights, or dequantize this file first \
+             (ryzq dequantize)"
+                .into(),
+        ));
+    }
+    let packed = checkpoint.tensors().iter().find(|t| {
+        t.dtype == Dtype::U8
+            && t.name.ends_with(".weight")
+            && checkpoint.tensor(&format!("{}_scale", t.name)).is_some()
+    });
+    if let Some(t) = packed {
+        return Err(Error::Format(format!(
+            "tensor {:?} is uint8 with a {:?} beside it: this checkpoint is already packed in \
+             transformers' BitNet layout, which ryzq does not read yet; quantize the original \
+             weights",
+            t.name,
+            format!("{}_scale", t.name)
+        )));
+    }
+    Ok(())
 }
 
 fn plan(tensor: &StoredTensor, opts: &FileOptions) -> Result<Plan> {
@@ -230,6 +353,7 @@ pub fn quantize_file(
     check_distinct(src, dst)?;
     let threads = crate::threads::resolve(opts.threads)?;
     let checkpoint = Checkpoint::open(src)?;
+    refuse_packed(&checkpoint).map_err(|e| e.in_file(src, None))?;
     let in_file = |e: Error, t: &StoredTensor| e.in_file(src, Some(&t.name));
 
     let mut plans = Vec::with_capacity(checkpoint.tensors().len());
@@ -240,7 +364,10 @@ pub fn quantize_file(
         ..RyzqMetadata::default()
     };
     for t in checkpoint.tensors() {
-        let plan = plan(t, opts).map_err(|e| in_file(e, t))?;
+        let plan = match bias_plan(&checkpoint, t, opts).map_err(|e| in_file(e, t))? {
+            Some(bias) => bias,
+            None => plan(t, opts).map_err(|e| in_file(e, t))?,
+        };
         match &plan {
             Plan::Quantize {
                 packed_shape,
@@ -288,11 +415,22 @@ pub fn quantize_file(
                     },
                 );
             }
-            Plan::Keep(_) => outputs.push(OutputTensor {
-                name: t.name.clone(),
-                dtype: t.dtype,
-                shape: t.shape.clone(),
-            }),
+            Plan::Keep(_) | Plan::DivideBias { .. } => {
+                if let Plan::DivideBias { weight, divisor } = &plan {
+                    description.divided_biases.insert(
+                        t.name.clone(),
+                        DividedBias {
+                            weight: weight.clone(),
+                            divisor: *divisor,
+                        },
+                    );
+                }
+                outputs.push(OutputTensor {
+                    name: t.name.clone(),
+                    dtype: t.dtype,
+                    shape: t.shape.clone(),
+                });
+            }
         }
         plans.push(plan);
     }
@@ -307,81 +445,10 @@ pub fn quantize_file(
 
     let total = plans.len();
     let mut reports = Vec::with_capacity(total);
-    for (i, (t, plan)) in checkpoint.tensors().iter().zip(&plans).enumerate() {
-        let t0 = Instant::now();
-        if matches!(plan, Plan::Quantize { .. }) {
-            checkpoint.prefault(t);
-        }
-        let t1 = Instant::now();
-        let bytes = checkpoint.bytes(t);
-        let mut report = TensorReport {
-            name: t.name.clone(),
-            dtype: dtype_name(t.dtype),
-            shape: t.shape.clone(),
-            kept_because: None,
-            scale: None,
-            stats: None,
-            bytes_in: bytes.len() as u64,
-            bytes_out: bytes.len() as u64,
-            read_seconds: (t1 - t0).as_secs_f64(),
-            quantize_seconds: 0.0,
-            write_seconds: 0.0,
-        };
-        match plan {
-            Plan::Keep(reason) => {
-                report.kept_because = Some(reason.clone());
-                writer.copy_from(
-                    &t.name,
-                    checkpoint.file(),
-                    t.range.start as u64,
-                    bytes.len(),
-                )?;
-                report.write_seconds = t1.elapsed().as_secs_f64();
-            }
-            Plan::Quantize { scale, .. } => {
-                let dtype: FloatDType = float_dtype(t.dtype).expect("planned for float tensors");
-                let view = TensorView::new(bytes, dtype, &t.shape).map_err(|e| in_file(e, t))?;
-                let work = || -> Result<_> {
-                    let mut scales = group_scales(
-                        &view,
-                        opts.layout,
-                        opts.method,
-                        opts.granularity,
-                        opts.level,
-                    )?;
-                    let stored = match scale {
-                        Some(scale) => stored_scales(scale, &mut scales)?,
-                        None => Vec::new(),
-                    };
-                    let q = quantize_with_scales(
-                        &view,
-                        opts.layout,
-                        opts.granularity,
-                        opts.method.ties(),
-                        &scales,
-                        opts.level,
-                    )?;
-                    Ok((stored, q))
-                };
-                let (stored, q) = crate::threads::run(threads, work)?
-                    .0
-                    .map_err(|e| in_file(e, t))?;
-                let t2 = Instant::now();
-                writer.write(&t.name, &q.packed)?;
-                let mut scale_bytes = Vec::new();
-                if let Some(scale) = scale {
-                    scale_bytes = encode(scale.dtype, &stored);
-                    writer.write(&scale.name, &scale_bytes)?;
-                }
-                report.quantize_seconds = (t2 - t1).as_secs_f64();
-                report.write_seconds = t2.elapsed().as_secs_f64();
-                report.bytes_out = (q.packed.len() + scale_bytes.len()) as u64;
-                report.scale = (q.scales.len() == 1).then(|| q.scales[0]);
-                report.stats = Some(q.stats);
-            }
-        }
-        checkpoint.release(t);
-        progress(&report, i + 1, total)?;
+    for (t, plan) in checkpoint.tensors().iter().zip(&plans) {
+        let report = convert_tensor(&checkpoint, t, plan, opts, threads, &mut writer)
+            .map_err(|e| in_file(e, t))?;
+        progress(&report, reports.len() + 1, total)?;
         reports.push(report);
     }
     let file_bytes_out = writer.size();
@@ -399,6 +466,101 @@ pub fn quantize_file(
         seconds: start.elapsed().as_secs_f64(),
         threads: threads.unwrap_or_else(rayon::current_num_threads),
     })
+}
+
+/// Reads, converts and writes one tensor as planned; returns its report.
+fn convert_tensor(
+    checkpoint: &Checkpoint,
+    t: &StoredTensor,
+    plan: &Plan,
+    opts: &FileOptions,
+    threads: Option<usize>,
+    writer: &mut SafetensorsWriter,
+) -> Result<TensorReport> {
+    let t0 = Instant::now();
+    if matches!(plan, Plan::Quantize { .. }) {
+        checkpoint.prefault(t);
+    }
+    let t1 = Instant::now();
+    let bytes = checkpoint.bytes(t);
+    let mut report = TensorReport {
+        name: t.name.clone(),
+        dtype: dtype_name(t.dtype),
+        shape: t.shape.clone(),
+        kept_because: None,
+        scale: None,
+        stats: None,
+        bytes_in: bytes.len() as u64,
+        bytes_out: bytes.len() as u64,
+        read_seconds: (t1 - t0).as_secs_f64(),
+        quantize_seconds: 0.0,
+        write_seconds: 0.0,
+    };
+    match plan {
+        Plan::Keep(reason) => {
+            report.kept_because = Some(reason.clone());
+            writer.copy_from(
+                &t.name,
+                checkpoint.file(),
+                t.range.start as u64,
+                bytes.len(),
+            )?;
+            report.write_seconds = t1.elapsed().as_secs_f64();
+        }
+        Plan::DivideBias { divisor, .. } => {
+            report.kept_because = Some(
+                "a bias of an autobitlinear layer: stored divided by its weight's weight_scale, \
+                 since the layer multiplies its sum, bias included, by that scale"
+                    .into(),
+            );
+            let divided = divide_bias(opts.level, t, bytes, *divisor)?;
+            let t2 = Instant::now();
+            writer.write(&t.name, &divided)?;
+            report.quantize_seconds = (t2 - t1).as_secs_f64();
+            report.write_seconds = t2.elapsed().as_secs_f64();
+        }
+        Plan::Quantize { scale, .. } => {
+            let dtype: FloatDType = float_dtype(t.dtype).expect("planned for float tensors");
+            let view = TensorView::new(bytes, dtype, &t.shape)?;
+            let work = || -> Result<_> {
+                let mut scales = group_scales(
+                    &view,
+                    opts.layout,
+                    opts.method,
+                    opts.granularity,
+                    opts.level,
+                )?;
+                let stored = match scale {
+                    Some(scale) => stored_scales(scale, &mut scales)?,
+                    None => Vec::new(),
+                };
+                let q = quantize_with_scales(
+                    &view,
+                    opts.layout,
+                    opts.granularity,
+                    opts.method.ties(),
+                    &scales,
+                    opts.level,
+                )?;
+                Ok((stored, q))
+            };
+            let (stored, q) = crate::threads::run(threads, work)?.0?;
+            let t2 = Instant::now();
+            writer.write(&t.name, &q.packed)?;
+            let mut scale_bytes = Vec::new();
+            if let Some(scale) = scale {
+                scale_bytes = stored_type(scale.dtype).encode(&stored);
+                writer.write(&scale.name, &scale_bytes)?;
+            }
+            report.quantize_seconds = (t2 - t1).as_secs_f64();
+            report.write_seconds = t2.elapsed().as_secs_f64();
+            report.bytes_out = (q.packed.len() + scale_bytes.len()) as u64;
+            report.scale = (q.scales.len() == 1).then(|| q.scales[0]);
+            report.stats = Some(q.stats);
+        }
+    }
+    checkpoint.release(t);
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 use std::ops::Range;
 
 use crate::error::{Error, Result};
+use crate::method::{Granularity, Method};
 use crate::simd::SimdLevel;
 
 pub mod bitnet;
@@ -109,10 +110,12 @@ impl Layout {
         Layout::Tq1_0,
     ];
 
+    /// Names are case-insensitive, like every name ryzq takes.
     pub fn parse(name: &str) -> Result<Self> {
+        let wanted = name.trim().to_ascii_lowercase();
         Self::ALL
             .into_iter()
-            .find(|l| l.name() == name)
+            .find(|l| l.name() == wanted)
             .ok_or_else(|| {
                 Error::InvalidArgument(format!(
                     "unknown layout {name:?}: expected one of bitnet, i2, t1, tq2_0, tq1_0"
@@ -123,6 +126,19 @@ impl Layout {
     #[must_use]
     pub fn name(self) -> &'static str {
         self.get().name()
+    }
+
+    /// The granularity `method` uses in this layout unless asked otherwise: the quantizer the
+    /// method comes from. BitNet b1.58 models are trained with one absmean scale per weight
+    /// matrix, so absmean (and optimal) are per tensor in every layout, block layouts storing
+    /// the tensor's scale in each block; absmax is ggml's per-block quantizer where the layout
+    /// has blocks, per tensor elsewhere.
+    #[must_use]
+    pub fn default_granularity(self, method: Method) -> Granularity {
+        match (method, self.get().block()) {
+            (Method::AbsMax, Some(block)) => Granularity::Group(block),
+            _ => Granularity::Tensor,
+        }
     }
 
     #[must_use]
