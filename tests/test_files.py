@@ -21,6 +21,16 @@ def load(path):
 
 LINEAR = "model.layers.1.self_attn.q_proj.weight"
 
+#: The granularity each layout is quantized with here, given rather than left to the default:
+#: one scale per tensor, except for GGUF's blocks, one scale per block of 256 values.
+GRANULARITY = {
+    "bitnet": "tensor",
+    "i2": "tensor",
+    "t1": "tensor",
+    "tq2_0": "group:256",
+    "tq1_0": "group:256",
+}
+
 
 @pytest.mark.parametrize("dtype", ["F32", "F16", "BF16"])
 @pytest.mark.parametrize(
@@ -30,14 +40,20 @@ LINEAR = "model.layers.1.self_attn.q_proj.weight"
         ("bitnet", "autobitlinear"),
         ("i2", "bitlinear"),
         ("t1", "bitlinear"),
+        ("tq2_0", "bitlinear"),
+        ("tq1_0", "bitlinear"),
     ],
 )
 def test_quantize_file_writes_what_quantize_computes(tmp_path, dtype, layout, linear_class):
+    # GGUF's blocks take rows of whole blocks of 256 values.
     state = tiny_model(dtype, hidden=256 if layout.startswith("tq") else 32)
     src = write(tmp_path / "in.safetensors", state)
     before = digest(src)
     dst = tmp_path / "out.safetensors"
-    report = ryzq.quantize_file(src, dst, layout=layout, linear_class=linear_class)
+    granularity = GRANULARITY[layout]
+    report = ryzq.quantize_file(
+        src, dst, layout=layout, granularity=granularity, linear_class=linear_class
+    )
     assert digest(src) == before
     out, meta = load(dst)
     description = json.loads(meta["ryzq"])
@@ -69,14 +85,14 @@ def test_quantize_file_writes_what_quantize_computes(tmp_path, dtype, layout, li
     for name, w in state.items():
         if name not in quantized:
             continue
-        t = ryzq.quantize(w, layout=layout)
+        t = ryzq.quantize(w, layout=layout, granularity=granularity)
         np.testing.assert_array_equal(out[name], t.data)
         d = described[name]
         assert d["shape"] == list(w.shape) and d["dtype"] == dtype and d["layout"] == layout
         if layout.startswith("tq"):
             # GGUF blocks hold their float16 scales; no scale tensor is written.
             assert "scale" not in d and name + "_scale" not in out
-            assert d["granularity"] == "group:256"
+            assert d["granularity"] == granularity
             continue
         scale = out[name + "_scale"]
         if layout == "bitnet":
@@ -100,7 +116,10 @@ def test_report_is_the_error_of_the_file_as_written(tmp_path, layout, linear_cla
     state = tiny_model("BF16", hidden=256 if layout.startswith("tq") else 64)
     src = write(tmp_path / "in.safetensors", state)
     dst = tmp_path / "out.safetensors"
-    report = ryzq.quantize_file(src, dst, layout=layout, linear_class=linear_class)
+    granularity = GRANULARITY[layout]
+    report = ryzq.quantize_file(
+        src, dst, layout=layout, granularity=granularity, linear_class=linear_class
+    )
     assert len(report.quantized) == 14
     restored = tmp_path / "restored.safetensors"
     assert ryzq.dequantize_file(dst, restored, dtype="float32") == len(report.quantized)
@@ -127,6 +146,7 @@ def test_report_is_the_error_of_the_file_as_written(tmp_path, layout, linear_cla
         assert t.stats.sse == pytest.approx(float(np.sum(e * e)), rel=1e-5)
         assert t.stats.sum_sq == pytest.approx(float(np.sum(x * x)), rel=1e-9)
         assert t.stats.max_abs_error == pytest.approx(float(np.abs(e).max()), rel=1e-5)
+        assert (t.scale is not None) == (granularity == "tensor")
         if t.scale is not None:  # one scale per tensor
             assert t.scale == pytest.approx(float(np.abs(back[t.name]).max()), rel=1e-6)
         assert t.bytes_in == w.nbytes

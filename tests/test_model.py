@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from safetensors import safe_open
 
@@ -103,10 +104,34 @@ def test_destination_rules(tmp_path):
         ryzq.quantize_model(tmp_path / "full", tmp_path / "other")
 
 
+def load(path):
+    with safe_open(str(path), framework="numpy") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+
+
 def test_own_layouts_are_described_for_ryzq(tmp_path):
     src = tmp_path / "src"
-    make_folder(src, 1)
+    state = make_folder(src, 1)
     ryzq.quantize_model(src, tmp_path / "dst", layout="t1", granularity="row")
     qc = json.loads((tmp_path / "dst" / "config.json").read_text())["quantization_config"]
     assert qc["quant_method"] == "ryzq" and qc["layout"] == "t1" and qc["granularity"] == "row"
-    ryzq.dequantize_file(tmp_path / "dst" / "model.safetensors", tmp_path / "back.safetensors")
+    packed = tmp_path / "dst" / "model.safetensors"
+    assert ryzq.dequantize_file(packed, tmp_path / "back.safetensors") == 21
+    # ryzq reads the folder back: the original names, shapes and dtypes, and each quantized
+    # weight as its codes times its row's scale, in the weight's dtype.
+    out, back = load(packed), load(tmp_path / "back.safetensors")
+    assert set(back) == set(state)
+    quantized = {n for n in state if n + "_scale" in out}
+    assert len(quantized) == 21
+    for name, w in state.items():
+        assert back[name].dtype == w.dtype and back[name].shape == w.shape, name
+        if name not in quantized:
+            np.testing.assert_array_equal(back[name].view(np.uint8), w.view(np.uint8))
+            continue
+        t = ryzq.quantize(w, layout="t1", granularity="row")
+        np.testing.assert_array_equal(out[name], t.data)
+        scale = out[name + "_scale"]
+        np.testing.assert_array_equal(scale, t.scales)
+        codes = ryzq.unpack(out[name], w.shape, "t1").astype(np.float32)
+        expected = (codes * scale[:, None]).astype(w.dtype)
+        np.testing.assert_array_equal(back[name].astype(np.float32), expected.astype(np.float32))

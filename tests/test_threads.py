@@ -13,12 +13,13 @@ def test_concurrent_calls_are_identical():
     expected = {layout: ryzq.quantize(w, layout=layout) for layout in ryzq.LAYOUTS}
 
     def work(i):
-        layout = ryzq.LAYOUTS[i % 3]
+        layout = ryzq.LAYOUTS[i % len(ryzq.LAYOUTS)]
         t = ryzq.quantize(w, layout=layout)
         return layout, t, t.dequantize()
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(work, range(48)))
+        results = list(pool.map(work, range(50)))
+    assert {layout for layout, _, _ in results} == set(ryzq.LAYOUTS)
     for layout, t, d in results:
         np.testing.assert_array_equal(t.data, expected[layout].data)
         np.testing.assert_array_equal(t.scales, expected[layout].scales)
