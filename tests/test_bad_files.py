@@ -178,3 +178,59 @@ def test_dequantize_needs_ryzq_metadata(tmp_path):
 def test_bad_glob_pattern(tmp_path):
     with pytest.raises(ryzq.RyzqError, match="bad glob pattern"):
         ryzq.quantize_file(valid(tmp_path), tmp_path / "o.safetensors", include="[")
+
+
+def test_a_scale_the_output_cannot_hold_names_the_tensor(tmp_path):
+    state = tiny_model("F32", hidden=256)
+    state["model.layers.1.mlp.up_proj.weight"] *= 1e8
+    src = write(tmp_path / "in.safetensors", state)
+    with pytest.raises(
+        ryzq.RyzqError,
+        match=r'in\.safetensors: tensor "model\.layers\.1\.mlp\.up_proj\.weight": .*float16',
+    ):
+        ryzq.quantize_file(src, tmp_path / "out.safetensors", layout="tq2_0")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.safetensors"]
+
+
+def test_a_weight_scale_that_overflows_float16_suggests_autobitlinear(tmp_path):
+    state = tiny_model("F16")
+    state["model.layers.0.self_attn.v_proj.weight"][:] = 0  # 1/absmean = 1e5 > 65504
+    src = write(tmp_path / "in.safetensors", state)
+    with pytest.raises(ryzq.RyzqError, match=r'v_proj\.weight".*F16 weight_scale.*autobitlinear'):
+        ryzq.quantize_file(src, tmp_path / "out.safetensors")
+    report = ryzq.quantize_file(src, tmp_path / "out.safetensors", linear_class="autobitlinear")
+    assert len(report.quantized) == 14
+
+
+def test_packed_inputs_are_refused(tmp_path):
+    src = write(tmp_path / "in.safetensors", tiny_model())
+    ours = tmp_path / "ours.safetensors"
+    ryzq.quantize_file(src, ours)
+    with pytest.raises(ryzq.RyzqError, match=r"ours\.safetensors: .*written by ryzq.*packed"):
+        ryzq.quantize_file(ours, tmp_path / "again.safetensors")
+    # transformers' packed layout, without ryzq's metadata.
+    state = {"a.weight": np.zeros((8, 32), np.uint8), "a.weight_scale": np.ones(1, np.float32)}
+    theirs = write(tmp_path / "theirs.safetensors", state)
+    with pytest.raises(ryzq.RyzqError, match=r'"a\.weight" is uint8 .*already packed'):
+        ryzq.quantize_file(theirs, tmp_path / "again.safetensors")
+    assert not (tmp_path / "again.safetensors").exists()
+
+
+def test_unreadable_ryzq_metadata_is_a_ryzq_error(tmp_path):
+    state = {"a.weight": np.zeros((8, 32), np.uint8)}
+    bad = write(tmp_path / "bad.safetensors", state, metadata={"format": "pt", "ryzq": "{nope"})
+    with pytest.raises(ryzq.RyzqError, match=r"bad\.safetensors: unreadable ryzq metadata"):
+        ryzq.dequantize_file(bad, tmp_path / "out.safetensors")
+    result = run_cli("inspect", bad)
+    assert result.returncode == 2
+    assert result.stderr.startswith("ryzq: error:") and "unreadable ryzq metadata" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def run_cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "ryzq", *map(str, args)], capture_output=True, text=True
+    )

@@ -139,3 +139,113 @@ def test_info_and_version():
     assert info.returncode == 0 and ryzq.simd_level() in info.stdout
     version = run("--version")
     assert version.returncode == 0 and ryzq.__version__ in version.stdout
+
+
+def model_folder(root, shards=2):
+    import json as _json
+
+    root.mkdir()
+    state = tiny_model("BF16")
+    (root / "config.json").write_text(_json.dumps({"model_type": "llama"}))
+    (root / "tokenizer.json").write_text("{}")
+    names = sorted(state)
+    weight_map = {}
+    for i in range(shards):
+        shard = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        part = {n: state[n] for n in names[i::shards]}
+        write(root / shard, part)
+        weight_map.update(dict.fromkeys(part, shard))
+    index = {"metadata": {"total_size": 1}, "weight_map": weight_map}
+    (root / "model.safetensors.index.json").write_text(_json.dumps(index))
+    return state
+
+
+def test_inspect_and_dequantize_a_model_folder(tmp_path):
+    state = model_folder(tmp_path / "src")
+    assert run("quantize", tmp_path / "src", tmp_path / "q", "--quiet").returncode == 0
+    shown = run("inspect", tmp_path / "q")
+    assert shown.returncode == 0, shown.stderr
+    assert "a model folder, 2 safetensors files" in shown.stdout
+    assert '"quant_method": "bitnet"' in shown.stdout
+    assert shown.stdout.count("written by ryzq") == 2
+    back = run("dequantize", tmp_path / "q", tmp_path / "back", "--dtype", "float16")
+    assert back.returncode == 0, back.stderr
+    assert "14 tensors dequantized" in back.stdout
+    config = json.loads((tmp_path / "back" / "config.json").read_text())
+    assert "quantization_config" not in config
+    index = json.loads((tmp_path / "back" / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"]) == set(state)
+    total = 0
+    for shard in set(index["weight_map"].values()):
+        with safe_open(str(tmp_path / "back" / shard), framework="numpy") as f:
+            for name in f.keys():  # noqa: SIM118 (a safe_open handle, not a dict)
+                t = f.get_tensor(name)
+                total += t.nbytes
+                # --dtype converts every float tensor, not only the quantized ones.
+                expected = "int64" if name == "model.position_ids" else "float16"
+                assert str(t.dtype) == expected, name
+    assert index["metadata"]["total_size"] == total
+    assert (tmp_path / "back" / "tokenizer.json").read_text() == "{}"
+
+
+def test_negative_threads_exit_2_with_one_line(tmp_path):
+    src = write(tmp_path / "in.safetensors", tiny_model())
+    for args in (
+        ("quantize", src, tmp_path / "o.safetensors", "--threads", "-1"),
+        ("quantize", src, tmp_path / "o.safetensors", "--threads", "0"),
+    ):
+        result = run(*args)
+        assert result.returncode == 2, result
+        assert result.stderr.count("\n") == 1 and "positive number of threads" in result.stderr
+    ok = run("quantize", src, tmp_path / "o.safetensors", "--quiet")
+    assert ok.returncode == 0
+    assert (
+        run(
+            "dequantize", tmp_path / "o.safetensors", tmp_path / "b.safetensors", "--threads", "1"
+        ).returncode
+        == 0
+    )
+
+
+def test_inspect_aligns_wide_names(tmp_path):
+    import numpy as np
+
+    from ryzq.report import display_width
+
+    state = {
+        "模型.层.0.权重.weight": np.ones((8, 32), np.float32),
+        "model.layers.0.mlp.up_proj.weight": np.ones((8, 32), np.float32),
+    }
+    src = write(tmp_path / "wide.safetensors", state)
+    shown = run("inspect", src)
+    assert shown.returncode == 0, shown.stderr
+    rows = [line for line in shown.stdout.splitlines() if " F32 " in line]
+    assert len(rows) == 2
+    # The dtype column starts at the same terminal column on every row.
+    starts = {display_width(row[: row.index(" F32 ")]) for row in rows}
+    assert len(starts) == 1
+
+
+def test_upper_case_choices_are_accepted(tmp_path):
+    src = write(tmp_path / "in.safetensors", tiny_model())
+    result = run(
+        "quantize", src, tmp_path / "o.safetensors", "--layout", "I2", "--method", "ABSMAX"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "layout i2, method absmax" in result.stdout
+
+
+def test_help_says_what_the_options_do_and_their_defaults():
+    result = run("quantize", "--help")
+    text = " ".join(result.stdout.split())
+    assert "BitNet b1.58's own quantizer" in text and "(default: absmean)" in text
+    assert "(default: bitnet)" in text and "GGUF's ternary blocks" in text
+
+
+def test_info_lists_layouts_with_bits_and_defaults():
+    result = run("info")
+    assert result.returncode == 0
+    lines = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()[3:]}
+    assert set(lines) == set(ryzq.LAYOUTS)
+    assert lines["tq2_0"] == ["2.062", "tensor", "/", "group:256", "/", "tensor"]
+    assert lines["t1"][0] == "1.6"

@@ -42,7 +42,11 @@ def test_non_finite_bfloat16_is_found_too():
         (np.ones(64, np.float32), {"granularity": "group:16"}, "unknown granularity"),
         (np.ones(4097, np.float32), {"granularity": "group:4097"}, "unknown granularity"),
         (np.ones((4, 96), np.float32), {"granularity": "group:64"}, "do not split into groups"),
-        (np.ones((4, 512), np.float32), {"layout": "tq2_0", "granularity": "group:128"}, "whole blocks"),
+        (
+            np.ones((4, 512), np.float32),
+            {"layout": "tq2_0", "granularity": "group:128"},
+            "whole blocks",
+        ),
         (np.ones((4, 300), np.float32), {"layout": "tq1_0"}, "blocks of 256 values"),
         (np.ones((6, 4), np.float32), {"layout": "bitnet"}, "multiple of 4"),
         (np.ones((4, 4, 4), np.float32), {"layout": "bitnet"}, "1-D or 2-D"),
@@ -68,3 +72,74 @@ def test_dequantize_checks_scales():
 def test_unpack_wants_uint8():
     with pytest.raises(ryzq.RyzqError, match="must be uint8"):
         ryzq.unpack(np.zeros(4, np.int8), (16,), "i2")
+
+
+@pytest.mark.parametrize("layout", ["tq2_0", "tq1_0"])
+@pytest.mark.parametrize("method", ryzq.METHODS)
+def test_a_scale_over_float16_is_refused_not_infinite(layout, method):
+    w = np.random.default_rng(0).standard_normal((2, 512)).astype(np.float32) * 1e6
+    with pytest.raises(ryzq.RyzqError, match=r"does not fit .*float16 block scales.*i2 and t1"):
+        ryzq.quantize(w, layout=layout, method=method)
+    # The same weights fit the float32 scales of i2.
+    assert np.isfinite(ryzq.quantize(w, layout="i2", method=method).stats.nmse)
+
+
+def test_a_scale_that_rounds_to_zero_in_float16_is_refused():
+    w = np.full((1, 256), 1e-9, np.float32)
+    with pytest.raises(ryzq.RyzqError, match=r"becomes 0"):
+        ryzq.quantize(w, layout="tq2_0", method="absmax")
+
+
+@pytest.mark.parametrize(
+    ("scale", "message"),
+    [
+        (np.nan, "is NaN"),
+        (np.inf, "is inf"),
+        (1e6, "is 1000000, which becomes inf"),
+        (1e-9, "is 0.000000001, which becomes 0"),
+    ],
+)
+def test_pack_refuses_block_scales_float16_cannot_hold(scale, message):
+    codes = np.zeros((2, 256), np.int8)
+    scales = np.array([0.5, scale], np.float32)
+    with pytest.raises(
+        ryzq.RyzqError,
+        match=rf"the scale of block 1 {message} there|the scale of block 1 {message}: it",
+    ):
+        ryzq.pack(codes, "tq2_0", scales=scales)
+
+
+def test_granularity_row_of_a_1d_tensor_is_one_row():
+    w = np.random.default_rng(1).standard_normal(96).astype(np.float32)
+    row = ryzq.quantize(w, granularity="row")
+    assert row.scales.shape == (1,)
+    np.testing.assert_array_equal(row.data, ryzq.quantize(w, granularity="tensor").data)
+    np.testing.assert_array_equal(row.scales, ryzq.quantize(w, granularity="group:96").scales)
+
+
+@pytest.mark.parametrize("threads", [0, -1, 2.5, True, "2"])
+def test_a_bad_thread_count_is_a_ryzq_error(tmp_path, threads):
+    w = np.ones((4, 32), np.float32)
+    with pytest.raises(ryzq.RyzqError, match="positive number of threads"):
+        ryzq.quantize(w, threads=threads)
+    t = ryzq.quantize(w)
+    with pytest.raises(ryzq.RyzqError, match="positive number of threads"):
+        t.dequantize(threads=threads)
+    with pytest.raises(ryzq.RyzqError, match="positive number of threads"):
+        ryzq.unpack(t.data, t.shape, t.layout, threads=threads)
+
+
+def test_names_are_case_insensitive_everywhere():
+    w = np.random.default_rng(2).standard_normal((8, 256)).astype(np.float32)
+    plain = ryzq.quantize(w, layout="tq2_0", method="absmax", granularity="group:256")
+    shouted = ryzq.quantize(w, layout="TQ2_0", method="AbsMax", granularity="GROUP:256")
+    assert (shouted.layout, shouted.method, shouted.granularity) == (
+        "tq2_0",
+        "absmax",
+        "group:256",
+    )
+    np.testing.assert_array_equal(plain.data, shouted.data)
+    level = ryzq.simd_level()
+    np.testing.assert_array_equal(
+        plain.data, ryzq.quantize(w, layout="tq2_0", method="absmax", simd=level.upper()).data
+    )
