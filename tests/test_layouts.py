@@ -1,5 +1,7 @@
 """pack / unpack: round trips, byte layouts written from the format description, corruption."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -62,8 +64,82 @@ def test_corrupt_two_bit_field_is_refused(layout, byte):
     scales = np.ones(8, np.float32) if layout == "tq2_0" else None
     packed = ryzq.pack(c, layout, scales=scales).copy()
     packed.ravel()[byte] = 0b1101_0101
-    with pytest.raises(ryzq.RyzqError, match=f"corrupt packed data: byte {byte} "):
+    with pytest.raises(
+        ryzq.RyzqError, match=rf"corrupt packed {layout} data: byte {byte} \(0xd5\) "
+    ):
         ryzq.unpack(packed, c.shape, layout)
+
+
+# By the definition: the bytes ceil(q * 256 / 243) of five base-3 digits q, and TQ1_0's qh
+# bytes (four digits, then a fifth digit 0).
+T1_BYTES = frozenset(-(-q * 256 // 243) for q in range(243))
+QH_BYTES = frozenset(-(-q * 3 * 256 // 243) for q in range(81))
+
+
+def test_base3_byte_sets():
+    invalid = [1, 20, 40, 60, 79, 99, 119, 138, 158, 178, 197, 217, 237]  # as README lists
+    assert sorted(set(range(256)) - T1_BYTES) == invalid
+    assert invalid == [b for b in range(256) if b * 243 % 256 >= 243]
+    assert sorted(QH_BYTES) == [b for b in range(256) if b * 81 % 256 < 81]
+    assert len(T1_BYTES) == 243 and len(QH_BYTES) == 81 and QH_BYTES < T1_BYTES
+
+
+def valid_bytes(layout: str, n: int, pos: int) -> frozenset[int]:
+    """The values some codes pack byte ``pos`` of ``n`` values to (a t1 byte of a short last
+    block: those whose digits of missing values are 1, code 0); None for a scale byte."""
+    if layout == "tq1_0":
+        return {52: None, 53: None}.get(pos % 54, QH_BYTES if pos % 54 >= 48 else T1_BYTES)
+    block, m = divmod(pos, 32)
+    size = min(n - 160 * block, 160)
+    width = -(-size // 5)
+    missing = [k for k in range(5) if m + width * k >= size]
+    return frozenset(
+        -(-q * 256 // 243) for q in range(243) if all(q // 3 ** (4 - k) % 3 == 1 for k in missing)
+    )
+
+
+@given(
+    data=st.data(),
+    layout=st.sampled_from(["t1", "tq1_0"]),
+    level=st.sampled_from(ref.supported_levels()),
+)
+def test_base3_bytes_no_codes_pack_to_are_refused(data, layout, level):
+    shape = data.draw(shapes(layout, max_side=200 if layout == "t1" else 60))
+    c = data.draw(codes(shape))
+    n = c.size
+    scales = np.ones(n // 256, np.float32) if layout == "tq1_0" else None
+    packed = ryzq.pack(c, layout, scales=scales).ravel()
+    np.testing.assert_array_equal(ryzq.unpack(packed, shape, layout, simd=level), c)
+    pos = data.draw(st.integers(0, packed.size - 1))
+    valid = valid_bytes(layout, n, pos)
+    bad = packed.copy()
+    if valid is None:  # a scale byte: any value unpacks
+        bad[pos] = data.draw(st.integers(0, 255))
+        ryzq.unpack(bad, shape, layout, simd=level)
+        return
+    # Every value some codes pack to unpacks, and packs back to the same bytes.
+    bad[pos] = data.draw(st.sampled_from(sorted(valid)))
+    back = ryzq.unpack(bad, shape, layout, simd=level)
+    np.testing.assert_array_equal(ryzq.pack(back, layout, scales=scales).ravel(), bad)
+    # Every other is refused, by unpack and by dequantize, naming the byte.
+    value = data.draw(st.sampled_from(sorted(set(range(256)) - valid)))
+    bad[pos] = value
+    message = rf"corrupt packed {layout} data: byte {pos} \(0x{value:02x}\) is not one any"
+    with pytest.raises(ryzq.RyzqError, match=message):
+        ryzq.unpack(bad, shape, layout, simd=level)
+    t = ryzq.quantize(c.astype(np.float32), layout=layout)
+    t = dataclasses.replace(t, data=bad.reshape(t.data.shape))
+    with pytest.raises(ryzq.RyzqError, match=message):
+        t.dequantize(simd=level)
+
+
+def test_t1_padding_must_be_code_zero():
+    # 7 values in 2 bytes: byte 1 holds values 1, 3, 5 and the missing 7 and 9 (digits 1).
+    packed = ryzq.pack(np.zeros(7, np.int8), "t1").copy()
+    assert packed[1] == 128  # q = 11111 in base 3 = 121; ceil(121 * 256 / 243) = 128
+    packed[1] = 127  # q = 11110: the missing value 9 would be code -1
+    with pytest.raises(ryzq.RyzqError, match=r"corrupt packed t1 data: byte 1 \(0x7f\)"):
+        ryzq.unpack(packed, (7,), "t1")
 
 
 @pytest.mark.parametrize("layout", ryzq.LAYOUTS)

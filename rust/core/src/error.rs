@@ -68,9 +68,16 @@ pub enum Error {
     #[error("invalid ternary code {value} at index {index}: codes must be -1, 0 or 1")]
     InvalidCode { value: i8, index: Index },
 
-    /// Packed bytes that no ternary tensor packs to (a 2-bit field of 0b11).
-    #[error("corrupt packed data: byte {byte} holds the 2-bit value 0b11, which no code packs to")]
-    CorruptPacked { byte: usize },
+    /// Packed bytes that no ternary tensor packs to: a 2-bit field of 0b11, a base-3 byte that
+    /// is no `ceil(q * 256 / 243)`, or one whose padding digits are not code 0.
+    #[error(
+        "corrupt packed {layout} data: byte {byte} ({value:#04x}) is not one any ternary codes pack to"
+    )]
+    CorruptPacked {
+        layout: &'static str,
+        byte: usize,
+        value: u8,
+    },
 
     /// A buffer whose length does not match the shape and dtype it comes with.
     #[error("{what} has {actual} bytes, expected {expected}")]

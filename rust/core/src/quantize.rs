@@ -600,7 +600,11 @@ fn for_each_unpacked_tile(
                     .map(|offset| tile.packed.start + offset)
             })
             .expect("unpack refused a tile");
-        Error::CorruptPacked { byte }
+        Error::CorruptPacked {
+            layout: layout.name(),
+            byte,
+            value: packed[byte],
+        }
     })
 }
 

@@ -167,3 +167,67 @@ fn zero_weights_get_the_clamped_scale() {
     assert_eq!(q.stats.counts, [0, 16, 0]);
     assert_eq!(q.stats.nmse(), 0.0);
 }
+
+#[test]
+fn corrupt_packed_bytes_are_named_with_their_layout_and_value() {
+    let corrupt = |layout: Layout, shape: &[usize], byte: usize, value: u8| {
+        let n: usize = shape.iter().product();
+        let scales = layout.get().block().map(|b| vec![1.0f32; n / b]);
+        let mut packed = ryzq_core::pack(
+            &vec![0; n],
+            shape,
+            layout,
+            scales.as_deref(),
+            SimdLevel::SCALAR,
+        )
+        .unwrap();
+        packed[byte] = value;
+        let message = |level| {
+            ryzq_core::unpack(&packed, shape, layout, level)
+                .unwrap_err()
+                .to_string()
+        };
+        let expected = message(SimdLevel::SCALAR);
+        for level in SimdLevel::supported() {
+            assert_eq!(message(level), expected, "{level:?}");
+            let values = ryzq_core::dequantize(
+                &packed,
+                scales.as_deref().unwrap_or(&[1.0]),
+                shape,
+                layout,
+                layout
+                    .get()
+                    .block()
+                    .map_or(Granularity::Tensor, Granularity::Group),
+                FloatDType::F32,
+                level,
+            );
+            assert_eq!(values.unwrap_err().to_string(), expected, "{level:?}");
+        }
+        expected
+    };
+    let tail = " is not one any ternary codes pack to";
+    assert_eq!(
+        corrupt(Layout::I2, &[64], 5, 0b1101_0101),
+        format!("corrupt packed i2 data: byte 5 (0xd5){tail}")
+    );
+    assert_eq!(
+        corrupt(Layout::T1, &[2, 160], 17, 20),
+        format!("corrupt packed t1 data: byte 17 (0x14){tail}")
+    );
+    // 7 values in 2 bytes: byte 1 holds values 1, 3, 5 and two missing ones, which must be
+    // code 0; byte 0x00 is the digits 0, 0, 0, 0, 0.
+    assert_eq!(
+        corrupt(Layout::T1, &[7], 1, 0),
+        format!("corrupt packed t1 data: byte 1 (0x00){tail}")
+    );
+    // A qh byte of the second block with a nonzero fifth digit (a valid qs byte).
+    assert_eq!(
+        corrupt(Layout::Tq1_0, &[2, 256], 54 + 50, 3),
+        format!("corrupt packed tq1_0 data: byte 104 (0x03){tail}")
+    );
+    assert_eq!(
+        corrupt(Layout::Tq2_0, &[2, 256], 66 + 3, 0xff),
+        format!("corrupt packed tq2_0 data: byte 69 (0xff){tail}")
+    );
+}

@@ -5,8 +5,9 @@
 
 use ryzq_core::kernels::expand::{self, Values};
 use ryzq_core::kernels::{Raw, band, partition, reduce, ternarize, widen};
+use ryzq_core::layout::{t1, tq};
 use ryzq_core::method::Ties;
-use ryzq_core::{FloatDType, Layout, SimdLevel};
+use ryzq_core::{Error, FloatDType, Layout, SimdLevel};
 
 /// xorshift64*: reproducible inputs without a dependency.
 struct Rng(u64);
@@ -308,6 +309,242 @@ fn t1_decodes_every_byte_it_encodes() {
         assert_eq!(u32::from(packed[0]), (q * 256).div_ceil(243));
         let back = ryzq_core::unpack(&packed, &[5], Layout::T1, SimdLevel::SCALAR).unwrap();
         assert_eq!(back, digits, "q={q}");
+    }
+}
+
+/// Digit `n` (most significant first) of five base-3 digits `q`.
+fn digit_of(q: u32, n: usize) -> u32 {
+    q / 3u32.pow(4 - n as u32) % 3
+}
+
+/// By the definition: the bytes `ceil(q * 256 / 243)` of the five digits `q` whose digits `n`
+/// with `missing(n)` (values a short block lacks) are 1, code 0.
+fn base3_bytes(missing: impl Fn(usize) -> bool) -> [bool; 256] {
+    let mut valid = [false; 256];
+    for q in 0u32..243 {
+        if (0..5).all(|n| !missing(n) || digit_of(q, n) == 1) {
+            valid[(q * 256).div_ceil(243) as usize] = true;
+        }
+    }
+    valid
+}
+
+/// By the definition: the TQ1_0 `qh` bytes, four digits `q` then a fifth digit 0.
+fn qh_bytes() -> [bool; 256] {
+    let mut valid = [false; 256];
+    for q in 0u32..81 {
+        valid[(q * 3 * 256).div_ceil(243) as usize] = true;
+    }
+    valid
+}
+
+/// `unpack`'s codes, or the offset and value of the byte it refused.
+fn unpack_result(
+    packed: &[u8],
+    shape: &[usize],
+    layout: Layout,
+    level: SimdLevel,
+) -> Result<Vec<i8>, (usize, u8)> {
+    ryzq_core::unpack(packed, shape, layout, level).map_err(|err| match err {
+        Error::CorruptPacked {
+            layout: name,
+            byte,
+            value,
+        } => {
+            assert_eq!(name, layout.name());
+            (byte, value)
+        }
+        other => panic!("{other}"),
+    })
+}
+
+/// Sets each byte of `positions` of `packed` to each value of `values` in turn and checks
+/// that `unpack` refuses exactly the values `valid(position, value)` says no codes pack to,
+/// naming that byte, and that every SIMD level gives the scalar result.
+fn check_corrupt_bytes(
+    packed: &[u8],
+    shape: &[usize],
+    layout: Layout,
+    positions: impl IntoIterator<Item = usize>,
+    values: &[u8],
+    valid: impl Fn(usize, u8) -> bool,
+) -> usize {
+    let mut refused = 0;
+    for pos in positions {
+        for &value in values {
+            let mut bytes = packed.to_vec();
+            bytes[pos] = value;
+            let expected = unpack_result(&bytes, shape, layout, SimdLevel::SCALAR);
+            if valid(pos, value) {
+                assert!(
+                    expected.is_ok(),
+                    "{layout:?} {shape:?} byte {pos} = {value}"
+                );
+            } else {
+                assert_eq!(expected, Err((pos, value)), "{layout:?} {shape:?}");
+                refused += 1;
+            }
+            for level in simd_levels() {
+                let got = unpack_result(&bytes, shape, layout, level);
+                assert_eq!(
+                    got, expected,
+                    "{layout:?} {shape:?} byte {pos} = {value} {level:?}"
+                );
+            }
+        }
+    }
+    refused
+}
+
+#[test]
+fn base3_byte_rules_are_the_definition() {
+    let code = base3_bytes(|_| false);
+    let qh = qh_bytes();
+    for b in 0..=255u8 {
+        assert_eq!(t1::is_code_byte(b), code[b as usize], "{b}");
+        assert_eq!(t1::is_code_byte(b), u32::from(b) * 243 % 256 < 243, "{b}");
+        assert_eq!(
+            t1::is_code_byte(b),
+            (256 - 13 * u32::from(b) % 256) % 256 < 243,
+            "{b}"
+        );
+        assert_eq!(tq::is_qh_byte(b), qh[b as usize], "{b}");
+    }
+    assert_eq!(code.iter().filter(|&&v| !v).count(), 13);
+    assert_eq!(qh.iter().filter(|&&v| v).count(), 81);
+    // Through unpack: one byte holding five values, at every level.
+    for b in 0..=255u8 {
+        for level in SimdLevel::supported() {
+            let got = unpack_result(&[b], &[5], Layout::T1, level);
+            assert_eq!(got.is_ok(), code[b as usize], "{b} {level:?}");
+            if let Ok(codes) = got {
+                let q = (u32::from(b) * 243) / 256;
+                let digits: Vec<i8> = (0..5).map(|n| digit_of(q, n) as i8 - 1).collect();
+                assert_eq!(codes, digits, "{b} {level:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn t1_refuses_every_invalid_byte_at_every_position_and_level() {
+    let mut rng = Rng(11);
+    let all: Vec<u8> = (0..=255).collect();
+    let invalid: Vec<u8> = all
+        .iter()
+        .copied()
+        .filter(|&b| !t1::is_code_byte(b))
+        .collect();
+    assert_eq!(invalid.len(), 13);
+    // Every invalid value and the extreme valid ones; every value in a short block's bytes.
+    let some: Vec<u8> = invalid.iter().copied().chain([0, 2, 242, 255]).collect();
+    // Full blocks, a half block (80 values, its own kernel), short blocks with padding.
+    for n in [1, 2, 4, 5, 7, 80, 159, 160, 161, 165, 327, 400, 483] {
+        let codes = rng.codes(n);
+        let packed = ryzq_core::pack(&codes, &[n], Layout::T1, None, SimdLevel::SCALAR).unwrap();
+        let valid = |pos: usize, value: u8| {
+            let (block, m) = (pos / 32, pos % 32);
+            let len = (n - block * 160).min(160);
+            let stride = len.div_ceil(5);
+            base3_bytes(|d| m + stride * d >= len)[value as usize]
+        };
+        let full = n / 160 * 32;
+        let refused = check_corrupt_bytes(&packed, &[n], Layout::T1, 0..full, &some, valid)
+            + check_corrupt_bytes(&packed, &[n], Layout::T1, full..packed.len(), &all, valid);
+        assert!(refused >= 13 * packed.len(), "{n}");
+        // A short last block also refuses code bytes that put a nonzero code in its padding.
+        if n % 5 != 0 {
+            assert!(refused > 13 * packed.len(), "{n}");
+        }
+    }
+    // Across tiles (16,320 values each): the offset is in the whole tensor, the first wins.
+    let n = 16_320 * 2 + 483;
+    let codes = rng.codes(n);
+    let packed = ryzq_core::pack(&codes, &[n], Layout::T1, None, SimdLevel::SCALAR).unwrap();
+    let positions = [
+        0,
+        17,
+        31,
+        32,
+        3263,
+        3264,
+        3295,
+        6528,
+        6528 + 64,
+        packed.len() - 1,
+    ];
+    check_corrupt_bytes(&packed, &[n], Layout::T1, positions, &invalid, |_, _| false);
+    let mut bytes = packed.clone();
+    bytes[6530] = invalid[3];
+    bytes[3300] = invalid[7];
+    for level in SimdLevel::supported() {
+        assert_eq!(
+            unpack_result(&bytes, &[n], Layout::T1, level),
+            Err((3300, invalid[7]))
+        );
+    }
+}
+
+#[test]
+fn tq1_0_refuses_every_invalid_byte_at_every_position_and_level() {
+    let mut rng = Rng(13);
+    let all: Vec<u8> = (0..=255).collect();
+    let code = base3_bytes(|_| false);
+    let qh = qh_bytes();
+    // qs bytes are t1 code bytes, qh bytes have a fifth digit 0, the scale's bytes are free.
+    let valid = |pos: usize, value: u8| match pos % 54 {
+        0..48 => code[value as usize],
+        48..52 => qh[value as usize],
+        _ => true,
+    };
+    let shape = [2, 512];
+    let codes = rng.codes(1024);
+    let scales = [1.0f32, 0.5, 2.0, 0.25];
+    let packed = ryzq_core::pack(
+        &codes,
+        &shape,
+        Layout::Tq1_0,
+        Some(&scales),
+        SimdLevel::SCALAR,
+    )
+    .unwrap();
+    let positions = (0..54).chain(3 * 54..4 * 54);
+    let refused = check_corrupt_bytes(&packed, &shape, Layout::Tq1_0, positions, &all, valid);
+    assert_eq!(refused, 2 * (48 * 13 + 4 * (256 - 81)));
+    // Across tiles (64 blocks each).
+    let shape = [65 * 256];
+    let codes = rng.codes(65 * 256);
+    let packed = ryzq_core::pack(
+        &codes,
+        &shape,
+        Layout::Tq1_0,
+        Some(&[1.0; 65]),
+        SimdLevel::SCALAR,
+    )
+    .unwrap();
+    let positions = [
+        0,
+        31,
+        32,
+        47,
+        48,
+        51,
+        63 * 54 + 50,
+        64 * 54,
+        64 * 54 + 40,
+        64 * 54 + 49,
+    ];
+    // 1 and 20 no byte, 3 and 255 no qh byte, 0 any byte.
+    let values = [0, 1, 3, 20, 255];
+    check_corrupt_bytes(&packed, &shape, Layout::Tq1_0, positions, &values, valid);
+    let mut bytes = packed.clone();
+    bytes[64 * 54 + 3] = 1;
+    bytes[63 * 54 + 49] = 2;
+    for level in SimdLevel::supported() {
+        assert_eq!(
+            unpack_result(&bytes, &shape, Layout::Tq1_0, level),
+            Err((63 * 54 + 49, 2))
+        );
     }
 }
 

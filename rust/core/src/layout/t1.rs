@@ -7,6 +7,11 @@
 //! count as code 0 (digit 1). The byte stores `ceil(q * 256 / 243)`, which turns decoding into a
 //! multiply and a shift: digit `n` of byte `b` is `((b * 3^n) mod 256) * 3 >> 8`. As in GGUF's
 //! TQ1_0, every digit of a 32-byte block is a lane-wise operation on 32 bytes, with no division.
+//!
+//! Only 243 of the 256 byte values are `ceil(q * 256 / 243)` of some `q`: byte `b` is one iff
+//! `(243 b) mod 256 < 243` ([`is_code_byte`]). Unpacking refuses the 13 others, and in a short
+//! last block also a byte whose digits of missing values are not 1 (code 0), since packing
+//! writes them so.
 
 use super::{PackedLayout, Tile, flat_tiles, require_nonempty};
 use crate::error::Result;
@@ -51,22 +56,66 @@ impl PackedLayout for T1 {
         data: &[u8],
         codes: &mut [i8],
     ) -> std::result::Result<(), usize> {
-        assert_eq!(data.len(), codes.len().div_ceil(5), "packed length");
-        dispatch!(
-            level,
-            scalar::unpack,
-            avx2::unpack,
-            avx2::unpack,
-            (data, codes)
-        );
-        Ok(())
+        if unpack_codes(level, data, codes) {
+            Ok(())
+        } else {
+            Err(scalar::first_invalid_byte(data, codes.len()))
+        }
     }
+}
+
+/// Unpacks `codes.len()` values from `data`; whether every byte is one that codes pack to.
+pub(crate) fn unpack_codes(level: SimdLevel, data: &[u8], codes: &mut [i8]) -> bool {
+    assert_eq!(data.len(), codes.len().div_ceil(5), "packed length");
+    dispatch!(
+        level,
+        scalar::unpack,
+        avx2::unpack,
+        avx2::unpack,
+        (data, codes)
+    )
 }
 
 const POW3: [u8; 5] = [1, 3, 9, 27, 81];
 
+/// Whether `byte` is `ceil(q * 256 / 243)` for some `q` in 0..=242: `b = ceil(256 q / 243)` iff
+/// `0 <= 243 b - 256 q < 243`, so iff `q = floor(243 b / 256)` (at most 242 for any byte) and
+/// `(243 b) mod 256 < 243`.
+#[must_use]
+pub const fn is_code_byte(byte: u8) -> bool {
+    byte.wrapping_mul(243) < 243
+}
+
+/// Digit `n` (most significant first) of a byte that stores `ceil(q * 256 / 243)`.
+#[must_use]
+pub const fn digit(byte: u8, n: usize) -> u8 {
+    ((byte.wrapping_mul(POW3[n]) as u16 * 3) >> 8) as u8
+}
+
 pub mod scalar {
-    use super::{BLOCK, POW3};
+    use super::{BLOCK, digit, is_code_byte};
+
+    /// Whether byte `m` of a block of `len` values in `stride` bytes is one that codes pack
+    /// to: a code byte whose digits of missing values (`m + stride n >= len`) are 1.
+    fn valid_byte(byte: u8, m: usize, stride: usize, len: usize) -> bool {
+        is_code_byte(byte) && (0..5).all(|n| m + stride * n < len || digit(byte, n) == 1)
+    }
+
+    /// The offset of the first byte of `data` (holding `len` values) that no codes pack to.
+    pub fn first_invalid_byte(data: &[u8], len: usize) -> usize {
+        data.chunks(BLOCK / 5)
+            .zip((0..len).step_by(BLOCK))
+            .enumerate()
+            .find_map(|(b, (bytes, start))| {
+                let values = (len - start).min(BLOCK);
+                bytes
+                    .iter()
+                    .enumerate()
+                    .position(|(m, &byte)| !valid_byte(byte, m, bytes.len(), values))
+                    .map(|m| b * (BLOCK / 5) + m)
+            })
+            .expect("a kernel found an invalid byte")
+    }
 
     /// Packs one block of `codes.len() <= 160` values into `ceil(len / 5)` bytes.
     fn pack_block(codes: &[i8], out: &mut [u8]) -> bool {
@@ -86,16 +135,24 @@ pub mod scalar {
         valid
     }
 
-    fn unpack_block(data: &[u8], codes: &mut [i8]) {
-        let stride = data.len();
+    fn unpack_block(data: &[u8], codes: &mut [i8]) -> bool {
+        let (stride, len) = (data.len(), codes.len());
+        // Only a short block has missing values to check.
+        let full = len == 5 * stride;
+        let mut valid = true;
         for (m, &byte) in data.iter().enumerate() {
-            for (n, &p) in POW3.iter().enumerate() {
+            valid &= if full {
+                is_code_byte(byte)
+            } else {
+                valid_byte(byte, m, stride, len)
+            };
+            for n in 0..5 {
                 if let Some(c) = codes.get_mut(m + stride * n) {
-                    let digit = (u16::from(byte.wrapping_mul(p)) * 3) >> 8;
-                    *c = digit as i8 - 1;
+                    *c = digit(byte, n) as i8 - 1;
                 }
             }
         }
+        valid
     }
 
     pub fn pack(codes: &[i8], out: &mut [u8]) -> bool {
@@ -106,10 +163,13 @@ pub mod scalar {
         valid
     }
 
-    pub fn unpack(data: &[u8], codes: &mut [i8]) {
+    /// Whether every byte is one that codes pack to.
+    pub fn unpack(data: &[u8], codes: &mut [i8]) -> bool {
+        let mut valid = true;
         for (bytes, block) in data.chunks(BLOCK / 5).zip(codes.chunks_mut(BLOCK)) {
-            unpack_block(bytes, block);
+            valid &= unpack_block(bytes, block);
         }
+        valid
     }
 }
 
@@ -125,6 +185,31 @@ pub mod avx2 {
     #[target_feature(enable = "avx2,f16c")]
     fn narrow(lo: __m256i, hi: __m256i) -> __m256i {
         _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi16(lo, hi))
+    }
+
+    /// All ones in the bytes that no codes pack to ([`super::is_code_byte`]): `b` is one iff
+    /// `(243 b) mod 256 >= 243`, i.e. iff `t = (13 b) mod 256` is in 1..=13 (as `243 = -13`
+    /// mod 256). `13 b = 8 b + 4 b + b` in byte-wise adds; `t + 114` moves 1..=13 to 115..=127,
+    /// exactly the signed bytes above 114.
+    #[target_feature(enable = "avx2,f16c")]
+    #[inline]
+    fn invalid_bytes(x: __m256i) -> __m256i {
+        let x2 = _mm256_add_epi8(x, x);
+        let x4 = _mm256_add_epi8(x2, x2);
+        let x13 = _mm256_add_epi8(_mm256_add_epi8(_mm256_add_epi8(x4, x4), x4), x);
+        let bound = _mm256_set1_epi8(114);
+        _mm256_cmpgt_epi8(_mm256_add_epi8(x13, bound), bound)
+    }
+
+    /// [`invalid_bytes`] of 16 bytes.
+    #[target_feature(enable = "avx2,f16c")]
+    #[inline]
+    fn invalid_bytes128(x: __m128i) -> __m128i {
+        let x2 = _mm_add_epi8(x, x);
+        let x4 = _mm_add_epi8(x2, x2);
+        let x13 = _mm_add_epi8(_mm_add_epi8(_mm_add_epi8(x4, x4), x4), x);
+        let bound = _mm_set1_epi8(114);
+        _mm_cmpgt_epi8(_mm_add_epi8(x13, bound), bound)
     }
 
     /// # Safety
@@ -202,9 +287,9 @@ pub mod avx2 {
         _mm_testz_si128(bad, bad) == 1
     }
 
-    /// The inverse of [`pack_half`].
+    /// The inverse of [`pack_half`]; whether every byte is one that codes pack to.
     #[target_feature(enable = "avx2,f16c")]
-    unsafe fn unpack_half(data: &[u8], codes: &mut [i8]) {
+    unsafe fn unpack_half(data: &[u8], codes: &mut [i8]) -> bool {
         assert!(
             codes.len() == HALF && data.len() == HALF / 5,
             "a half block"
@@ -212,7 +297,9 @@ pub mod avx2 {
         let low_byte = _mm256_set1_epi16(0xFF);
         let one = _mm_set1_epi8(1);
         // SAFETY: 16 bytes in, checked above.
-        let x = _mm256_cvtepu8_epi16(unsafe { _mm_loadu_si128(data.as_ptr().cast()) });
+        let bytes = unsafe { _mm_loadu_si128(data.as_ptr().cast()) };
+        let bad = invalid_bytes128(bytes);
+        let x = _mm256_cvtepu8_epi16(bytes);
         for (n, &p) in POW3.iter().enumerate() {
             let t = _mm256_and_si256(
                 _mm256_mullo_epi16(x, _mm256_set1_epi16(i16::from(p))),
@@ -228,19 +315,22 @@ pub mod avx2 {
                 _mm_storeu_si128(codes.as_mut_ptr().add(16 * n).cast(), _mm_sub_epi8(d, one));
             };
         }
+        _mm_testz_si128(bad, bad) == 1
     }
 
     /// # Safety
     /// The processor must support the target features this function enables.
     #[target_feature(enable = "avx2,f16c")]
-    pub unsafe fn unpack(data: &[u8], codes: &mut [i8]) {
+    pub unsafe fn unpack(data: &[u8], codes: &mut [i8]) -> bool {
         let low_byte = _mm256_set1_epi16(0xFF);
         let one = _mm256_set1_epi8(1);
+        let mut bad = _mm256_setzero_si256();
         let blocks = codes.len() / BLOCK;
         for b in 0..blocks {
             // SAFETY: block b's 32 bytes and 160 codes are within bounds.
             unsafe {
                 let x = _mm256_loadu_si256(data.as_ptr().add(b * BLOCK_BYTES).cast());
+                bad = _mm256_or_si256(bad, invalid_bytes(x));
                 let lo = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(x));
                 let hi = _mm256_cvtepu8_epi16(_mm256_extracti128_si256::<1>(x));
                 let dst = codes.as_mut_ptr().add(b * BLOCK);
@@ -256,11 +346,12 @@ pub mod avx2 {
             }
         }
         let (data, codes) = (&data[blocks * BLOCK_BYTES..], &mut codes[blocks * BLOCK..]);
-        if codes.len() == HALF {
+        let tail = if codes.len() == HALF {
             // SAFETY: the features are this function's own.
-            unsafe { unpack_half(data, codes) };
+            unsafe { unpack_half(data, codes) }
         } else {
-            scalar::unpack(data, codes);
-        }
+            scalar::unpack(data, codes)
+        };
+        tail && _mm256_testz_si256(bad, bad) == 1
     }
 }

@@ -9,6 +9,9 @@
 //!   `m + 32 n`, `n` = 0..4 (exactly a `t1` block of 160); `qs[32 + m]`, `m` < 16: values
 //!   `160 + m + 16 n` (a `t1` block of 80); `qh[j]`: values `240 + j + 4 n`, `n` = 0..3, then a
 //!   fifth digit 0.
+//!
+//! A TQ1_0 block's `qs` bytes are refused unless [`t1::is_code_byte`], its `qh` bytes unless
+//! one of the 81 values some four digits and a fifth digit 0 pack to ([`is_qh_byte`]).
 
 use half::slice::HalfFloatSliceExt;
 
@@ -78,6 +81,15 @@ impl Blocks {
         head & middle & tail
     }
 
+    /// Unpacks a TQ1_0 block's codes from its 52 code bytes; whether every byte is one that
+    /// codes pack to.
+    fn unpack_base3_block(level: SimdLevel, data: &[u8], codes: &mut [i8]) -> bool {
+        let head = t1::unpack_codes(level, &data[..32], &mut codes[..160]);
+        let middle = t1::unpack_codes(level, &data[32..48], &mut codes[160..240]);
+        let tail = scalar::unpack_tq1_tail(&data[48..52], &mut codes[240..]);
+        head & middle & tail
+    }
+
     /// Unpacks a block's codes; fails with the offset of a corrupt byte.
     fn unpack_block(
         &self,
@@ -102,10 +114,11 @@ impl Blocks {
                 Ok(())
             }
             Codes::Base3 => {
-                t1::T1.unpack(level, 0, &data[..32], &mut codes[..160])?;
-                t1::T1.unpack(level, 0, &data[32..48], &mut codes[160..240])?;
-                scalar::unpack_tq1_tail(&data[48..52], &mut codes[240..]);
-                Ok(())
+                if Self::unpack_base3_block(level, data, codes) {
+                    Ok(())
+                } else {
+                    Err(scalar::first_invalid_tq1_byte(data))
+                }
             }
         }
     }
@@ -227,7 +240,16 @@ impl PackedLayout for Blocks {
     }
 }
 
+/// Whether `byte` is a TQ1_0 `qh` byte, `ceil(3 q * 256 / 243) = ceil(256 q / 81)` for some
+/// four digits `q` in 0..=80: as for [`t1::is_code_byte`], iff `(81 b) mod 256 < 81`.
+#[must_use]
+pub const fn is_qh_byte(byte: u8) -> bool {
+    byte.wrapping_mul(81) < 81
+}
+
 pub mod scalar {
+    use crate::layout::t1;
+
     /// The codes of whole TQ2_0 blocks; whether every field was valid.
     pub fn unpack_tq2_codes(data: &[u8], codes: &mut [i8]) -> bool {
         data.chunks_exact(super::TQ2_BLOCK_BYTES)
@@ -293,13 +315,29 @@ pub mod scalar {
         valid
     }
 
-    pub fn unpack_tq1_tail(data: &[u8], codes: &mut [i8]) {
+    /// Whether every byte is one that codes pack to ([`super::is_qh_byte`]).
+    pub fn unpack_tq1_tail(data: &[u8], codes: &mut [i8]) -> bool {
+        let mut valid = true;
         for (j, &byte) in data.iter().enumerate() {
-            for (n, p) in [1u8, 3, 9, 27].into_iter().enumerate() {
-                let digit = (u16::from(byte.wrapping_mul(p)) * 3) >> 8;
-                codes[j + 4 * n] = digit as i8 - 1;
+            valid &= super::is_qh_byte(byte);
+            for n in 0..4 {
+                codes[j + 4 * n] = t1::digit(byte, n) as i8 - 1;
             }
         }
+        valid
+    }
+
+    /// The offset of the first of a TQ1_0 block's 52 code bytes that no codes pack to.
+    pub fn first_invalid_tq1_byte(data: &[u8]) -> usize {
+        let (qs, qh) = data.split_at(48);
+        qs.iter()
+            .position(|&b| !t1::is_code_byte(b))
+            .or_else(|| {
+                qh.iter()
+                    .position(|&b| !super::is_qh_byte(b))
+                    .map(|j| 48 + j)
+            })
+            .expect("a kernel found an invalid byte")
     }
 }
 
