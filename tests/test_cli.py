@@ -249,3 +249,17 @@ def test_info_lists_layouts_with_bits_and_defaults():
     assert set(lines) == set(ryzq.LAYOUTS)
     assert lines["tq2_0"] == ["2.062", "tensor", "/", "group:256", "/", "tensor"]
     assert lines["t1"][0] == "1.6"
+
+
+def test_the_bitnet_granularity_warning_is_one_line_on_stderr(tmp_path):
+    src = tmp_path / "m"
+    src.mkdir()
+    write(src / "model.safetensors", tiny_model("F32"))
+    (src / "config.json").write_text('{"model_type": "bitnet"}')
+    result = run("quantize", src, tmp_path / "q", "--layout", "i2", "--granularity", "row")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("ryzq: warning: this is a BitNet model") == 1
+    assert result.stderr.count("\n") == 1
+    assert "warning: this is a BitNet model" in result.stdout  # the summary says it too
+    quiet = run("quantize", src, tmp_path / "q2", "--layout", "i2")
+    assert quiet.returncode == 0 and "warning" not in quiet.stderr + quiet.stdout
