@@ -143,3 +143,10 @@ def test_names_are_case_insensitive_everywhere():
     np.testing.assert_array_equal(
         plain.data, ryzq.quantize(w, layout="tq2_0", method="absmax", simd=level.upper()).data
     )
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "BF16", "BFloat16", "bfloat16"])
+def test_every_spelling_of_a_dtype_is_taken(tmp_path, dtype):
+    w = np.random.default_rng(3).standard_normal((8, 32)).astype(np.float32)
+    t = ryzq.quantize(w)
+    assert str(t.dequantize(dtype).dtype) == "bfloat16"

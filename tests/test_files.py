@@ -247,14 +247,10 @@ def test_an_interrupt_leaves_nothing(tmp_path):
         ryzq._ryzq.quantize_file(
             str(src),
             str(dst),
-            "bitnet",
-            "absmean",
-            "tensor",
-            "bitlinear",
-            [],
-            [],
-            None,
-            interrupt,
+            layout="bitnet",
+            method="absmean",
+            linear_class="bitlinear",
+            progress=interrupt,
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.safetensors"]
 

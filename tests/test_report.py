@@ -69,3 +69,9 @@ def test_sizes_are_in_the_units_of_the_rates(tmp_path):
 def test_display_width_counts_wide_characters_twice():
     assert display_width("layers") == 6
     assert display_width("层.权重") == 7
+
+
+def test_the_outermost_numbered_block_is_the_layer():
+    # T5 numbers its sub-layers inside each block: the block is the layer.
+    assert block_of("encoder.block.3.layer.1.DenseReluDense.wi.weight") == ("encoder.block", 3)
+    assert block_of("decoder.block.0.layer.2.DenseReluDense.wo.weight") == ("decoder.block", 0)

@@ -12,10 +12,14 @@ import numpy as np
 from ryzq import _ryzq
 from ryzq._ryzq import RyzqError
 
-LAYOUTS = ("bitnet", "i2", "t1", "tq2_0", "tq1_0")
-#: The layouts that store a scale in every block of 256 values (GGUF's TQ2_0 and TQ1_0).
-BLOCK_LAYOUTS = ("tq2_0", "tq1_0")
-METHODS = ("absmean", "absmax", "optimal")
+#: What ryzq knows of each layout, read from its registry: name, description, shape rule,
+#: block (values per block that holds its own scale, or None), bits per value, GGUF type id and
+#: the default granularity of each method.
+LAYOUT_INFO: dict[str, dict[str, Any]] = {info["name"]: info for info in _ryzq.layouts()}
+LAYOUTS = tuple(LAYOUT_INFO)
+#: The layouts that store a float16 scale in every block (GGUF's).
+BLOCK_LAYOUTS = tuple(name for name, info in LAYOUT_INFO.items() if info["block"])
+METHODS = tuple(LAYOUT_INFO[LAYOUTS[0]]["default_granularity"])
 #: ``group:N`` takes N from 32 to 4096.
 GRANULARITIES = ("tensor", "row", "group:N")
 
@@ -28,29 +32,8 @@ def default_granularity(layout: str, method: str = "absmean") -> str:
 
 
 def bits_per_value(layout: str) -> float:
-    """Packed bits per weight of ``layout`` (scales kept apart not counted; block scales are),
-    from the layout's own packed size of a tensor every layout takes."""
-    shape = [4, 256 * 160]
-    packed = math.prod(_ryzq.packed_shape(shape, layout))
-    return packed * 8 / math.prod(shape)
-
-
-def _granularity_name(granularity: Any, layout: str, method: str) -> str:
-    """``granularity`` as ryzq names it, or the default of ``method`` in ``layout``."""
-    if granularity is None:
-        return default_granularity(layout, method)
-    if not isinstance(granularity, str):
-        raise RyzqError(f"granularity must be a string such as 'row', got {granularity!r}")
-    return granularity.strip().lower()
-
-
-def _check_threads(threads: Any) -> int | None:
-    """``threads`` as the kernels take it: None (the default) or a positive int."""
-    if threads is None:
-        return None
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise RyzqError(f"threads must be a positive number of threads, got {threads!r}")
-    return threads
+    """Packed bits per weight of ``layout`` (scales kept apart not counted; block scales are)."""
+    return LAYOUT_INFO[_ryzq.canonical_name("layout", layout)]["bits_per_value"]
 
 
 #: The dtypes ryzq reads and writes, by the name it reports them with.
@@ -61,16 +44,14 @@ DTYPES: dict[str, np.dtype[Any]] = {
 }
 
 
-#: safetensors' names of the same types.
-SAFETENSORS_NAMES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
-
-
 def _dtype_name(dtype: Any) -> str:
-    """The name (as in DTYPES) of a numpy dtype, a numpy name or a safetensors name."""
-    if isinstance(dtype, str) and dtype in DTYPES:
-        return dtype
-    if isinstance(dtype, str) and dtype in SAFETENSORS_NAMES:
-        return SAFETENSORS_NAMES[dtype]
+    """The name (as in DTYPES) of a numpy dtype, or of any spelling ryzq takes (``bf16``,
+    ``BF16``, ``bfloat16``: case-insensitive, as every name)."""
+    if isinstance(dtype, str):
+        try:
+            return _ryzq.canonical_name("dtype", dtype)
+        except RyzqError:
+            pass  # a numpy name such as "<f4"
     try:
         np_dtype = np.dtype(dtype)
     except TypeError:
@@ -105,14 +86,6 @@ def _raw_weights(w: Any, dtype: Any) -> tuple[np.ndarray, str, tuple[int, ...]]:
         arr = arr.astype(arr.dtype.newbyteorder("<"))
     arr = np.ascontiguousarray(arr)
     return arr.reshape(-1).view(np.uint8), name, shape
-
-
-def _check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
-    """``value`` as one of ``choices``; names are case-insensitive, like every name ryzq takes."""
-    name = value.strip().lower() if isinstance(value, str) else value
-    if name not in choices:
-        raise RyzqError(f"unknown {what} {value!r}: expected one of {', '.join(choices)}")
-    return name
 
 
 @dataclass(frozen=True)
@@ -229,12 +202,12 @@ class TernaryTensor:
             np.ascontiguousarray(self.data).reshape(-1),
             np.ascontiguousarray(self.scales, dtype=np.float32).reshape(-1),
             list(self.shape),
-            self.layout,
-            self.granularity,
-            name,
-            out.reshape(-1).view(np.uint8),
-            simd,
-            _check_threads(threads),
+            layout=self.layout,
+            granularity=self.granularity,
+            dtype=name,
+            out=out.reshape(-1).view(np.uint8),
+            simd=simd,
+            threads=threads,
         )
         return out
 
@@ -273,19 +246,23 @@ def quantize(
     Raises :class:`RyzqError` on bad input, such as NaN or infinite weights.
     """
     data, name, shape = _raw_weights(w, dtype)
-    layout = _check_choice(layout, LAYOUTS, "layout")
-    method = _check_choice(method, METHODS, "method")
-    granularity = _granularity_name(granularity, layout, method)
-    packed, packed_shape, scales, stats = _ryzq.quantize(
-        data, name, list(shape), layout, method, granularity, simd, _check_threads(threads)
+    packed, packed_shape, scales, stats, granularity = _ryzq.quantize(
+        data,
+        name,
+        list(shape),
+        layout=layout,
+        method=method,
+        granularity=granularity,
+        simd=simd,
+        threads=threads,
     )
     return TernaryTensor(
         data=packed.reshape(packed_shape),
         scales=scales,
         shape=tuple(shape),
         dtype=name,
-        layout=layout,
-        method=method,
+        layout=_ryzq.canonical_name("layout", layout),
+        method=_ryzq.canonical_name("method", method),
         granularity=granularity,
         stats=QuantizationStats._from_native(stats),
     )
@@ -318,11 +295,10 @@ def pack(
     """Pack int8 ternary codes (-1, 0, 1) into ``layout``; returns uint8 in the packed shape.
     The GGUF layouts store a scale in every block of 256 values: give those ``scales``."""
     arr = _as_codes(codes)
-    layout = _check_choice(layout, LAYOUTS, "layout")
     if scales is not None:
         scales = np.ascontiguousarray(scales, dtype=np.float32).reshape(-1)
     packed, packed_shape = _ryzq.pack(
-        arr.reshape(-1), list(arr.shape), layout, scales, simd, _check_threads(threads)
+        arr.reshape(-1), list(arr.shape), layout=layout, scales=scales, simd=simd, threads=threads
     )
     return packed.reshape(packed_shape)
 
@@ -339,9 +315,12 @@ def unpack(
     arr = np.asarray(data)
     if arr.dtype != np.uint8:
         raise RyzqError(f"packed data must be uint8, got {arr.dtype}")
-    layout = _check_choice(layout, LAYOUTS, "layout")
     shape = tuple(int(d) for d in shape)
     codes = _ryzq.unpack(
-        np.ascontiguousarray(arr).reshape(-1), list(shape), layout, simd, _check_threads(threads)
+        np.ascontiguousarray(arr).reshape(-1),
+        list(shape),
+        layout=layout,
+        simd=simd,
+        threads=threads,
     )
     return codes.reshape(shape)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import ryzq
-from ryzq.array import BLOCK_LAYOUTS, LAYOUTS, METHODS, bits_per_value
+from ryzq.array import LAYOUT_INFO, LAYOUTS, METHODS, bits_per_value
 from ryzq.files import (
     INDEX,
     LINEAR_CLASSES,
@@ -162,8 +162,11 @@ def _demo(args: argparse.Namespace) -> int:
             f"{plural(made['parameters'], 'parameter')}, {args.dtype}, {_size(made['bytes'])}\n"
         )
         rows = []
-        blocks_fit = args.hidden % 256 == 0 and args.intermediate % 256 == 0
-        layouts = [lay for lay in LAYOUTS if blocks_fit or lay not in BLOCK_LAYOUTS]
+        shapes = [[args.hidden, args.hidden], [args.intermediate, args.hidden]]
+        shapes.append([args.hidden, args.intermediate])
+        layouts = [lay for lay in LAYOUTS if all(_takes(lay, shape) for shape in shapes)]
+        refused = [lay for lay in LAYOUTS if lay not in layouts]
+        blocks_fit = "tq2_0" in layouts
         for layout in layouts:
             dst = Path(tmp) / f"model.{layout}.safetensors"
             report = quantize_file(src, dst, layout=layout)
@@ -186,8 +189,8 @@ def _demo(args: argparse.Namespace) -> int:
                 f"{nmse if nmse is not None else math.nan:>10.4f} {report.seconds:>8.2f} "
                 f"{'ok' if ok else 'FAILED':>12}"
             )
-        if not blocks_fit:
-            print(f"  ({', '.join(BLOCK_LAYOUTS)}: rows must be multiples of 256 values)")
+        for lay in refused:
+            print(f"  {lay}: not this model's shapes; it needs {LAYOUT_INFO[lay]['shape_rule']}")
         layout = "tq2_0" if blocks_fit else "i2"
         print(f"\nmethods (layout {layout}): mean NMSE over quantized tensors")
         for method, granularity in [
@@ -223,13 +226,22 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _takes(layout: str, shape: list[int]) -> bool:
+    try:
+        ryzq._ryzq.packed_shape(shape, layout)
+    except ryzq.RyzqError:
+        return False
+    return True
+
+
 def _info(_: argparse.Namespace) -> int:
     print(f"ryzq {ryzq.__version__}")
     print(f"SIMD level: {ryzq.simd_level()} (supported: {', '.join(ryzq.simd_levels())})")
     print("layouts (bits per weight; default granularity of absmean / absmax / optimal):")
-    for layout in LAYOUTS:
-        defaults = " / ".join(ryzq.default_granularity(layout, m) for m in METHODS)
+    for layout, info in LAYOUT_INFO.items():
+        defaults = " / ".join(info["default_granularity"][m] for m in METHODS)
         print(f"  {layout:<7} {bits_per_value(layout):.4g}  {defaults}")
+        print(f"          {info['description']}; {info['shape_rule']}")
     return 0
 
 
@@ -261,8 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=str.lower,
         choices=LAYOUTS,
         default="bitnet",
-        help="bitnet: transformers' BitNet layout; i2, t1: ryzq's 2-bit and 1.6-bit layouts; "
-        "tq2_0, tq1_0: GGUF's ternary blocks (default: %(default)s)",
+        help="; ".join(f"{name}: {info['description']}" for name, info in LAYOUT_INFO.items())
+        + " (default: %(default)s)",
     )
     q.add_argument(
         "--method",

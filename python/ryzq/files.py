@@ -13,14 +13,7 @@ from typing import Any
 
 from ryzq import _ryzq
 from ryzq._ryzq import RyzqError
-from ryzq.array import (
-    LAYOUTS,
-    METHODS,
-    _check_choice,
-    _check_threads,
-    _dtype_name,
-    _granularity_name,
-)
+from ryzq.array import _dtype_name
 from ryzq.config import RyzqWarning, granularity_warning, quantization_config
 from ryzq.progress import ProgressBar
 from ryzq.report import QuantizationReport
@@ -119,11 +112,6 @@ def _quantize_file(
     companions: Sequence[Path] = (),
     label: str | None = None,
 ) -> QuantizationReport:
-    layout = _check_choice(layout, LAYOUTS, "layout")
-    method = _check_choice(method, METHODS, "method")
-    granularity = _granularity_name(granularity, layout, method)
-    linear_class = _check_choice(linear_class, LINEAR_CLASSES, "linear_class")
-    threads = _check_threads(threads)
     if Path(src).is_dir():
         raise RyzqError(f"{src}: a folder; quantize model folders with quantize_model")
     callback = None
@@ -133,16 +121,16 @@ def _quantize_file(
     report = _ryzq.quantize_file(
         os.fspath(src),
         os.fspath(dst),
-        layout,
-        method,
-        granularity,
-        linear_class,
-        _patterns(include),
-        _patterns(exclude),
-        threads,
-        callback,
-        simd,
-        [os.fspath(c) for c in companions],
+        layout=layout,
+        method=method,
+        granularity=granularity,
+        linear_class=linear_class,
+        include=_patterns(include),
+        exclude=_patterns(exclude),
+        threads=threads,
+        progress=callback,
+        simd=simd,
+        companions=[os.fspath(c) for c in companions],
     )
     return QuantizationReport._from_native(report)
 
@@ -163,7 +151,7 @@ def dequantize_file(
         raise RyzqError(f"{src}: a folder; dequantize model folders with dequantize_model")
     name = None if dtype is None else _dtype_name(dtype)
     return _ryzq.dequantize_file(
-        os.fspath(src), os.fspath(dst), name, simd, _check_threads(threads)
+        os.fspath(src), os.fspath(dst), dtype=name, simd=simd, threads=threads
     )
 
 
@@ -286,9 +274,12 @@ def quantize_model(
     config = _model_config(src)
     _check_destination_folder(dst)
     shards, index = model_shards(src)
-    layout = _check_choice(layout, LAYOUTS, "layout")
-    method = _check_choice(method, METHODS, "method")
-    granularity = _granularity_name(granularity, layout, method)
+    layout = _ryzq.canonical_name("layout", layout)
+    method = _ryzq.canonical_name("method", method)
+    linear_class = _ryzq.canonical_name("linear_class", linear_class)
+    granularity = _ryzq.canonical_name(
+        "granularity", granularity or _ryzq.default_granularity(layout, method)
+    )
     advice = granularity_warning(config, method, granularity)
     if advice:
         warnings.warn(advice, RyzqWarning, stacklevel=2)

@@ -11,10 +11,7 @@ from typing import Any
 import numpy as np
 
 from ryzq._ryzq import RyzqError
-from ryzq.array import TernaryTensor
-
-#: ryzq layout -> GGML quantization type name
-GGUF_TYPES = {"tq2_0": "TQ2_0", "tq1_0": "TQ1_0"}
+from ryzq.array import LAYOUT_INFO, TernaryTensor
 
 
 def write_gguf(
@@ -36,12 +33,20 @@ def write_gguf(
     entries: list[tuple[str, np.ndarray, Any]] = []
     for name, t in tensors.items():
         if isinstance(t, TernaryTensor):
-            if t.layout not in GGUF_TYPES:
+            type_id = LAYOUT_INFO[t.layout]["gguf_type"]
+            if type_id is None:
+                ggufs = [n for n, info in LAYOUT_INFO.items() if info["gguf_type"] is not None]
                 raise RyzqError(
                     f"tensor {name!r}: layout {t.layout} has no GGUF type; quantize it with "
-                    f"layout 'tq2_0' or 'tq1_0'"
+                    f"a layout that has one: {', '.join(ggufs)}"
                 )
-            qtype = getattr(gguf.GGMLQuantizationType, GGUF_TYPES[t.layout])
+            try:
+                qtype = gguf.GGMLQuantizationType(type_id)
+            except ValueError:
+                raise RyzqError(
+                    f"tensor {name!r}: this gguf-py ({gguf.__name__}) does not know GGML type "
+                    f"{type_id} (layout {t.layout}), so it cannot write it"
+                ) from None
             entries.append((name, np.ascontiguousarray(t.data), qtype))
         else:
             arr = np.ascontiguousarray(t)

@@ -14,7 +14,8 @@ from typing import Any
 
 from ryzq.array import QuantizationStats
 
-_BLOCK = re.compile(r"^(?:(.*)\.)?(layers|layer|blocks|block|h)\.(\d+)\.")
+# The outermost numbered block: T5's `encoder.block.3.layer.1.` is block 3 of `encoder.block`.
+_BLOCK = re.compile(r"^(?:(.*?)\.)?(layers|layer|blocks|block|h)\.(\d+)\.")
 
 
 def block_of(name: str) -> tuple[str, int] | None:

@@ -110,6 +110,8 @@ pub enum Method {
 }
 
 impl Method {
+    pub const ALL: &'static [Method] = &[Method::AbsMean, Method::AbsMax, Method::Optimal];
+
     /// Names are case-insensitive.
     pub fn parse(name: &str) -> Result<Self> {
         match name.trim().to_ascii_lowercase().as_str() {

@@ -32,7 +32,7 @@ fn tiles_partition_the_tensor_and_the_packed_bytes() {
     ];
     for shape in shapes {
         let numel: usize = shape.iter().product();
-        for layout in Layout::ALL {
+        for &layout in Layout::ALL {
             let layout = layout.get();
             let Ok(packed_shape) = layout.packed_shape(shape) else {
                 continue;
@@ -65,7 +65,7 @@ fn quantize_then_dequantize_gives_code_times_scale() {
         .collect();
     let bytes = f32_bytes(&values);
     let shape = [64, 512];
-    for layout in Layout::ALL {
+    for &layout in Layout::ALL {
         let granularities = match layout.get().block() {
             Some(block) => vec![Granularity::Group(block)],
             None => vec![

@@ -276,7 +276,7 @@ fn layouts_pack_and_unpack_match_scalar_and_round_trip() {
     for shape in shapes {
         let n: usize = shape.iter().product();
         let codes = rng.codes(n);
-        for layout in Layout::ALL {
+        for &layout in Layout::ALL {
             if layout.get().packed_shape(shape).is_err() {
                 continue;
             }

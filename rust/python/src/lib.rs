@@ -5,6 +5,8 @@
 // PyO3 extracts arguments by value, and `map_err` hands errors over by value.
 #![allow(clippy::needless_pass_by_value)]
 
+mod args;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -21,6 +23,8 @@ use ryzq_core::{
     ErrorStats, FloatDType, Granularity, Layout, Method, QuantizeOptions, SimdLevel, TensorView,
     threads,
 };
+
+use crate::args::{Name, Threads};
 
 create_exception!(
     ryzq,
@@ -59,34 +63,37 @@ type QuantizeResult<'py> = (
     Vec<usize>,
     Bound<'py, PyArray1<f32>>,
     Bound<'py, PyDict>,
+    String,
 );
 
-/// Quantizes raw weights; returns (packed bytes, packed shape, scales, stats).
+/// Quantizes raw weights; returns (packed bytes, packed shape, scales, stats, granularity).
+/// `granularity=None` is the method's default in the layout.
 #[pyfunction]
-#[pyo3(signature = (data, dtype, shape, layout, method, granularity, simd=None, threads=None))]
+#[pyo3(signature = (data, dtype, shape, *, layout, method, granularity=None, simd=None, threads=Threads(None)))]
 #[allow(clippy::too_many_arguments)]
 fn quantize<'py>(
     py: Python<'py>,
     data: PyReadonlyArray1<'py, u8>,
-    dtype: &str,
+    dtype: Name<FloatDType>,
     shape: Vec<usize>,
-    layout: &str,
-    method: &str,
-    granularity: &str,
-    simd: Option<&str>,
-    threads: Option<usize>,
+    layout: Name<Layout>,
+    method: Name<Method>,
+    granularity: Option<Name<Granularity>>,
+    simd: Option<Name<SimdLevel>>,
+    threads: Threads,
 ) -> PyResult<QuantizeResult<'py>> {
     let bytes = contiguous(&data, "the weights")?;
-    let dtype = FloatDType::parse(dtype).map_err(to_py)?;
+    let (layout, method) = (layout.0, method.0);
+    let granularity = granularity.map_or_else(|| layout.default_granularity(method), |g| g.0);
     let opts = QuantizeOptions {
-        layout: Layout::parse(layout).map_err(to_py)?,
-        method: Method::parse(method).map_err(to_py)?,
-        granularity: Granularity::parse(granularity).map_err(to_py)?,
-        level: SimdLevel::resolve(simd).map_err(to_py)?,
+        layout,
+        method,
+        granularity,
+        level: args::level(simd)?,
     };
-    let view = TensorView::new(bytes, dtype, &shape).map_err(to_py)?;
+    let view = TensorView::new(bytes, dtype.0, &shape).map_err(to_py)?;
     let q = py
-        .detach(|| threads::run(threads, || ryzq_core::quantize(&view, &opts)))
+        .detach(|| threads::run(threads.0, || ryzq_core::quantize(&view, &opts)))
         .and_then(|(q, _)| q)
         .map_err(to_py)?;
     Ok((
@@ -94,43 +101,41 @@ fn quantize<'py>(
         q.packed_shape,
         PyArray1::from_vec(py, q.scales),
         stats_dict(py, &q.stats)?,
+        granularity.name(),
     ))
 }
 
 /// Dequantizes packed codes into `out`, the raw little-endian bytes of a `dtype` array.
 #[pyfunction]
-#[pyo3(signature = (packed, scales, shape, layout, granularity, dtype, out, simd=None, threads=None))]
+#[pyo3(signature = (packed, scales, shape, *, layout, granularity, dtype, out, simd=None, threads=Threads(None)))]
 #[allow(clippy::too_many_arguments)]
 fn dequantize<'py>(
     py: Python<'py>,
     packed: PyReadonlyArray1<'py, u8>,
     scales: PyReadonlyArray1<'py, f32>,
     shape: Vec<usize>,
-    layout: &str,
-    granularity: &str,
-    dtype: &str,
+    layout: Name<Layout>,
+    granularity: Name<Granularity>,
+    dtype: Name<FloatDType>,
     mut out: PyReadwriteArray1<'py, u8>,
-    simd: Option<&str>,
-    threads: Option<usize>,
+    simd: Option<Name<SimdLevel>>,
+    threads: Threads,
 ) -> PyResult<()> {
     let packed = contiguous(&packed, "the packed data")?;
     let scales = contiguous(&scales, "the scales")?;
-    let layout = Layout::parse(layout).map_err(to_py)?;
-    let granularity = Granularity::parse(granularity).map_err(to_py)?;
-    let dtype = FloatDType::parse(dtype).map_err(to_py)?;
-    let level = SimdLevel::resolve(simd).map_err(to_py)?;
+    let level = args::level(simd)?;
     let out = out
         .as_slice_mut()
         .map_err(|_| RyzqError::new_err("out must be a C-contiguous array"))?;
     py.detach(|| {
-        threads::run(threads, || {
+        threads::run(threads.0, || {
             ryzq_core::dequantize_into(
                 packed,
                 scales,
                 &shape,
-                layout,
-                granularity,
-                dtype,
+                layout.0,
+                granularity.0,
+                dtype.0,
                 level,
                 out,
             )
@@ -142,27 +147,27 @@ fn dequantize<'py>(
 
 /// Packs int8 codes; returns (packed bytes, packed shape).
 #[pyfunction]
-#[pyo3(signature = (codes, shape, layout, scales=None, simd=None, threads=None))]
+#[pyo3(signature = (codes, shape, *, layout, scales=None, simd=None, threads=Threads(None)))]
 fn pack<'py>(
     py: Python<'py>,
     codes: PyReadonlyArray1<'py, i8>,
     shape: Vec<usize>,
-    layout: &str,
+    layout: Name<Layout>,
     scales: Option<PyReadonlyArray1<'py, f32>>,
-    simd: Option<&str>,
-    threads: Option<usize>,
+    simd: Option<Name<SimdLevel>>,
+    threads: Threads,
 ) -> PyResult<(Bound<'py, PyArray1<u8>>, Vec<usize>)> {
     let codes = contiguous(&codes, "the codes")?;
     let scales = scales
         .as_ref()
         .map(|s| contiguous(s, "the scales"))
         .transpose()?;
-    let layout = Layout::parse(layout).map_err(to_py)?;
-    let level = SimdLevel::resolve(simd).map_err(to_py)?;
+    let layout = layout.0;
+    let level = args::level(simd)?;
     let packed_shape = layout.get().packed_shape(&shape).map_err(to_py)?;
     let packed = py
         .detach(|| {
-            threads::run(threads, || {
+            threads::run(threads.0, || {
                 ryzq_core::pack(codes, &shape, layout, scales, level)
             })
         })
@@ -173,20 +178,23 @@ fn pack<'py>(
 
 /// Unpacks int8 codes (flat).
 #[pyfunction]
-#[pyo3(signature = (packed, shape, layout, simd=None, threads=None))]
+#[pyo3(signature = (packed, shape, *, layout, simd=None, threads=Threads(None)))]
 fn unpack<'py>(
     py: Python<'py>,
     packed: PyReadonlyArray1<'py, u8>,
     shape: Vec<usize>,
-    layout: &str,
-    simd: Option<&str>,
-    threads: Option<usize>,
+    layout: Name<Layout>,
+    simd: Option<Name<SimdLevel>>,
+    threads: Threads,
 ) -> PyResult<Bound<'py, PyArray1<i8>>> {
     let packed = contiguous(&packed, "the packed data")?;
-    let layout = Layout::parse(layout).map_err(to_py)?;
-    let level = SimdLevel::resolve(simd).map_err(to_py)?;
+    let level = args::level(simd)?;
     let codes = py
-        .detach(|| threads::run(threads, || ryzq_core::unpack(packed, &shape, layout, level)))
+        .detach(|| {
+            threads::run(threads.0, || {
+                ryzq_core::unpack(packed, &shape, layout.0, level)
+            })
+        })
         .and_then(|(c, _)| c)
         .map_err(to_py)?;
     Ok(PyArray1::from_vec(py, codes))
@@ -194,9 +202,59 @@ fn unpack<'py>(
 
 /// The packed shape of a tensor of `shape` in `layout`.
 #[pyfunction]
-fn packed_shape(shape: Vec<usize>, layout: &str) -> PyResult<Vec<usize>> {
-    let layout = Layout::parse(layout).map_err(to_py)?;
-    layout.get().packed_shape(&shape).map_err(to_py)
+fn packed_shape(shape: Vec<usize>, layout: Name<Layout>) -> PyResult<Vec<usize>> {
+    layout.0.get().packed_shape(&shape).map_err(to_py)
+}
+
+/// The canonical name of each kind of option, from any spelling: `canonical("layout", "TQ2_0")`.
+#[pyfunction]
+fn canonical_name(what: &str, name: Bound<'_, PyAny>) -> PyResult<String> {
+    Ok(match what {
+        "layout" => name.extract::<Name<Layout>>()?.0.name().to_owned(),
+        "method" => name.extract::<Name<Method>>()?.0.name().to_owned(),
+        "granularity" => name.extract::<Name<Granularity>>()?.0.name(),
+        "linear_class" => name.extract::<Name<LinearClass>>()?.0.name().to_owned(),
+        "dtype" => name.extract::<Name<FloatDType>>()?.0.name().to_owned(),
+        other => return Err(RyzqError::new_err(format!("no option named {other:?}"))),
+    })
+}
+
+/// The layout registry: for each layout, in order, what ryzq knows of it.
+#[pyfunction]
+fn layouts(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
+    Layout::ALL
+        .iter()
+        .map(|&layout| {
+            let l = layout.get();
+            let d = PyDict::new(py);
+            d.set_item("name", l.name())?;
+            d.set_item("description", l.description())?;
+            d.set_item("shape_rule", l.shape_rule())?;
+            d.set_item("block", l.block())?;
+            d.set_item(
+                "scales",
+                if l.block().is_some() {
+                    "float16 in every block"
+                } else {
+                    "apart"
+                },
+            )?;
+            d.set_item("bits_per_value", l.bits_per_value())?;
+            d.set_item("gguf_type", l.gguf_type())?;
+            let defaults = PyDict::new(py);
+            for method in Method::ALL {
+                defaults.set_item(method.name(), layout.default_granularity(*method).name())?;
+            }
+            d.set_item("default_granularity", defaults)?;
+            Ok(d)
+        })
+        .collect()
+}
+
+/// The granularity `method` uses in `layout` unless asked otherwise.
+#[pyfunction]
+fn default_granularity(layout: Name<Layout>, method: Name<Method>) -> String {
+    layout.0.default_granularity(method.0).name()
 }
 
 /// The SIMD level in use (`RYZQ_SIMD` or the best the processor has).
@@ -256,31 +314,32 @@ fn file_report_dict<'py>(py: Python<'py>, r: &FileReport) -> PyResult<Bound<'py,
 /// Quantizes a safetensors file; returns the report as a dict. `progress(done, total, bytes)`
 /// is called after each tensor; Ctrl-C stops the work and leaves nothing behind.
 #[pyfunction]
-#[pyo3(signature = (src, dst, layout, method, granularity, linear_class, include, exclude, threads=None, progress=None, simd=None, companions=Vec::new()))]
+#[pyo3(signature = (src, dst, *, layout, method, granularity=None, linear_class, include=Vec::new(), exclude=Vec::new(), threads=Threads(None), progress=None, simd=None, companions=Vec::new()))]
 #[allow(clippy::too_many_arguments)]
-fn quantize_file<'py>(
-    py: Python<'py>,
+fn quantize_file(
+    py: Python<'_>,
     src: PathBuf,
     dst: PathBuf,
-    layout: &str,
-    method: &str,
-    granularity: &str,
-    linear_class: &str,
+    layout: Name<Layout>,
+    method: Name<Method>,
+    granularity: Option<Name<Granularity>>,
+    linear_class: Name<LinearClass>,
     include: Vec<String>,
     exclude: Vec<String>,
-    threads: Option<usize>,
+    threads: Threads,
     progress: Option<Py<PyAny>>,
-    simd: Option<&str>,
+    simd: Option<Name<SimdLevel>>,
     companions: Vec<PathBuf>,
-) -> PyResult<Bound<'py, PyDict>> {
+) -> PyResult<Bound<'_, PyDict>> {
+    let (layout, method) = (layout.0, method.0);
     let opts = FileOptions {
-        layout: Layout::parse(layout).map_err(to_py)?,
-        method: Method::parse(method).map_err(to_py)?,
-        granularity: Granularity::parse(granularity).map_err(to_py)?,
-        linear_class: LinearClass::parse(linear_class).map_err(to_py)?,
+        layout,
+        method,
+        granularity: granularity.map_or_else(|| layout.default_granularity(method), |g| g.0),
+        linear_class: linear_class.0,
         selection: Selection::new(&include, &exclude).map_err(to_py)?,
-        level: SimdLevel::resolve(simd).map_err(to_py)?,
-        threads,
+        level: args::level(simd)?,
+        threads: threads.0,
         companions,
     };
     let mut raised: Option<PyErr> = None;
@@ -309,27 +368,19 @@ fn quantize_file<'py>(
 
 /// Dequantizes a file written by `quantize_file`; returns how many tensors were dequantized.
 #[pyfunction]
-#[pyo3(signature = (src, dst, dtype=None, simd=None, threads=None))]
+#[pyo3(signature = (src, dst, *, dtype=None, simd=None, threads=Threads(None)))]
 fn dequantize_file(
     py: Python<'_>,
     src: PathBuf,
     dst: PathBuf,
-    dtype: Option<&str>,
-    simd: Option<&str>,
-    threads: Option<usize>,
+    dtype: Option<Name<FloatDType>>,
+    simd: Option<Name<SimdLevel>>,
+    threads: Threads,
 ) -> PyResult<usize> {
-    let dtype = dtype.map(FloatDType::parse).transpose().map_err(to_py)?;
-    let level = SimdLevel::resolve(simd).map_err(to_py)?;
-    py.detach(|| ryzq_core::file::dequantize_file(&src, &dst, dtype, level, threads))
+    let dtype = dtype.map(|d| d.0);
+    let level = args::level(simd)?;
+    py.detach(|| ryzq_core::file::dequantize_file(&src, &dst, dtype, level, threads.0))
         .map_err(to_py)
-}
-
-/// The granularity `method` uses in `layout` unless asked otherwise.
-#[pyfunction]
-fn default_granularity(layout: &str, method: &str) -> PyResult<String> {
-    let layout = Layout::parse(layout).map_err(to_py)?;
-    let method = Method::parse(method).map_err(to_py)?;
-    Ok(layout.default_granularity(method).name())
 }
 
 /// The validated header of a safetensors file: size, `__metadata__`, and each tensor's name,
@@ -437,6 +488,8 @@ fn _ryzq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dequantize_file, m)?)?;
     m.add_function(wrap_pyfunction!(read_header, m)?)?;
     m.add_function(wrap_pyfunction!(default_granularity, m)?)?;
+    m.add_function(wrap_pyfunction!(layouts, m)?)?;
+    m.add_function(wrap_pyfunction!(canonical_name, m)?)?;
     m.add_class::<SafetensorsFileWriter>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -161,12 +161,46 @@ fn stored_weight_scale(
     Ok(stored[0])
 }
 
+/// The other files of the model, opened when first needed.
+struct Companions<'a> {
+    paths: &'a [PathBuf],
+    opened: Vec<Option<Checkpoint>>,
+}
+
+impl<'a> Companions<'a> {
+    fn new(paths: &'a [PathBuf]) -> Self {
+        Self {
+            paths,
+            opened: paths.iter().map(|_| None).collect(),
+        }
+    }
+
+    /// The first companion holding a tensor named `name`, and that tensor.
+    fn find(&mut self, name: &str) -> Result<Option<(&Checkpoint, StoredTensor)>> {
+        for (i, path) in self.paths.iter().enumerate() {
+            if self.opened[i].is_none() {
+                self.opened[i] = Some(Checkpoint::open(path)?);
+            }
+            let checkpoint = self.opened[i].as_ref().expect("opened above");
+            if let Some(t) = checkpoint.tensor(name) {
+                let t = t.clone();
+                return Ok(Some((self.opened[i].as_ref().expect("opened above"), t)));
+            }
+        }
+        Ok(None)
+    }
+}
+
 /// The plan for a bias whose weight is quantized for `AutoBitLinear`, or `None` for any other
 /// tensor. The weight is looked for in `checkpoint`, then in the other files of the model.
+/// Such a bias is divided whatever `exclude` says (it is not quantized, and the layer needs
+/// it divided); selecting it for quantization with `include` is an error.
 fn bias_plan(
     checkpoint: &Checkpoint,
+    companions: &mut Companions<'_>,
     t: &StoredTensor,
     opts: &FileOptions,
+    threads: Option<usize>,
 ) -> Result<Option<Plan>> {
     let Some(base) = t.name.strip_suffix(".bias") else {
         return Ok(None);
@@ -175,21 +209,13 @@ fn bias_plan(
         return Ok(None);
     }
     let weight_name = format!("{base}.weight");
-    let mut found = checkpoint.tensor(&weight_name).map(|w| (None, w.clone()));
-    if found.is_none() {
-        for path in &opts.companions {
-            let other = Checkpoint::open(path)?;
-            if let Some(w) = other.tensor(&weight_name) {
-                let w = w.clone();
-                found = Some((Some(other), w));
-                break;
-            }
-        }
-    }
-    let Some((elsewhere, weight)) = found else {
+    let found = match checkpoint.tensor(&weight_name) {
+        Some(w) => Some((checkpoint, w.clone())),
+        None => companions.find(&weight_name)?,
+    };
+    let Some((source, weight)) = found else {
         return Ok(None);
     };
-    let source = elsewhere.as_ref().unwrap_or(checkpoint);
     let in_source = |e: Error| e.in_file(source.path(), Some(&weight.name));
     let Plan::Quantize {
         scale: Some(storage),
@@ -198,6 +224,13 @@ fn bias_plan(
     else {
         return Ok(None);
     };
+    if opts.selection.decide(&t.name, t.dtype, &t.shape) == Decision::Quantize {
+        return Err(Error::InvalidArgument(format!(
+            "it is selected for quantization, but it is the bias of {weight_name:?}, which is \
+             quantized for autobitlinear: that layer needs its bias in float, divided by the \
+             weight's scale; exclude it, or use linear_class bitlinear"
+        )));
+    }
     if float_dtype(t.dtype).is_none() || t.shape != weight.shape[..1] {
         return Err(Error::Format(format!(
             "the bias of {weight_name:?} (shape {:?}) must be a float tensor of shape [{}] to \
@@ -206,7 +239,11 @@ fn bias_plan(
             weight.shape, weight.shape[0], t.dtype, t.shape
         )));
     }
-    let divisor = stored_weight_scale(source, &weight, &storage, opts).map_err(in_source)?;
+    let divisor = crate::threads::run(threads, || {
+        stored_weight_scale(source, &weight, &storage, opts)
+    })?
+    .0
+    .map_err(in_source)?;
     Ok(Some(Plan::DivideBias {
         weight: weight_name,
         divisor,
@@ -235,7 +272,7 @@ fn divide_bias(level: SimdLevel, t: &StoredTensor, bytes: &[u8], divisor: f32) -
 
 /// Refuses a file that is already packed: reading packed checkpoints is not supported yet,
 /// and quantizing packed bytes as if they were weights would lose the model.
-fn refuse_packed(checkpoint: &Checkpoint) -> Result<()> {
+fn refuse_packed(checkpoint: &Checkpoint, companions: &mut Companions<'_>) -> Result<()> {
     if checkpoint.metadata().contains_key(metadata::KEY) {
         return Err(Error::Format(
             "this file was written by ryzq and is already packed; ryzq does not read packed \
@@ -244,11 +281,17 @@ fn refuse_packed(checkpoint: &Checkpoint) -> Result<()> {
                 .into(),
         ));
     }
-    let packed = checkpoint.tensors().iter().find(|t| {
-        t.dtype == Dtype::U8
-            && t.name.ends_with(".weight")
-            && checkpoint.tensor(&format!("{}_scale", t.name)).is_some()
-    });
+    let mut packed = None;
+    for t in checkpoint.tensors() {
+        if t.dtype != Dtype::U8 || !t.name.ends_with(".weight") {
+            continue;
+        }
+        let scale = format!("{}_scale", t.name);
+        if checkpoint.tensor(&scale).is_some() || companions.find(&scale)?.is_some() {
+            packed = Some(t);
+            break;
+        }
+    }
     if let Some(t) = packed {
         return Err(Error::Format(format!(
             "tensor {:?} is uint8 with a {:?} beside it: this checkpoint is already packed in \
@@ -353,7 +396,8 @@ pub fn quantize_file(
     check_distinct(src, dst)?;
     let threads = crate::threads::resolve(opts.threads)?;
     let checkpoint = Checkpoint::open(src)?;
-    refuse_packed(&checkpoint).map_err(|e| e.in_file(src, None))?;
+    let mut companions = Companions::new(&opts.companions);
+    refuse_packed(&checkpoint, &mut companions).map_err(|e| e.in_file(src, None))?;
     let in_file = |e: Error, t: &StoredTensor| e.in_file(src, Some(&t.name));
 
     let mut plans = Vec::with_capacity(checkpoint.tensors().len());
@@ -364,7 +408,9 @@ pub fn quantize_file(
         ..RyzqMetadata::default()
     };
     for t in checkpoint.tensors() {
-        let plan = match bias_plan(&checkpoint, t, opts).map_err(|e| in_file(e, t))? {
+        let plan = match bias_plan(&checkpoint, &mut companions, t, opts, threads)
+            .map_err(|e| in_file(e, t))?
+        {
             Some(bias) => bias,
             None => plan(t, opts).map_err(|e| in_file(e, t))?,
         };

@@ -32,6 +32,15 @@ impl PackedLayout for Bitnet {
         "bitnet"
     }
 
+    fn description(&self) -> &'static str {
+        "transformers' BitNet layout: 2 bits per value striped along dim 0, with a \
+         weight_scale tensor; transformers loads it"
+    }
+
+    fn shape_rule(&self) -> &'static str {
+        "1-D or 2-D, dim 0 a multiple of 4"
+    }
+
     fn packed_shape(&self, shape: &[usize]) -> Result<Vec<usize>> {
         require_nonempty(shape)?;
         if shape.len() > 2 {

@@ -13,6 +13,14 @@ impl PackedLayout for I2 {
         "i2"
     }
 
+    fn description(&self) -> &'static str {
+        "ryzq's 2-bit layout: 4 consecutive values per byte, with float32 scales apart"
+    }
+
+    fn shape_rule(&self) -> &'static str {
+        "any shape"
+    }
+
     fn packed_shape(&self, shape: &[usize]) -> Result<Vec<usize>> {
         Ok(vec![require_nonempty(shape)?.div_ceil(4)])
     }

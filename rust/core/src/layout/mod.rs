@@ -36,14 +36,38 @@ pub struct Tile {
 pub trait PackedLayout: Sync {
     fn name(&self) -> &'static str;
 
+    /// One line on what the layout is and who reads it (the CLI's help, `ryzq info`).
+    fn description(&self) -> &'static str;
+
+    /// The shapes the layout takes, in words.
+    fn shape_rule(&self) -> &'static str;
+
+    /// The GGML type id of the layout's blocks in a GGUF file, if it has one.
+    fn gguf_type(&self) -> Option<u32> {
+        None
+    }
+
+    /// Packed bits per value, block scales included (scales kept apart are not), from the
+    /// layout's own packed size of a tensor every layout takes.
+    fn bits_per_value(&self) -> f64 {
+        let shape = [4, 256 * 160];
+        let packed: usize = self
+            .packed_shape(&shape)
+            .expect("every layout takes this shape")
+            .iter()
+            .product();
+        packed as f64 * 8.0 / (shape[0] * shape[1]) as f64
+    }
+
     /// The shape of the packed uint8 tensor, or why `shape` cannot use this layout.
     fn packed_shape(&self, shape: &[usize]) -> Result<Vec<usize>>;
 
     /// The tiles of a tensor of `shape` (already accepted by [`Self::packed_shape`]).
     fn tiles(&self, shape: &[usize]) -> Vec<Tile>;
 
-    /// For a layout that stores a scale in every block of values (GGUF's TQ1_0 and TQ2_0),
-    /// the block size: its only granularity is one scale per block.
+    /// For a layout that stores a float16 scale in every block of values (GGUF's TQ1_0 and
+    /// TQ2_0), the block size: its groups are whole blocks. `None`: the scales are kept apart,
+    /// in a tensor of their own.
     fn block(&self) -> Option<usize> {
         None
     }
@@ -86,39 +110,57 @@ pub(crate) fn first_corrupt_byte(data: &[u8]) -> usize {
         .expect("a kernel found a corrupt field")
 }
 
-/// The layouts ryzq knows, by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Layout {
+/// The registry of layouts: one line per layout names its variant of [`Layout`] and its
+/// [`PackedLayout`]. Everything else ryzq says about a layout (in Python, the CLI's help, `ryzq
+/// info`, the demo and the tests) is read from that implementation.
+macro_rules! registry {
+    ($($(#[$doc:meta])* $variant:ident => $imp:expr),* $(,)?) => {
+        /// The layouts ryzq knows, by name.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Layout {
+            $($(#[$doc])* $variant),*
+        }
+
+        impl Layout {
+            /// Every layout, in the order ryzq lists them.
+            pub const ALL: &'static [Layout] = &[$(Layout::$variant),*];
+
+            #[must_use]
+            pub fn get(self) -> &'static dyn PackedLayout {
+                match self {
+                    $(Layout::$variant => &$imp),*
+                }
+            }
+        }
+    };
+}
+
+registry! {
     /// transformers' BitNet layout: 2 bits, striped along dim 0.
-    Bitnet,
+    Bitnet => bitnet::Bitnet,
     /// 2 bits per value, 4 consecutive values per byte.
-    I2,
+    I2 => i2::I2,
     /// Base-3, 5 values per byte (1.6 bits per value).
-    T1,
+    T1 => t1::T1,
     /// GGUF TQ2_0: blocks of 256 values in 66 bytes, a float16 scale each.
-    Tq2_0,
+    Tq2_0 => tq::TQ2_0,
     /// GGUF TQ1_0: blocks of 256 values in 54 bytes, a float16 scale each.
-    Tq1_0,
+    Tq1_0 => tq::TQ1_0,
 }
 
 impl Layout {
-    pub const ALL: [Layout; 5] = [
-        Layout::Bitnet,
-        Layout::I2,
-        Layout::T1,
-        Layout::Tq2_0,
-        Layout::Tq1_0,
-    ];
-
     /// Names are case-insensitive, like every name ryzq takes.
     pub fn parse(name: &str) -> Result<Self> {
         let wanted = name.trim().to_ascii_lowercase();
         Self::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|l| l.name() == wanted)
             .ok_or_else(|| {
+                let known: Vec<&str> = Self::ALL.iter().map(|l| l.name()).collect();
                 Error::InvalidArgument(format!(
-                    "unknown layout {name:?}: expected one of bitnet, i2, t1, tq2_0, tq1_0"
+                    "unknown layout {name:?}: expected one of {}",
+                    known.join(", ")
                 ))
             })
     }
@@ -138,17 +180,6 @@ impl Layout {
         match (method, self.get().block()) {
             (Method::AbsMax, Some(block)) => Granularity::Group(block),
             _ => Granularity::Tensor,
-        }
-    }
-
-    #[must_use]
-    pub fn get(self) -> &'static dyn PackedLayout {
-        match self {
-            Layout::Bitnet => &bitnet::Bitnet,
-            Layout::I2 => &i2::I2,
-            Layout::T1 => &t1::T1,
-            Layout::Tq2_0 => &tq::TQ2_0,
-            Layout::Tq1_0 => &tq::TQ1_0,
         }
     }
 }

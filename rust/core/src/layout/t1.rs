@@ -29,6 +29,14 @@ impl PackedLayout for T1 {
         "t1"
     }
 
+    fn description(&self) -> &'static str {
+        "ryzq's 1.6-bit layout: 5 values per byte in base 3, with float32 scales apart"
+    }
+
+    fn shape_rule(&self) -> &'static str {
+        "any shape"
+    }
+
     fn packed_shape(&self, shape: &[usize]) -> Result<Vec<usize>> {
         Ok(vec![require_nonempty(shape)?.div_ceil(5)])
     }

@@ -47,6 +47,8 @@ enum Codes {
 /// A GGUF ternary block layout.
 pub struct Blocks {
     name: &'static str,
+    description: &'static str,
+    gguf_type: u32,
     block_bytes: usize,
     codes: Codes,
 }
@@ -56,12 +58,18 @@ const TQ2_BLOCK_BYTES: usize = 66;
 
 pub const TQ2_0: Blocks = Blocks {
     name: "tq2_0",
+    description: "GGUF's TQ2_0: 256 values in 66 bytes, 2 bits each and a float16 scale; \
+                  llama.cpp runs it",
+    gguf_type: 35,
     block_bytes: TQ2_BLOCK_BYTES,
     codes: Codes::TwoBit,
 };
 
 pub const TQ1_0: Blocks = Blocks {
     name: "tq1_0",
+    description: "GGUF's TQ1_0: 256 values in 54 bytes, base 3 and a float16 scale; \
+                  llama.cpp runs it",
+    gguf_type: 34,
     block_bytes: 54,
     codes: Codes::Base3,
 };
@@ -127,6 +135,18 @@ impl Blocks {
 impl PackedLayout for Blocks {
     fn name(&self) -> &'static str {
         self.name
+    }
+
+    fn description(&self) -> &'static str {
+        self.description
+    }
+
+    fn shape_rule(&self) -> &'static str {
+        "rows (the last dimension) a multiple of 256 values"
+    }
+
+    fn gguf_type(&self) -> Option<u32> {
+        Some(self.gguf_type)
     }
 
     fn packed_shape(&self, shape: &[usize]) -> Result<Vec<usize>> {

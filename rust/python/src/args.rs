@@ -1,0 +1,115 @@
+//! Typed arguments: every name ryzq takes (layout, method, granularity, linear class, dtype,
+//! SIMD level) and thread counts are parsed here, once, by the core's own parsers, so a mistake
+//! gets one message whichever function it was passed to.
+
+use pyo3::prelude::*;
+use ryzq_core::file::LinearClass;
+use ryzq_core::{FloatDType, Granularity, Layout, Method, SimdLevel};
+
+use crate::{RyzqError, to_py};
+
+/// A value that ryzq takes by name.
+pub trait Named: Sized {
+    /// What the argument is, for messages ("layout").
+    const WHAT: &'static str;
+    fn parse(name: &str) -> ryzq_core::Result<Self>;
+}
+
+impl Named for Layout {
+    const WHAT: &'static str = "layout";
+    fn parse(name: &str) -> ryzq_core::Result<Self> {
+        Layout::parse(name)
+    }
+}
+
+impl Named for Method {
+    const WHAT: &'static str = "method";
+    fn parse(name: &str) -> ryzq_core::Result<Self> {
+        Method::parse(name)
+    }
+}
+
+impl Named for Granularity {
+    const WHAT: &'static str = "granularity";
+    fn parse(name: &str) -> ryzq_core::Result<Self> {
+        Granularity::parse(name)
+    }
+}
+
+impl Named for LinearClass {
+    const WHAT: &'static str = "linear_class";
+    fn parse(name: &str) -> ryzq_core::Result<Self> {
+        LinearClass::parse(name)
+    }
+}
+
+impl Named for FloatDType {
+    const WHAT: &'static str = "dtype";
+    fn parse(name: &str) -> ryzq_core::Result<Self> {
+        FloatDType::parse(name)
+    }
+}
+
+impl Named for SimdLevel {
+    const WHAT: &'static str = "simd";
+    fn parse(name: &str) -> ryzq_core::Result<Self> {
+        SimdLevel::parse(name)
+    }
+}
+
+/// A `T` given by its name (any case).
+pub struct Name<T>(pub T);
+
+impl<'a, 'py, T: Named> FromPyObject<'a, 'py> for Name<T> {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let text: String = obj.extract().map_err(|_| {
+            RyzqError::new_err(format!(
+                "{} must be a name (a string), got {}",
+                T::WHAT,
+                repr(obj)
+            ))
+        })?;
+        T::parse(&text).map(Name).map_err(to_py)
+    }
+}
+
+/// The SIMD level asked for, or the process's (`RYZQ_SIMD`, else the best there is).
+pub fn level(simd: Option<Name<SimdLevel>>) -> PyResult<SimdLevel> {
+    match simd {
+        Some(Name(level)) => Ok(level),
+        None => SimdLevel::current().map_err(to_py),
+    }
+}
+
+/// A thread count: `None` (the default) or a positive integer.
+pub struct Threads(pub Option<usize>);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Threads {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if obj.is_none() {
+            return Ok(Threads(None));
+        }
+        let bad = || {
+            RyzqError::new_err(format!(
+                "threads must be a positive number of threads, got {}",
+                repr(obj)
+            ))
+        };
+        if obj.is_instance_of::<pyo3::types::PyBool>() {
+            return Err(bad());
+        }
+        match obj.extract::<i64>() {
+            Ok(n) if n >= 1 => Ok(Threads(Some(usize::try_from(n).map_err(|_| bad())?))),
+            _ => Err(bad()),
+        }
+    }
+}
+
+fn repr(obj: Borrowed<'_, '_, PyAny>) -> String {
+    obj.repr()
+        .map_or_else(|_| "an unprintable value".into(), |r| r.to_string())
+}
