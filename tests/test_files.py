@@ -244,9 +244,10 @@ def test_an_interrupt_leaves_nothing(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        ryzq._ryzq.quantize_file(
+        ryzq._ryzq.quantize_checkpoint(
             str(src),
             str(dst),
+            folder=False,
             layout="bitnet",
             method="absmean",
             linear_class="bitlinear",

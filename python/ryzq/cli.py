@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import tempfile
 import warnings
@@ -45,10 +46,13 @@ def _quantize(args: argparse.Namespace) -> int:
     )
     if args.granularity is not None:
         options["granularity"] = args.granularity
-    if Path(args.src).is_dir():
-        report = quantize_model(args.src, args.dst, **options)
-    else:
-        report = quantize_file(args.src, args.dst, **options)
+    convert = quantize_model if Path(args.src).is_dir() else quantize_file
+    if args.dry_run:
+        print(convert(args.src, None, dry_run=True, **options).summary())
+        return 0
+    if args.dst is None:
+        raise ryzq.RyzqError("give the output (dst), or --dry-run")
+    report = convert(args.src, args.dst, **options)
     if args.report:
         report.to_json(args.report)
     if not args.quiet:
@@ -267,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = commands.add_parser("quantize", help="quantize a .safetensors file or a model folder")
     q.add_argument("src", help="a .safetensors file, or a Hugging Face model folder")
-    q.add_argument("dst", help="the output file (or folder, for a model folder)")
+    q.add_argument("dst", nargs="?", help="the output file (or folder, for a model folder)")
     q.add_argument(
         "--layout",
         type=str.lower,
@@ -313,6 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--threads", type=int, help="threads for the kernels (default: all cores)")
     q.add_argument("--report", metavar="JSON", help="write the full report here")
     q.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    q.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would happen to every tensor, with totals, and write nothing",
+    )
     q.set_defaults(run=_quantize)
 
     d = commands.add_parser(
@@ -360,6 +369,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     try:
         return args.run(args)
+    except BrokenPipeError:
+        # The reader of our output went away (`ryzq inspect x | head`): stop quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except (ryzq.RyzqError, OSError) as err:
         print(f"ryzq: error: {err}", file=sys.stderr)
         return 2

@@ -1,20 +1,20 @@
-"""Checkpoint files and model folders: quantize, dequantize, inspect."""
+"""Checkpoint files and model folders: quantize, dequantize, inspect. The conversion itself,
+and everything that touches a file, is the core's; this module is its Python face."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ryzq import _ryzq
 from ryzq._ryzq import RyzqError
 from ryzq.array import _dtype_name
-from ryzq.config import RyzqWarning, granularity_warning, quantization_config
+from ryzq.config import RyzqWarning
+from ryzq.plan import ConversionPlan
 from ryzq.progress import ProgressBar
 from ryzq.report import QuantizationReport
 
@@ -53,9 +53,65 @@ def ryzq_description(path: str | os.PathLike, metadata: dict[str, str]) -> dict[
     return described
 
 
+def _quantize(
+    src: str | os.PathLike,
+    dst: str | os.PathLike | None,
+    *,
+    folder: bool,
+    layout: str,
+    method: str,
+    granularity: str | None,
+    linear_class: str,
+    include: str | Sequence[str] | None,
+    exclude: str | Sequence[str] | None,
+    threads: int | None,
+    progress: bool,
+    simd: str | None,
+    dry_run: bool,
+) -> QuantizationReport | ConversionPlan:
+    options = dict(
+        folder=folder,
+        layout=layout,
+        method=method,
+        granularity=granularity,
+        linear_class=linear_class,
+        include=_patterns(include),
+        exclude=_patterns(exclude),
+        threads=threads,
+        simd=simd,
+    )
+    if dry_run:
+        plan = ConversionPlan._from_native(_ryzq.plan_quantize(os.fspath(src), **options))
+        _warn(plan.warnings)
+        return plan
+    if dst is None:
+        raise RyzqError("give a destination, or dry_run=True")
+    callback = None
+    if progress:
+        callback = ProgressBar(_source_bytes(Path(src)), label=f"{Path(src).name} ")
+    report = QuantizationReport._from_native(
+        _ryzq.quantize_checkpoint(os.fspath(src), os.fspath(dst), progress=callback, **options)
+    )
+    _warn(report.warnings)
+    return report
+
+
+def _warn(messages: list[str]) -> None:
+    for message in messages:
+        warnings.warn(message, RyzqWarning, stacklevel=4)
+
+
+def _source_bytes(src: Path) -> int:
+    if src.is_file():
+        return src.stat().st_size
+    if src.is_dir():
+        return sum(p.stat().st_size for p in src.glob("*.safetensors") if p.is_file())
+    return 0
+
+
 def quantize_file(
     src: str | os.PathLike,
-    dst: str | os.PathLike,
+    dst: str | os.PathLike | None = None,
     *,
     layout: str = "bitnet",
     method: str = "absmean",
@@ -66,6 +122,7 @@ def quantize_file(
     threads: int | None = None,
     progress: bool = False,
     simd: str | None = None,
+    dry_run: bool = False,
 ) -> QuantizationReport:
     """Quantize the safetensors checkpoint ``src`` into ``dst``, one tensor at a time.
 
@@ -79,11 +136,15 @@ def quantize_file(
     defaults to one scale per tensor, except absmax in the GGUF layouts (one per block). Every
     file records how it was written in its metadata, so :func:`dequantize_file` and ``ryzq
     inspect`` need nothing else. ``dst`` appears only when everything succeeded. Returns the
-    error report.
+    error report; with ``dry_run=True``, writes nothing and returns the
+    :class:`~ryzq.plan.ConversionPlan`.
     """
-    return _quantize_file(
+    if Path(src).is_dir():
+        raise RyzqError(f"{src}: a folder; quantize model folders with quantize_model")
+    return _quantize(
         src,
         dst,
+        folder=False,
         layout=layout,
         method=method,
         granularity=granularity,
@@ -93,46 +154,47 @@ def quantize_file(
         threads=threads,
         progress=progress,
         simd=simd,
+        dry_run=dry_run,
     )
 
 
-def _quantize_file(
-    src: str | os.PathLike,
-    dst: str | os.PathLike,
+def quantize_model(
+    src_dir: str | os.PathLike,
+    dst_dir: str | os.PathLike | None = None,
     *,
-    layout: str,
-    method: str,
-    granularity: str | None,
-    linear_class: str,
-    include: str | Sequence[str] | None,
-    exclude: str | Sequence[str] | None,
-    threads: int | None,
-    progress: bool,
-    simd: str | None,
-    companions: Sequence[Path] = (),
-    label: str | None = None,
+    layout: str = "bitnet",
+    method: str = "absmean",
+    granularity: str | None = None,
+    linear_class: str = "bitlinear",
+    include: str | Sequence[str] | None = None,
+    exclude: str | Sequence[str] | None = None,
+    threads: int | None = None,
+    progress: bool = False,
+    simd: str | None = None,
+    dry_run: bool = False,
 ) -> QuantizationReport:
-    if Path(src).is_dir():
-        raise RyzqError(f"{src}: a folder; quantize model folders with quantize_model")
-    callback = None
-    if progress:
-        size = Path(src).stat().st_size if Path(src).is_file() else 0
-        callback = ProgressBar(size, label=f"{label or Path(src).name} ")
-    report = _ryzq.quantize_file(
-        os.fspath(src),
-        os.fspath(dst),
+    """Quantize a Hugging Face model folder (``config.json`` and ``model.safetensors`` or
+    shards with ``model.safetensors.index.json``) into ``dst_dir``: the packed shards, a
+    correct index, ``config.json`` with its ``quantization_config``, and every other file
+    copied unchanged. ``dst_dir`` must not exist or be empty; it appears complete or not at
+    all. Returns one report for all shards (or, with ``dry_run=True``, the plan). Asking a
+    BitNet model for absmean at another granularity than per tensor warns
+    (:class:`RyzqWarning`, and in the report)."""
+    return _quantize(
+        src_dir,
+        dst_dir,
+        folder=True,
         layout=layout,
         method=method,
         granularity=granularity,
         linear_class=linear_class,
-        include=_patterns(include),
-        exclude=_patterns(exclude),
+        include=include,
+        exclude=exclude,
         threads=threads,
-        progress=callback,
+        progress=progress,
         simd=simd,
-        companions=[os.fspath(c) for c in companions],
+        dry_run=dry_run,
     )
-    return QuantizationReport._from_native(report)
 
 
 def dequantize_file(
@@ -149,181 +211,7 @@ def dequantize_file(
     Returns the number of tensors dequantized."""
     if Path(src).is_dir():
         raise RyzqError(f"{src}: a folder; dequantize model folders with dequantize_model")
-    name = None if dtype is None else _dtype_name(dtype)
-    return _ryzq.dequantize_file(
-        os.fspath(src), os.fspath(dst), dtype=name, simd=simd, threads=threads
-    )
-
-
-def _load_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as err:
-        raise RyzqError(f"{path}: {what} that is not valid JSON ({err})") from None
-
-
-def model_shards(src_dir: str | os.PathLike) -> tuple[list[str], dict[str, Any] | None]:
-    """The safetensors files of a model folder, and its index when it is sharded."""
-    src_dir = Path(src_dir)
-    index_path = src_dir / INDEX
-    if index_path.is_file():
-        index = _load_json(index_path, "a safetensors index")
-        weight_map = index.get("weight_map") if isinstance(index, dict) else None
-        if not isinstance(weight_map, dict) or not all(
-            isinstance(v, str) for v in weight_map.values()
-        ):
-            raise RyzqError(f"{index_path}: not a safetensors index (no weight_map of names)")
-        shards = sorted(set(weight_map.values()))
-        for shard in shards:
-            if not (src_dir / shard).is_file():
-                names = [n for n, s in weight_map.items() if s == shard]
-                raise RyzqError(
-                    f"{index_path}: shard {shard!r} (holding {names[0]!r} and "
-                    f"{len(names) - 1} more tensors) does not exist"
-                )
-        return shards, index
-    if (src_dir / SINGLE).is_file():
-        return [SINGLE], None
-    raise RyzqError(f"{src_dir}: no {SINGLE} and no {INDEX}")
-
-
-def _check_destination_folder(dst: Path) -> None:
-    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
-        raise RyzqError(f"{dst}: exists and is not an empty folder")
-    if not dst.parent.is_dir():
-        raise RyzqError(f"{dst}: the folder {dst.parent} does not exist")
-
-
-def _write_folder(
-    src: Path,
-    dst: Path,
-    shards: list[str],
-    index: dict[str, Any] | None,
-    convert: Callable[[str, Path], None],
-    config: Callable[[], dict[str, Any]],
-) -> None:
-    """Writes the model folder ``dst`` from ``src`` in a temporary folder beside it, renamed
-    into place at the end: each shard through ``convert(shard, output path)``, the index
-    rebuilt from the shards as written, ``config()`` (called once every shard is converted) as
-    ``config.json``, every other file copied."""
-    work = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".ryzq-partial", dir=dst.parent))
-    try:
-        weight_map: dict[str, str] = {}
-        total_size = 0
-        for shard in shards:
-            convert(shard, work / shard)
-            for t in read_header(work / shard)["tensors"]:
-                weight_map[t["name"]] = shard
-                total_size += t["end"] - t["start"]
-        if index is not None:
-            new_index = {
-                "metadata": {**index.get("metadata", {}), "total_size": total_size},
-                "weight_map": dict(sorted(weight_map.items())),
-            }
-            (work / INDEX).write_text(json.dumps(new_index, indent=2) + "\n")
-        (work / CONFIG).write_text(json.dumps(config(), indent=2) + "\n")
-        done = set(shards) | {INDEX, CONFIG}
-        for entry in src.iterdir():
-            if entry.name in done:
-                continue
-            if entry.is_dir():
-                shutil.copytree(entry, work / entry.name)
-            else:
-                shutil.copy2(entry, work / entry.name)
-        if dst.exists():
-            dst.rmdir()
-        work.rename(dst)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-
-
-def _model_config(src: Path) -> dict[str, Any]:
-    config_path = src / CONFIG
-    if not src.is_dir():
-        raise RyzqError(f"{src}: not a folder")
-    if not config_path.is_file():
-        raise RyzqError(f"{src}: no config.json, so not a model folder")
-    config = _load_json(config_path, "a config")
-    if not isinstance(config, dict):
-        raise RyzqError(f"{config_path}: not a JSON object")
-    return config
-
-
-def quantize_model(
-    src_dir: str | os.PathLike,
-    dst_dir: str | os.PathLike,
-    *,
-    layout: str = "bitnet",
-    method: str = "absmean",
-    granularity: str | None = None,
-    linear_class: str = "bitlinear",
-    include: str | Sequence[str] | None = None,
-    exclude: str | Sequence[str] | None = None,
-    threads: int | None = None,
-    progress: bool = False,
-    simd: str | None = None,
-) -> QuantizationReport:
-    """Quantize a Hugging Face model folder (``config.json`` and ``model.safetensors`` or
-    shards with ``model.safetensors.index.json``) into ``dst_dir``: the packed shards, a
-    correct index, ``config.json`` with its ``quantization_config``, and every other file
-    copied unchanged. ``dst_dir`` must not exist or be empty; it appears complete or not at
-    all. Returns one report for all shards. Asking a BitNet model for absmean at another
-    granularity than per tensor warns (:class:`RyzqWarning`, and in the report)."""
-    src, dst = Path(src_dir), Path(dst_dir)
-    config = _model_config(src)
-    _check_destination_folder(dst)
-    shards, index = model_shards(src)
-    layout = _ryzq.canonical_name("layout", layout)
-    method = _ryzq.canonical_name("method", method)
-    linear_class = _ryzq.canonical_name("linear_class", linear_class)
-    granularity = _ryzq.canonical_name(
-        "granularity", granularity or _ryzq.default_granularity(layout, method)
-    )
-    advice = granularity_warning(config, method, granularity)
-    if advice:
-        warnings.warn(advice, RyzqWarning, stacklevel=2)
-
-    reports = []
-
-    def convert(shard: str, out: Path) -> None:
-        reports.append(
-            _quantize_file(
-                src / shard,
-                out,
-                layout=layout,
-                method=method,
-                granularity=granularity,
-                linear_class=linear_class,
-                include=include,
-                exclude=exclude,
-                threads=threads,
-                progress=progress,
-                simd=simd,
-                companions=[src / s for s in shards if s != shard],
-            )
-        )
-
-    def finished_config() -> dict[str, Any]:
-        report = reports[-1]
-        tensors = [t for r in reports for t in r.tensors]
-        weights = [t for t in tensors if len(t.shape) == 2 and t.name.endswith(".weight")]
-        return {
-            **config,
-            "quantization_config": quantization_config(
-                kept_weights=[t.name for t in weights if not t.quantized],
-                quantized_weights=[t.name for t in weights if t.quantized],
-                layout=layout,
-                method=report.method,
-                granularity=report.granularity,
-                linear_class=linear_class,
-            ),
-        }
-
-    _write_folder(src, dst, shards, index, convert, finished_config)
-    return QuantizationReport.combine(
-        reports, src=str(src), dst=str(dst), warnings=[advice] if advice else []
-    )
+    return _dequantize(src, dst, folder=False, dtype=dtype, simd=simd, threads=threads)
 
 
 def dequantize_model(
@@ -338,15 +226,28 @@ def dequantize_model(
     dequantized (as :func:`dequantize_file` does), an index with the new sizes, ``config.json``
     without its ``quantization_config``, every other file copied. Returns the number of tensors
     dequantized."""
-    src, dst = Path(src_dir), Path(dst_dir)
-    config = _model_config(src)
-    _check_destination_folder(dst)
-    shards, index = model_shards(src)
-    config = {k: v for k, v in config.items() if k != "quantization_config"}
-    counted = []
+    return _dequantize(src_dir, dst_dir, folder=True, dtype=dtype, simd=simd, threads=threads)
 
-    def convert(shard: str, out: Path) -> None:
-        counted.append(dequantize_file(src / shard, out, dtype=dtype, simd=simd, threads=threads))
 
-    _write_folder(src, dst, shards, index, convert, lambda: config)
-    return sum(counted)
+def _dequantize(src, dst, *, folder, dtype, simd, threads) -> int:
+    name = None if dtype is None else _dtype_name(dtype)
+    return _ryzq.dequantize_checkpoint(
+        os.fspath(src), os.fspath(dst), folder=folder, dtype=name, simd=simd, threads=threads
+    )
+
+
+def model_shards(src_dir: str | os.PathLike) -> tuple[list[str], dict[str, Any] | None]:
+    """The safetensors files of a model folder, and its index when it is sharded."""
+    src_dir = Path(src_dir)
+    index_path = src_dir / INDEX
+    if index_path.is_file():
+        try:
+            index = json.loads(index_path.read_text())
+            weight_map = index["weight_map"]
+            shards = sorted(set(weight_map.values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise RyzqError(f"{index_path}: not a safetensors index ({err})") from None
+        return shards, index
+    if (src_dir / SINGLE).is_file():
+        return [SINGLE], None
+    raise RyzqError(f"{src_dir}: no {SINGLE} and no {INDEX}")

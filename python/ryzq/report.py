@@ -253,33 +253,7 @@ class QuantizationReport:
             file_bytes_out=d["file_bytes_out"],
             seconds=d["seconds"],
             threads=d["threads"],
-        )
-
-    @classmethod
-    def combine(
-        cls,
-        reports: list[QuantizationReport],
-        src: str,
-        dst: str,
-        warnings: list[str] | None = None,
-    ) -> QuantizationReport:
-        """One report for several files (the shards of a model)."""
-        first = reports[0]
-        return cls(
-            src=src,
-            dst=dst,
-            layout=first.layout,
-            method=first.method,
-            granularity=first.granularity,
-            linear_class=first.linear_class,
-            tensors=[t for r in reports for t in r.tensors],
-            file_bytes_in=sum(r.file_bytes_in for r in reports),
-            file_bytes_out=sum(r.file_bytes_out for r in reports),
-            seconds=sum(r.seconds for r in reports),
-            threads=first.threads,
-            warnings=list(
-                dict.fromkeys([*(warnings or []), *(w for r in reports for w in r.warnings)])
-            ),
+            warnings=list(d.get("warnings", [])),
         )
 
     @property

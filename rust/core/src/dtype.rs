@@ -68,3 +68,32 @@ impl FloatDType {
         }
     }
 }
+
+/// The float type ryzq quantizes, if `dtype` is one.
+#[must_use]
+pub fn float_dtype(dtype: safetensors::Dtype) -> Option<FloatDType> {
+    use safetensors::Dtype;
+    match dtype {
+        Dtype::F32 => Some(FloatDType::F32),
+        Dtype::F16 => Some(FloatDType::F16),
+        Dtype::BF16 => Some(FloatDType::BF16),
+        _ => None,
+    }
+}
+
+/// The safetensors type of a float type.
+#[must_use]
+pub fn safetensors_dtype(dtype: FloatDType) -> safetensors::Dtype {
+    use safetensors::Dtype;
+    match dtype {
+        FloatDType::F32 => Dtype::F32,
+        FloatDType::F16 => Dtype::F16,
+        FloatDType::BF16 => Dtype::BF16,
+    }
+}
+
+/// The safetensors name of a stored type (`BF16`), as ryzq's metadata records it.
+#[must_use]
+pub fn dtype_name(dtype: safetensors::Dtype) -> String {
+    format!("{dtype:?}")
+}

@@ -87,6 +87,10 @@ pub enum Error {
         expected: usize,
     },
 
+    /// A file name taken from a file's content that would reach outside its folder.
+    #[error("{0}")]
+    UnsafePath(String),
+
     /// A safetensors file whose header or layout breaks the format's rules.
     #[error("{0}")]
     Format(String),

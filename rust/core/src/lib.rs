@@ -8,20 +8,26 @@ compile_error!(
     "ryzq reads and writes little-endian data in place and supports little-endian targets only"
 );
 
+pub mod convert;
 pub mod dtype;
 pub mod error;
-pub mod file;
 pub mod kernels;
 pub mod layout;
+pub mod metadata;
 pub mod method;
+pub mod model;
 pub mod optimal;
+pub mod plan;
 pub mod quantize;
+pub mod report;
 pub mod simd;
+pub mod sink;
+pub mod source;
 pub mod stats;
 pub mod tensor;
 pub mod threads;
 
-pub use dtype::FloatDType;
+pub use dtype::{FloatDType, dtype_name, float_dtype, safetensors_dtype};
 pub use error::{Error, Index, Result};
 pub use layout::Layout;
 pub use method::{Granularity, Method, TernaryScale};

@@ -3,7 +3,7 @@
 //! gets one message whichever function it was passed to.
 
 use pyo3::prelude::*;
-use ryzq_core::file::LinearClass;
+use ryzq_core::plan::LinearClass;
 use ryzq_core::{FloatDType, Granularity, Layout, Method, SimdLevel};
 
 use crate::{RyzqError, to_py};

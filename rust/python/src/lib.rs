@@ -15,10 +15,10 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use ryzq_core::file::{
-    Checkpoint, FileOptions, FileReport, LinearClass, OutputTensor, SafetensorsWriter, Selection,
-    TensorReport,
-};
+use ryzq_core::plan::{Action, LinearClass, Plan, QuantizeRequest, Selection};
+use ryzq_core::report::{FileReport, TensorReport};
+use ryzq_core::sink::{OutputTensor, SafetensorsWriter};
+use ryzq_core::source::SafetensorsFile;
 use ryzq_core::{
     ErrorStats, FloatDType, Granularity, Layout, Method, QuantizeOptions, SimdLevel, TensorView,
     threads,
@@ -308,18 +308,21 @@ fn file_report_dict<'py>(py: Python<'py>, r: &FileReport) -> PyResult<Bound<'py,
     d.set_item("file_bytes_out", r.file_bytes_out)?;
     d.set_item("seconds", r.seconds)?;
     d.set_item("threads", r.threads)?;
+    d.set_item("warnings", r.warnings.clone())?;
     Ok(d)
 }
 
-/// Quantizes a safetensors file; returns the report as a dict. `progress(done, total, bytes)`
-/// is called after each tensor; Ctrl-C stops the work and leaves nothing behind.
+/// Quantizes a safetensors file or, with `folder`, a model folder; returns the report as a
+/// dict. `progress(done, total, bytes)` is called after each tensor; Ctrl-C stops the work and
+/// leaves nothing behind.
 #[pyfunction]
-#[pyo3(signature = (src, dst, *, layout, method, granularity=None, linear_class, include=Vec::new(), exclude=Vec::new(), threads=Threads(None), progress=None, simd=None, companions=Vec::new()))]
+#[pyo3(signature = (src, dst, *, folder, layout, method, granularity=None, linear_class, include=Vec::new(), exclude=Vec::new(), threads=Threads(None), progress=None, simd=None))]
 #[allow(clippy::too_many_arguments)]
-fn quantize_file(
+fn quantize_checkpoint(
     py: Python<'_>,
     src: PathBuf,
     dst: PathBuf,
+    folder: bool,
     layout: Name<Layout>,
     method: Name<Method>,
     granularity: Option<Name<Granularity>>,
@@ -329,19 +332,17 @@ fn quantize_file(
     threads: Threads,
     progress: Option<Py<PyAny>>,
     simd: Option<Name<SimdLevel>>,
-    companions: Vec<PathBuf>,
 ) -> PyResult<Bound<'_, PyDict>> {
-    let (layout, method) = (layout.0, method.0);
-    let opts = FileOptions {
+    let request = request(
         layout,
         method,
-        granularity: granularity.map_or_else(|| layout.default_granularity(method), |g| g.0),
-        linear_class: linear_class.0,
-        selection: Selection::new(&include, &exclude).map_err(to_py)?,
-        level: args::level(simd)?,
-        threads: threads.0,
-        companions,
-    };
+        granularity,
+        linear_class,
+        &include,
+        &exclude,
+        threads,
+        simd,
+    )?;
     let mut raised: Option<PyErr> = None;
     let result = py.detach(|| {
         let mut on_tensor = |t: &TensorReport, done: usize, total: usize| {
@@ -357,7 +358,7 @@ fn quantize_file(
                 ryzq_core::Error::Interrupted
             })
         };
-        ryzq_core::file::quantize_file(&src, &dst, &opts, &mut on_tensor)
+        ryzq_core::convert::quantize(&src, &dst, folder, &request, &mut on_tensor)
     });
     match (result, raised) {
         (Ok(report), _) => file_report_dict(py, &report),
@@ -366,20 +367,143 @@ fn quantize_file(
     }
 }
 
-/// Dequantizes a file written by `quantize_file`; returns how many tensors were dequantized.
+#[allow(clippy::too_many_arguments)]
+fn request(
+    layout: Name<Layout>,
+    method: Name<Method>,
+    granularity: Option<Name<Granularity>>,
+    linear_class: Name<LinearClass>,
+    include: &[String],
+    exclude: &[String],
+    threads: Threads,
+    simd: Option<Name<SimdLevel>>,
+) -> PyResult<QuantizeRequest> {
+    let (layout, method) = (layout.0, method.0);
+    Ok(QuantizeRequest {
+        layout,
+        method,
+        granularity: granularity.map_or_else(|| layout.default_granularity(method), |g| g.0),
+        linear_class: linear_class.0,
+        selection: Selection::new(include, exclude).map_err(to_py)?,
+        level: args::level(simd)?,
+        threads: threads.0,
+    })
+}
+
+/// What quantizing would do, without writing anything: the plan as a dict (files, each
+/// tensor's action and outputs, the config of a folder, warnings).
 #[pyfunction]
-#[pyo3(signature = (src, dst, *, dtype=None, simd=None, threads=Threads(None)))]
-fn dequantize_file(
+#[pyo3(signature = (src, *, folder, layout, method, granularity=None, linear_class, include=Vec::new(), exclude=Vec::new(), threads=Threads(None), simd=None))]
+#[allow(clippy::too_many_arguments)]
+fn plan_quantize(
+    py: Python<'_>,
+    src: PathBuf,
+    folder: bool,
+    layout: Name<Layout>,
+    method: Name<Method>,
+    granularity: Option<Name<Granularity>>,
+    linear_class: Name<LinearClass>,
+    include: Vec<String>,
+    exclude: Vec<String>,
+    threads: Threads,
+    simd: Option<Name<SimdLevel>>,
+) -> PyResult<Bound<'_, PyDict>> {
+    let request = request(
+        layout,
+        method,
+        granularity,
+        linear_class,
+        &include,
+        &exclude,
+        threads,
+        simd,
+    )?;
+    let (plan, size) = py
+        .detach(|| {
+            let source = ryzq_core::convert::open(&src, folder)?;
+            let plan = Plan::quantize(&source, &request)?;
+            Ok::<_, ryzq_core::Error>((plan, source.size()))
+        })
+        .map_err(to_py)?;
+    plan_dict(py, &plan, &request, size)
+}
+
+fn plan_dict<'py>(
+    py: Python<'py>,
+    plan: &Plan,
+    request: &QuantizeRequest,
+    bytes_in: u64,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("layout", request.layout.name())?;
+    d.set_item("method", request.method.name())?;
+    d.set_item("granularity", request.granularity.name())?;
+    d.set_item("linear_class", request.linear_class.name())?;
+    let files = PyList::empty(py);
+    for file in &plan.files {
+        let f = PyDict::new(py);
+        f.set_item("shard", &file.shard)?;
+        let tensors = PyList::empty(py);
+        for t in &file.tensors {
+            let e = PyDict::new(py);
+            e.set_item("name", &t.name)?;
+            let (action, why) = match &t.action {
+                Action::Copy(reason) => ("keep", Some(reason.clone())),
+                Action::Quantize { .. } => ("quantize", None),
+                Action::DivideBias { weight, .. } => (
+                    "divide",
+                    Some(format!("bias of {weight}, divided by its weight_scale")),
+                ),
+                Action::Dequantize { .. } => ("dequantize", None),
+                Action::ConvertFloat { .. } => ("convert", None),
+                Action::Drop => ("drop", None),
+            };
+            e.set_item("action", action)?;
+            e.set_item("why", why)?;
+            let outputs = PyList::empty(py);
+            for o in &t.outputs {
+                outputs.append((
+                    &o.name,
+                    ryzq_core::dtype_name(o.dtype),
+                    o.shape.clone(),
+                    o.nbytes(),
+                ))?;
+            }
+            e.set_item("outputs", outputs)?;
+            tensors.append(e)?;
+        }
+        f.set_item("tensors", tensors)?;
+        files.append(f)?;
+    }
+    d.set_item("files", files)?;
+    d.set_item("bytes_in", bytes_in)?;
+    d.set_item("bytes_out", plan.bytes_out())?;
+    d.set_item(
+        "config",
+        plan.config
+            .as_ref()
+            .map(|c| serde_json::to_string(c).expect("plain data serializes")),
+    )?;
+    d.set_item("warnings", plan.warnings.clone())?;
+    Ok(d)
+}
+
+/// Dequantizes a file or, with `folder`, a model folder written by ryzq; returns how many
+/// tensors were dequantized.
+#[pyfunction]
+#[pyo3(signature = (src, dst, *, folder, dtype=None, simd=None, threads=Threads(None)))]
+fn dequantize_checkpoint(
     py: Python<'_>,
     src: PathBuf,
     dst: PathBuf,
+    folder: bool,
     dtype: Option<Name<FloatDType>>,
     simd: Option<Name<SimdLevel>>,
     threads: Threads,
 ) -> PyResult<usize> {
     let dtype = dtype.map(|d| d.0);
     let level = args::level(simd)?;
-    py.detach(|| ryzq_core::file::dequantize_file(&src, &dst, dtype, level, threads.0))
+    py.detach(|| ryzq_core::convert::dequantize(&src, &dst, folder, dtype, level, threads.0))
         .map_err(to_py)
 }
 
@@ -387,7 +511,7 @@ fn dequantize_file(
 /// dtype, shape and byte range, in file order.
 #[pyfunction]
 fn read_header(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyDict>> {
-    let checkpoint = py.detach(|| Checkpoint::open(&path)).map_err(to_py)?;
+    let checkpoint = py.detach(|| SafetensorsFile::open(&path)).map_err(to_py)?;
     let d = PyDict::new(py);
     d.set_item("size", checkpoint.size())?;
     d.set_item("metadata", checkpoint.metadata().clone())?;
@@ -395,7 +519,7 @@ fn read_header(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyDict>> {
     for t in checkpoint.tensors() {
         let e = PyDict::new(py);
         e.set_item("name", &t.name)?;
-        e.set_item("dtype", ryzq_core::file::dtype_name(t.dtype))?;
+        e.set_item("dtype", ryzq_core::dtype_name(t.dtype))?;
         e.set_item("shape", &t.shape)?;
         e.set_item("start", t.range.start)?;
         e.set_item("end", t.range.end)?;
@@ -484,8 +608,9 @@ fn _ryzq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(packed_shape, m)?)?;
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;
     m.add_function(wrap_pyfunction!(simd_levels, m)?)?;
-    m.add_function(wrap_pyfunction!(quantize_file, m)?)?;
-    m.add_function(wrap_pyfunction!(dequantize_file, m)?)?;
+    m.add_function(wrap_pyfunction!(quantize_checkpoint, m)?)?;
+    m.add_function(wrap_pyfunction!(plan_quantize, m)?)?;
+    m.add_function(wrap_pyfunction!(dequantize_checkpoint, m)?)?;
     m.add_function(wrap_pyfunction!(read_header, m)?)?;
     m.add_function(wrap_pyfunction!(default_granularity, m)?)?;
     m.add_function(wrap_pyfunction!(layouts, m)?)?;

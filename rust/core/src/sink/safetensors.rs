@@ -1,22 +1,22 @@
-//! Writing a safetensors file whose tensors arrive one at a time, in any order.
+//! A safetensors file as a sink: its tensors arrive one at a time, in any order.
 //!
 //! The whole layout (header and every tensor's offsets) is fixed first, so each tensor is
 //! written at its place as soon as it is ready and never held for later. The `safetensors`
 //! crate's serializer instead pulls every tensor through an infallible `View::data`, which
 //! leaves no way to report an error in the middle of a tensor. Tensors are laid out by
 //! decreasing alignment, as that serializer does, so every one starts at an offset aligned for
-//! its dtype. The file is written under a temporary name beside the destination and renamed
-//! into place only by [`SafetensorsWriter::finish`]; dropped unfinished, it is removed.
+//! its dtype. The file is written through an [`AtomicFile`] and appears at its path only when
+//! [`SafetensorsWriter::finish`] succeeds; dropped unfinished, it is removed.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use safetensors::Dtype;
 use safetensors::tensor::{Metadata, TensorInfo};
-use tempfile::NamedTempFile;
 
 use crate::error::{Error, Result};
+use crate::sink::atomic::AtomicFile;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputTensor {
@@ -33,8 +33,7 @@ impl OutputTensor {
 }
 
 pub struct SafetensorsWriter {
-    file: NamedTempFile,
-    dst: PathBuf,
+    file: AtomicFile,
     data_start: u64,
     /// name -> (offset in the data, length, written yet)
     slots: HashMap<String, (u64, usize, bool)>,
@@ -61,6 +60,26 @@ fn write_at(file: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
             done += n;
         }
         Ok(())
+    }
+}
+
+/// `value` with the keys of every object in sorted order.
+fn sorted_keys(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<_> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k, sorted_keys(v)))
+                    .collect(),
+            )
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(sorted_keys).collect())
+        }
+        other => other,
     }
 }
 
@@ -99,44 +118,24 @@ impl SafetensorsWriter {
         }
         let metadata = Metadata::new(Some(metadata), infos)
             .map_err(|e| Error::Format(format!("cannot lay out the output: {e}")))?;
-        // Through a JSON value, whose maps are sorted, so that the same input gives the same
+        // Through a JSON value with its keys sorted, so that the same input gives the same
         // bytes: the crate keeps `__metadata__` in a HashMap of random order.
         let mut header = serde_json::to_value(&metadata)
+            .map(sorted_keys)
             .and_then(|v| serde_json::to_vec(&v))
             .map_err(|e| Error::Format(format!("cannot write the output header: {e}")))?;
         header.resize(header.len().next_multiple_of(8), b' ');
 
-        let dir = match dst.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let prefix = format!(
-            ".{}.",
-            dst.file_name()
-                .map_or("out".into(), |n| n.to_string_lossy())
-        );
-        let file = tempfile::Builder::new()
-            .prefix(&prefix)
-            .suffix(".ryzq-partial")
-            .tempfile_in(&dir)
-            .map_err(|e| Error::io(&dir, e))?;
+        let file = AtomicFile::create(dst)?;
         let data_start = 8 + header.len() as u64;
         let size = data_start + offset as u64;
-        let f = file.as_file();
+        let f = file.file();
         let tmp = file.path().to_path_buf();
-        // Temporary files are private (0600); the result is an ordinary, readable file.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            f.set_permissions(std::fs::Permissions::from_mode(0o644))
-                .map_err(|e| Error::io(&tmp, e))?;
-        }
         write_at(f, &(header.len() as u64).to_le_bytes(), 0).map_err(|e| Error::io(&tmp, e))?;
         write_at(f, &header, 8).map_err(|e| Error::io(&tmp, e))?;
         f.set_len(size).map_err(|e| Error::io(&tmp, e))?;
         Ok(Self {
             file,
-            dst: dst.to_path_buf(),
             data_start,
             slots,
             size,
@@ -151,7 +150,7 @@ impl SafetensorsWriter {
         Error::check_size(data.len(), *len, || format!("output tensor {name:?}"))?;
         *written = true;
         let at = self.data_start + *offset;
-        write_at(self.file.as_file(), data, at).map_err(|e| Error::io(self.file.path(), e))
+        write_at(self.file.file(), data, at).map_err(|e| Error::io(self.file.path(), e))
     }
 
     /// Writes tensor `name` with `len` bytes of `src` from `offset`, copied by the kernel
@@ -168,7 +167,7 @@ impl SafetensorsWriter {
         reader
             .seek(SeekFrom::Start(offset))
             .map_err(|e| Error::io(&tmp, e))?;
-        let mut out = self.file.as_file();
+        let mut out = self.file.file();
         out.seek(SeekFrom::Start(self.data_start + *at))
             .map_err(|e| Error::io(&tmp, e))?;
         let copied = std::io::copy(&mut reader.take(len as u64), &mut out)
@@ -194,11 +193,7 @@ impl SafetensorsWriter {
                 "output tensor {name:?} was never written"
             )));
         }
-        let dst = self.dst;
-        self.file
-            .persist(&dst)
-            .map_err(|e| Error::io(&dst, e.error))?;
-        Ok(())
+        self.file.finish()
     }
 }
 

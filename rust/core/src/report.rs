@@ -1,4 +1,4 @@
-//! What quantizing a file did, tensor by tensor.
+//! What a conversion did, tensor by tensor.
 
 use crate::stats::ErrorStats;
 
@@ -34,4 +34,6 @@ pub struct FileReport {
     pub file_bytes_out: u64,
     pub seconds: f64,
     pub threads: usize,
+    /// What the conversion did that is likely not what the model needs.
+    pub warnings: Vec<String>,
 }

@@ -1,5 +1,6 @@
-//! Opening a safetensors file: the header is validated by the `safetensors` crate's rules; when
-//! it fails, ryzq looks again to say which tensor and what is wrong.
+//! A safetensors file as a source: the header is validated by the `safetensors` crate's rules;
+//! when it fails, ryzq looks again to say which tensor and what is wrong. Tensors are read from
+//! a memory map, one at a time, and their pages released after.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -32,7 +33,7 @@ impl StoredTensor {
 }
 
 /// A memory-mapped, validated safetensors file.
-pub struct Checkpoint {
+pub struct SafetensorsFile {
     path: PathBuf,
     file: File,
     map: Mmap,
@@ -41,7 +42,7 @@ pub struct Checkpoint {
     size: u64,
 }
 
-impl Checkpoint {
+impl SafetensorsFile {
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let size = file.metadata().map_err(|e| Error::io(path, e))?.len();

@@ -8,8 +8,8 @@
 use glob::Pattern;
 use safetensors::Dtype;
 
+use crate::dtype::float_dtype;
 use crate::error::{Error, Result};
-use crate::file::float_dtype;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {

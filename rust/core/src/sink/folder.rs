@@ -1,0 +1,117 @@
+//! A Hugging Face model folder as a sink: the shards under their names, an index that lists
+//! every tensor with the right `total_size`, `config.json`, and the model's other files.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+use crate::sink::atomic::AtomicDir;
+use crate::source::Source;
+use crate::source::folder::{CONFIG, INDEX};
+
+pub struct FolderSink {
+    work: AtomicDir,
+    dst: PathBuf,
+}
+
+fn write_json(path: &Path, value: &Value) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value).expect("plain data serializes");
+    text.push('\n');
+    std::fs::write(path, text).map_err(|e| Error::io(path, e))
+}
+
+/// Copies `from` (a file, or a folder and what it holds) to `to`.
+fn copy_entry(from: &Path, to: &Path) -> Result<()> {
+    let meta = std::fs::metadata(from).map_err(|e| Error::io(from, e))?;
+    if meta.is_dir() {
+        std::fs::create_dir(to).map_err(|e| Error::io(to, e))?;
+        let mut entries: Vec<_> = std::fs::read_dir(from)
+            .map_err(|e| Error::io(from, e))?
+            .collect::<std::io::Result<_>>()
+            .map_err(|e| Error::io(from, e))?;
+        entries.sort_by_key(std::fs::DirEntry::file_name);
+        for entry in entries {
+            copy_entry(&entry.path(), &to.join(entry.file_name()))?;
+        }
+        Ok(())
+    } else if meta.is_file() {
+        std::fs::copy(from, to).map_err(|e| Error::io(from, e))?;
+        Ok(())
+    } else {
+        Err(Error::UnsafePath(format!(
+            "{}: not a regular file or a folder, so not copied into the model",
+            from.display()
+        )))
+    }
+}
+
+impl FolderSink {
+    /// `dst` must not exist, or be an empty folder.
+    pub fn create(dst: &Path) -> Result<Self> {
+        let occupied = match std::fs::read_dir(dst) {
+            Ok(mut entries) => entries.next().is_some(),
+            Err(_) => dst.exists(),
+        };
+        if occupied {
+            return Err(Error::InvalidArgument(format!(
+                "{}: exists and is not an empty folder",
+                dst.display()
+            )));
+        }
+        Ok(Self {
+            work: AtomicDir::create(dst)?,
+            dst: dst.to_path_buf(),
+        })
+    }
+
+    #[must_use]
+    pub fn dst(&self) -> &Path {
+        &self.dst
+    }
+
+    /// Where the output file `name` is written.
+    #[must_use]
+    pub fn path_of(&self, name: &str) -> PathBuf {
+        self.work.join(name)
+    }
+
+    pub fn finish(self, source: &Source, plan: &Plan) -> Result<()> {
+        let folder = source.folder().expect("a folder sink has a folder source");
+        if let Some(index) = folder.index() {
+            let mut weight_map = Map::new();
+            let mut names: Vec<(&str, &str)> = Vec::new();
+            let mut total_size = 0u64;
+            for file in &plan.files {
+                let shard = file.shard.as_deref().unwrap_or_default();
+                for out in file.outputs() {
+                    names.push((&out.name, shard));
+                    total_size += out.nbytes() as u64;
+                }
+            }
+            names.sort_unstable();
+            for (name, shard) in names {
+                weight_map.insert(name.to_owned(), Value::String(shard.to_owned()));
+            }
+            let mut metadata = match index.get("metadata") {
+                Some(Value::Object(m)) => m.clone(),
+                _ => Map::new(),
+            };
+            metadata.insert("total_size".into(), Value::from(total_size));
+            let mut new_index = Map::new();
+            new_index.insert("metadata".into(), Value::Object(metadata));
+            new_index.insert("weight_map".into(), Value::Object(weight_map));
+            write_json(&self.work.join(INDEX), &Value::Object(new_index))?;
+        }
+        let config = plan
+            .config
+            .clone()
+            .unwrap_or_else(|| folder.config().clone());
+        write_json(&self.work.join(CONFIG), &Value::Object(config))?;
+        for name in folder.other_entries()? {
+            copy_entry(&folder.dir().join(&name), &self.work.join(&name))?;
+        }
+        self.work.finish()
+    }
+}

@@ -1,0 +1,101 @@
+//! Sinks: where a conversion writes. A safetensors file, or a Hugging Face model folder (its
+//! shards under their names, an index, `config.json`, the model's other files). Every sink
+//! writes through [`atomic`]: nothing appears at the destination until it is complete.
+
+pub mod atomic;
+pub mod folder;
+pub mod safetensors;
+
+use std::path::{Path, PathBuf};
+
+pub use safetensors::{OutputTensor, SafetensorsWriter};
+
+use crate::error::{Error, Result};
+use crate::plan::{OutputFile, Plan};
+use crate::source::Source;
+
+/// The destination of a conversion.
+pub enum Sink {
+    /// One safetensors file.
+    File { dst: PathBuf },
+    /// A model folder, written in a temporary folder beside it.
+    Folder(folder::FolderSink),
+}
+
+/// Refuses `dst` when it is `src` itself (or a link to it), or when its folder is missing.
+pub fn check_destination(src: &Path, dst: &Path) -> Result<()> {
+    let same = match (std::fs::metadata(src), std::fs::metadata(dst)) {
+        #[cfg(unix)]
+        (Ok(a), Ok(b)) => {
+            use std::os::unix::fs::MetadataExt;
+            a.dev() == b.dev() && a.ino() == b.ino()
+        }
+        _ => std::fs::canonicalize(src).ok() == std::fs::canonicalize(dst).ok() && dst.exists(),
+    };
+    if same {
+        return Err(Error::InvalidArgument(format!(
+            "{}: the output would overwrite the input; choose another destination",
+            dst.display()
+        )));
+    }
+    let dir = match dst.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::InvalidArgument(format!(
+            "{}: the output folder {} does not exist",
+            dst.display(),
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+impl Sink {
+    /// A sink for `source`'s kind: a file for a file, a folder for a folder.
+    pub fn for_source(source: &Source, dst: &Path) -> Result<Self> {
+        check_destination(source.path(), dst)?;
+        if source.folder().is_some() {
+            Ok(Sink::Folder(folder::FolderSink::create(dst)?))
+        } else {
+            Ok(Sink::File {
+                dst: dst.to_path_buf(),
+            })
+        }
+    }
+
+    /// Starts writing one output file of the plan.
+    pub fn create(&self, file: &OutputFile) -> Result<SafetensorsWriter> {
+        let outputs: Vec<OutputTensor> = file.outputs().cloned().collect();
+        let path = match (self, &file.shard) {
+            (Sink::File { dst }, _) => dst.clone(),
+            (Sink::Folder(folder), Some(shard)) => folder.path_of(shard),
+            (Sink::Folder(_), None) => {
+                return Err(Error::InvalidArgument(
+                    "a model folder's files need names".into(),
+                ));
+            }
+        };
+        SafetensorsWriter::create(&path, &outputs, file.metadata.clone())
+            .map_err(|e| e.in_file(&path, None))
+    }
+
+    /// Completes the output once every file is written: for a folder, its index,
+    /// `config.json` and the model's other files, then the folder moved into place.
+    pub fn finish(self, source: &Source, plan: &Plan) -> Result<()> {
+        match self {
+            Sink::File { .. } => Ok(()),
+            Sink::Folder(folder) => folder.finish(source, plan),
+        }
+    }
+
+    /// The destination.
+    #[must_use]
+    pub fn dst(&self) -> &Path {
+        match self {
+            Sink::File { dst } => dst,
+            Sink::Folder(folder) => folder.dst(),
+        }
+    }
+}
