@@ -234,3 +234,37 @@ def run_cli(*args):
     return subprocess.run(
         [sys.executable, "-m", "ryzq", *map(str, args)], capture_output=True, text=True
     )
+
+
+@pytest.mark.parametrize(
+    ("case", "kind", "tensor"),
+    [
+        (truncated, "truncated", "model.norm.weight"),
+        (header_past_end, "truncated", None),
+        (offsets_overlap, "bad_format", "b.weight"),
+        (nan_weight, "non_finite", W),
+    ],
+)
+def test_errors_say_their_kind_file_and_tensor(tmp_path, case, kind, tensor):
+    src, _ = case(tmp_path)
+    with pytest.raises(ryzq.RyzqError) as caught:
+        ryzq.quantize_file(src, tmp_path / "out.safetensors")
+    assert caught.value.kind == kind
+    assert caught.value.path == str(src)
+    assert caught.value.tensor == tensor
+
+
+def test_an_index_naming_a_file_outside_the_folder_is_unsafe(tmp_path):
+    import json
+
+    src = tmp_path / "src"
+    src.mkdir()
+    write(tmp_path / "outside.safetensors", tiny_model())
+    (src / "config.json").write_text("{}")
+    weight_map = {"model.embed_tokens.weight": "../outside.safetensors"}
+    (src / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(ryzq.RyzqError, match="not a plain file name") as caught:
+        ryzq.quantize_model(src, tmp_path / "dst")
+    assert caught.value.kind == "unsafe_path"
+    assert caught.value.path.endswith("model.safetensors.index.json")
+    assert not (tmp_path / "dst").exists()

@@ -8,7 +8,10 @@ import numpy.typing as npt
 
 __version__: str
 
-class RyzqError(ValueError): ...
+class RyzqError(ValueError):
+    kind: str
+    path: str | None
+    tensor: str | None
 
 def quantize(
     data: npt.NDArray[np.uint8],

@@ -49,7 +49,9 @@ def ryzq_description(path: str | os.PathLike, metadata: dict[str, str]) -> dict[
         if not isinstance(described.get("quantized"), dict):
             raise ValueError("no 'quantized' map")
     except (ValueError, AttributeError) as err:
-        raise RyzqError(f"{path}: unreadable ryzq metadata ({err})") from None
+        error = RyzqError(f"{path}: unreadable ryzq metadata ({err})")
+        error.kind, error.path = "bad_format", str(path)
+        raise error from None
     return described
 
 

@@ -95,6 +95,10 @@ pub enum Error {
     #[error("{0}")]
     Format(String),
 
+    /// A file that ends before its own header says it does.
+    #[error("{0}")]
+    Truncated(String),
+
     /// An operating-system error on a path.
     #[error("{path}: {source}")]
     Io {
@@ -117,6 +121,44 @@ pub enum Error {
 }
 
 impl Error {
+    /// A short, stable word for what went wrong, for callers that branch on it.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidArgument(_) => "invalid_argument",
+            Error::Shape(_) => "bad_shape",
+            Error::ScaleRange(_) => "scale_range",
+            Error::NonFinite { .. } => "non_finite",
+            Error::InvalidCode { .. } => "invalid_code",
+            Error::CorruptPacked { .. } => "corrupt_packed",
+            Error::Size { .. } => "bad_size",
+            Error::UnsafePath(_) => "unsafe_path",
+            Error::Format(_) => "bad_format",
+            Error::Truncated(_) => "truncated",
+            Error::Io { .. } => "io",
+            Error::InFile { source, .. } => source.kind(),
+            Error::Interrupted => "interrupted",
+        }
+    }
+
+    /// The file the error is about, where there is one.
+    #[must_use]
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            Error::InFile { path, .. } | Error::Io { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// The tensor the error is about, where there is one.
+    #[must_use]
+    pub fn tensor(&self) -> Option<&str> {
+        match self {
+            Error::InFile { tensor, .. } => tensor.as_deref(),
+            _ => None,
+        }
+    }
+
     /// Names the file and tensor this error happened in.
     #[must_use]
     pub fn in_file(self, path: &std::path::Path, tensor: Option<&str>) -> Self {

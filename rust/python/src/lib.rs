@@ -30,11 +30,22 @@ create_exception!(
     ryzq,
     RyzqError,
     PyValueError,
-    "Bad input to ryzq: an unsupported dtype or shape, non-finite weights, corrupt packed data."
+    "Bad input to ryzq: an unsupported dtype or shape, non-finite weights, corrupt packed data. \
+     `kind` is a short stable word for what went wrong (`truncated`, `bad_shape`, `non_finite`, \
+     `unsafe_path`, ...); `path` and `tensor` say where, when there is a file and a tensor."
 );
 
+/// The core's error as a `RyzqError` whose `kind`, `path` and `tensor` say what and where.
 fn to_py(err: ryzq_core::Error) -> PyErr {
-    RyzqError::new_err(err.to_string())
+    let py_err = RyzqError::new_err(err.to_string());
+    Python::attach(|py| {
+        let value = py_err.value(py);
+        // Setting plain attributes on a fresh exception cannot fail but for memory.
+        let _ = value.setattr("kind", err.kind());
+        let _ = value.setattr("path", err.path());
+        let _ = value.setattr("tensor", err.tensor());
+    });
+    py_err
 }
 
 fn contiguous<'a, T: numpy::Element>(
@@ -600,7 +611,12 @@ impl SafetensorsFileWriter {
 
 #[pymodule(gil_used = false)]
 fn _ryzq(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add("RyzqError", m.py().get_type::<RyzqError>())?;
+    let error = m.py().get_type::<RyzqError>();
+    // What an error raised without them (in Python, for a bad argument) says.
+    error.setattr("kind", "invalid_argument")?;
+    error.setattr("path", m.py().None())?;
+    error.setattr("tensor", m.py().None())?;
+    m.add("RyzqError", error)?;
     m.add_function(wrap_pyfunction!(quantize, m)?)?;
     m.add_function(wrap_pyfunction!(dequantize, m)?)?;
     m.add_function(wrap_pyfunction!(pack, m)?)?;

@@ -47,7 +47,7 @@ impl SafetensorsFile {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
         if size < LEN_BYTES as u64 {
-            return Err(format_error(
+            return Err(truncated_error(
                 path,
                 None,
                 format!(
@@ -174,6 +174,10 @@ fn format_error(path: &Path, tensor: Option<&str>, message: String) -> Error {
     Error::Format(message).in_file(path, tensor)
 }
 
+fn truncated_error(path: &Path, tensor: Option<&str>, message: String) -> Error {
+    Error::Truncated(message).in_file(path, tensor)
+}
+
 /// Says what is wrong with a header the `safetensors` crate refused, naming the tensor where
 /// there is one; falls back to the crate's own message.
 fn diagnose(path: &Path, file: &[u8], crate_message: &str) -> Error {
@@ -188,7 +192,7 @@ fn diagnose(path: &Path, file: &[u8], crate_message: &str) -> Error {
     }
     let n = n as usize;
     if LEN_BYTES + n > size {
-        return format_error(
+        return truncated_error(
             path,
             None,
             format!(
@@ -250,10 +254,14 @@ fn diagnose(path: &Path, file: &[u8], crate_message: &str) -> Error {
             ));
         }
         if end > data_len {
-            return bad(format!(
-                "data_offsets [{start}, {end}] run past the end of the data ({data_len} bytes): \
-                 the file is truncated"
-            ));
+            return truncated_error(
+                path,
+                Some(name),
+                format!(
+                    "data_offsets [{start}, {end}] run past the end of the data ({data_len} \
+                     bytes): the file is truncated"
+                ),
+            );
         }
         spans.push((start, end, name));
     }
