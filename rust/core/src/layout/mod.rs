@@ -11,6 +11,7 @@ use crate::simd::SimdLevel;
 
 pub mod bitnet;
 pub mod i2;
+pub mod q2_0;
 pub mod t1;
 pub mod tq;
 
@@ -42,8 +43,8 @@ pub trait PackedLayout: Sync {
     /// The tiles of a tensor of `shape` (already accepted by [`Self::packed_shape`]).
     fn tiles(&self, shape: &[usize]) -> Vec<Tile>;
 
-    /// For a layout that stores a scale in every block of values (GGUF's TQ1_0 and TQ2_0),
-    /// the block size: its only granularity is one scale per block.
+    /// For a layout that stores a scale in every block of values (GGUF's TQ1_0, TQ2_0 and
+    /// Q2_0), the block size: its only granularity is one scale per block.
     fn block(&self) -> Option<usize> {
         None
     }
@@ -99,15 +100,18 @@ pub enum Layout {
     Tq2_0,
     /// GGUF TQ1_0: blocks of 256 values in 54 bytes, a float16 scale each.
     Tq1_0,
+    /// GGUF Q2_0: blocks of 64 values in 18 bytes, a float16 scale each.
+    Q2_0,
 }
 
 impl Layout {
-    pub const ALL: [Layout; 5] = [
+    pub const ALL: [Layout; 6] = [
         Layout::Bitnet,
         Layout::I2,
         Layout::T1,
         Layout::Tq2_0,
         Layout::Tq1_0,
+        Layout::Q2_0,
     ];
 
     /// Names are case-insensitive, like every name ryzq takes.
@@ -117,8 +121,10 @@ impl Layout {
             .into_iter()
             .find(|l| l.name() == wanted)
             .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|l| l.name()).collect();
                 Error::InvalidArgument(format!(
-                    "unknown layout {name:?}: expected one of bitnet, i2, t1, tq2_0, tq1_0"
+                    "unknown layout {name:?}: expected one of {}",
+                    names.join(", ")
                 ))
             })
     }
@@ -149,6 +155,7 @@ impl Layout {
             Layout::T1 => &t1::T1,
             Layout::Tq2_0 => &tq::TQ2_0,
             Layout::Tq1_0 => &tq::TQ1_0,
+            Layout::Q2_0 => &q2_0::Q2_0,
         }
     }
 }
