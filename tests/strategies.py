@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import ml_dtypes
 import numpy as np
+from hypothesis import reject
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+
+import ryzq
 
 DTYPES = {
     "float32": np.dtype(np.float32),
@@ -82,3 +85,14 @@ def default_granularity(layout: str, method: str = "absmean") -> str:
 def matrix_shape(layout: str, rows: int = 64) -> tuple[int, int]:
     """A 2-D shape every layout takes."""
     return (rows, 512)
+
+
+def quantize_or_reject(w: np.ndarray, **options) -> ryzq.TernaryTensor:
+    """``ryzq.quantize(w, **options)``, rejecting the example where the layout rightly refuses
+    the weights: a scale the GGUF blocks' float16 cannot hold (drawn weights may be all tiny)."""
+    try:
+        return ryzq.quantize(w, **options)
+    except ryzq.RyzqError as refused:
+        if "float16 block scales" not in str(refused):
+            raise
+        reject()
