@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ryzq
-from strategies import codes, granularities, shapes, weights
+from strategies import BLOCKS, block_scales, codes, granularities, shapes, weights
 
 LEVELS = ryzq.simd_levels()
 SIMD_LEVELS = [level for level in LEVELS if level != "scalar"]
@@ -74,7 +74,7 @@ def test_pack_and_unpack_equal_scalar(data, layout):
     levels = simd_levels()
     shape = data.draw(shapes(layout, max_side=400 if layout in ("i2", "t1") else 90))
     c = data.draw(codes(shape))
-    scales = np.full(c.size // 256, 0.25, np.float32) if layout.startswith("tq") else None
+    scales = block_scales(layout, c.size, 0.25)
     packed = ryzq.pack(c, layout, scales=scales, simd="scalar")
     for level in levels:
         np.testing.assert_array_equal(ryzq.pack(c, layout, scales=scales, simd=level), packed)
@@ -85,9 +85,9 @@ def test_pack_and_unpack_equal_scalar(data, layout):
 def test_large_tensors_equal_scalar(layout):
     levels = simd_levels()
     rng = np.random.default_rng(11)
-    cols = 5120 if layout.startswith("tq") else 5003
+    cols = 5120 if layout in BLOCKS else 5003
     w = (rng.standard_normal((132, cols)) * 0.05).astype(np.float32)
-    granularity = "group:256" if layout.startswith("tq") else "row"
+    granularity = f"group:{BLOCKS[layout]}" if layout in BLOCKS else "row"
     expected = ryzq.quantize(w, layout=layout, granularity=granularity, simd="scalar")
     for level in levels:
         assert_same_quantization(

@@ -23,7 +23,7 @@ def test_equals_a_brute_force_search_over_all_thresholds(w):
     assert t.stats.sse == pytest.approx(ref.brute_force_sse(w), rel=1e-5, abs=1e-12)
 
 
-@given(data=st.data(), layout=st.sampled_from(["i2", "t1", "tq2_0"]))
+@given(data=st.data(), layout=st.sampled_from(["i2", "t1", "tq2_0", "q2_0"]))
 def test_never_worse_than_absmean_or_absmax(data, layout):
     shape = data.draw(shapes(layout))
     granularity = data.draw(granularities(layout, shape))

@@ -12,12 +12,19 @@ import numpy as np
 from ryzq import _ryzq
 from ryzq._ryzq import RyzqError
 
-LAYOUTS = ("bitnet", "i2", "t1", "tq2_0", "tq1_0")
-#: The layouts that store a scale in every block of 256 values (GGUF's TQ2_0 and TQ1_0).
-BLOCK_LAYOUTS = ("tq2_0", "tq1_0")
+LAYOUTS = ("bitnet", "i2", "t1", "tq2_0", "tq1_0", "q2_0")
+#: The layouts that store a scale in every block of values (GGUF's TQ2_0 and TQ1_0, blocks of
+#: 256; Q2_0, blocks of 64), as the native layouts say.
+BLOCK_LAYOUTS = tuple(layout for layout in LAYOUTS if _ryzq.block_size(layout))
 METHODS = ("absmean", "absmax", "optimal")
 #: ``group:N`` takes N from 32 to 4096.
 GRANULARITIES = ("tensor", "row", "group:N")
+
+
+def block_size(layout: str) -> int | None:
+    """The values of each block of ``layout`` for the block layouts (each block stores its
+    scale; rows must be whole blocks), None for the others."""
+    return _ryzq.block_size(layout)
 
 
 def default_granularity(layout: str, method: str = "absmean") -> str:
@@ -265,8 +272,9 @@ def quantize(
     ``granularity`` is ``"tensor"`` (one scale), ``"row"`` (one scale per index of dim 0; a
     1-D tensor is one row) or ``"group:N"`` (one per N values of a row). By default it is
     ``"tensor"``, the quantizer BitNet models are trained with, in every layout (the GGUF
-    layouts ``tq2_0`` and ``tq1_0`` store the tensor's scale in each block), except
-    ``method="absmax"`` in the GGUF layouts: ``"group:256"``, ggml's own quantizer. ``simd``
+    layouts ``tq2_0``, ``tq1_0`` and ``q2_0`` store the tensor's scale in each block), except
+    ``method="absmax"`` in the GGUF layouts: one scale per block (``"group:256"``,
+    ``"group:64"`` in ``q2_0``), ggml's own quantizer. ``simd``
     forces a kernel level (``"scalar"``, ``"avx2"``, ``"avx512"``) for this call; by default
     ``RYZQ_SIMD`` or the best the processor has. ``threads`` sets how many threads the kernels
     use (default: ``RYZQ_NUM_THREADS``, else every core); the result never depends on it.
@@ -316,7 +324,8 @@ def pack(
     threads: int | None = None,
 ) -> np.ndarray:
     """Pack int8 ternary codes (-1, 0, 1) into ``layout``; returns uint8 in the packed shape.
-    The GGUF layouts store a scale in every block of 256 values: give those ``scales``."""
+    The GGUF layouts store a scale in every block (of 256 values, 64 in ``q2_0``): give those
+    ``scales``."""
     arr = _as_codes(codes)
     layout = _check_choice(layout, LAYOUTS, "layout")
     if scales is not None:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import ryzq
-from ryzq.array import BLOCK_LAYOUTS, LAYOUTS, METHODS, bits_per_value
+from ryzq.array import BLOCK_LAYOUTS, LAYOUTS, METHODS, bits_per_value, block_size
 from ryzq.files import (
     INDEX,
     LINEAR_CLASSES,
@@ -162,8 +162,11 @@ def _demo(args: argparse.Namespace) -> int:
             f"{plural(made['parameters'], 'parameter')}, {args.dtype}, {_size(made['bytes'])}\n"
         )
         rows = []
-        blocks_fit = args.hidden % 256 == 0 and args.intermediate % 256 == 0
-        layouts = [lay for lay in LAYOUTS if blocks_fit or lay not in BLOCK_LAYOUTS]
+        # The block layouts take rows of whole blocks only.
+        sizes = {lay: block_size(lay) for lay in BLOCK_LAYOUTS}
+        skipped = {lay: b for lay, b in sizes.items() if args.hidden % b or args.intermediate % b}
+        layouts = [lay for lay in LAYOUTS if lay not in skipped]
+        blocks_fit = "tq2_0" in layouts
         for layout in layouts:
             dst = Path(tmp) / f"model.{layout}.safetensors"
             report = quantize_file(src, dst, layout=layout)
@@ -186,8 +189,9 @@ def _demo(args: argparse.Namespace) -> int:
                 f"{nmse if nmse is not None else math.nan:>10.4f} {report.seconds:>8.2f} "
                 f"{'ok' if ok else 'FAILED':>12}"
             )
-        if not blocks_fit:
-            print(f"  ({', '.join(BLOCK_LAYOUTS)}: rows must be multiples of 256 values)")
+        for b in sorted(set(skipped.values()), reverse=True):
+            names = [lay for lay in skipped if skipped[lay] == b]
+            print(f"  ({', '.join(names)}: rows must be multiples of {b} values)")
         layout = "tq2_0" if blocks_fit else "i2"
         print(f"\nmethods (layout {layout}): mean NMSE over quantized tensors")
         for method, granularity in [
@@ -262,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=LAYOUTS,
         default="bitnet",
         help="bitnet: transformers' BitNet layout; i2, t1: ryzq's 2-bit and 1.6-bit layouts; "
-        "tq2_0, tq1_0: GGUF's ternary blocks (default: %(default)s)",
+        "tq2_0, tq1_0, q2_0: GGUF's ternary blocks (default: %(default)s)",
     )
     q.add_argument(
         "--method",
@@ -276,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--granularity",
         metavar="G",
         help="tensor, row or group:N (default: tensor, the quantizer BitNet models train "
-        "with; group:256 for absmax in tq2_0 and tq1_0, ggml's own)",
+        "with; for absmax in GGUF's blocks one scale per block, ggml's own: group:256 in "
+        "tq2_0 and tq1_0, group:64 in q2_0)",
     )
     q.add_argument(
         "--linear-class",

@@ -82,11 +82,11 @@ def quantize_file(
     transformers' BitNet layout (``X.weight`` packed, ``X.weight_scale`` in the weight's dtype,
     ``1/absmean`` for ``linear_class="bitlinear"``, ``absmean`` for ``"autobitlinear"``, whose
     biases are stored divided by ``weight_scale``); ``"i2"`` and ``"t1"`` write ryzq's own
-    layouts with float32 scales, ``"tq2_0"`` and ``"tq1_0"`` GGUF's blocks. The granularity
-    defaults to one scale per tensor, except absmax in the GGUF layouts (one per block). Every
-    file records how it was written in its metadata, so :func:`dequantize_file` and ``ryzq
-    inspect`` need nothing else. ``dst`` appears only when everything succeeded. Returns the
-    error report.
+    layouts with float32 scales, ``"tq2_0"``, ``"tq1_0"`` and ``"q2_0"`` GGUF's blocks. The
+    granularity defaults to one scale per tensor, except absmax in the GGUF layouts (one per
+    block). Every file records how it was written in its metadata, so :func:`dequantize_file`
+    and ``ryzq inspect`` need nothing else. ``dst`` appears only when everything succeeded.
+    Returns the error report.
     """
     return _quantize_file(
         src,

@@ -199,6 +199,12 @@ fn packed_shape(shape: Vec<usize>, layout: &str) -> PyResult<Vec<usize>> {
     layout.get().packed_shape(&shape).map_err(to_py)
 }
 
+/// The values of each block of `layout`, for layouts that store a scale in every block.
+#[pyfunction]
+fn block_size(layout: &str) -> PyResult<Option<usize>> {
+    Ok(Layout::parse(layout).map_err(to_py)?.get().block())
+}
+
 /// The SIMD level in use (`RYZQ_SIMD` or the best the processor has).
 #[pyfunction]
 fn simd_level() -> PyResult<&'static str> {
@@ -431,6 +437,7 @@ fn _ryzq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pack, m)?)?;
     m.add_function(wrap_pyfunction!(unpack, m)?)?;
     m.add_function(wrap_pyfunction!(packed_shape, m)?)?;
+    m.add_function(wrap_pyfunction!(block_size, m)?)?;
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;
     m.add_function(wrap_pyfunction!(simd_levels, m)?)?;
     m.add_function(wrap_pyfunction!(quantize_file, m)?)?;
