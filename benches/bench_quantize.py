@@ -124,11 +124,13 @@ def main() -> None:
                 f"ryzq.quantize {layout}, {dtype}, {best}",
                 lambda arr=arr, layout=layout: ryzq.quantize(arr, layout=layout, threads=1),
             )
-    # ryzq against gguf-py on the same work: the same bytes from the same array.
+    # ryzq against gguf-py on the same work: the same bytes from the same array. gguf-py has
+    # no Q2_0: q2_0's absmax bytes are those of ggml's C quantizer, which has no Python peer.
     against_gguf = {}
-    for layout in ("tq2_0", "tq1_0"):
+    for layout in ("tq2_0", "tq1_0", "q2_0"):
+        whose = "ggml's" if layout == "q2_0" else "gguf-py's"
         rate = measure(
-            f"ryzq.quantize {layout} absmax (gguf-py's bytes), float32, {best}",
+            f"ryzq.quantize {layout} absmax ({whose} bytes), float32, {best}",
             lambda layout=layout: ryzq.quantize(w, layout=layout, method="absmax", threads=1),
         )
         if layout.upper() in gguf_rates:

@@ -118,7 +118,7 @@ METHOD_REFERENCES = {
 def quantize(w: np.ndarray, layout: str, method: str, granularity: str):
     """(codes, stored scales) as ryzq's layout stores them (GGUF blocks: float16 scales)."""
     codes, scales = METHOD_REFERENCES[method](w, granularity)
-    if layout in ("tq2_0", "tq1_0"):
+    if layout in ("tq2_0", "tq1_0", "q2_0"):
         scales = scales.astype(np.float16).astype(np.float32)
     return codes, scales
 
@@ -198,6 +198,14 @@ def pack_tq1_0(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
     return np.concatenate([qs0, qs1, qh, d], axis=1).reshape(-1)
 
 
+def pack_q2_0(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """GGUF Q2_0: per 64 values d FIRST, then byte m holds values 4 m + n at bits 2n."""
+    c = (codes.astype(np.int16) + 1).astype(np.uint8).reshape(-1, 16, 4)
+    qs = c[:, :, 0] | (c[:, :, 1] << 2) | (c[:, :, 2] << 4) | (c[:, :, 3] << 6)
+    d = scales.astype(np.float16).view(np.uint8).reshape(-1, 2)
+    return np.concatenate([d, qs], axis=1).reshape(-1)
+
+
 def block_scales(scales: np.ndarray, numel: int, block: int = 256) -> np.ndarray:
     """The scale of each block of `block` values: that of the group holding it (groups are
     whole blocks)."""
@@ -211,6 +219,7 @@ PACKERS = {
     "t1": lambda c, s: pack_t1(c),
     "tq2_0": lambda c, s: pack_tq2_0(c, block_scales(s, c.size)),
     "tq1_0": lambda c, s: pack_tq1_0(c, block_scales(s, c.size)),
+    "q2_0": lambda c, s: pack_q2_0(c, block_scales(s, c.size, 64)),
 }
 
 
@@ -222,6 +231,7 @@ def packed_nbytes(shape: tuple[int, ...], layout: str) -> int:
         "t1": -(-n // 5),
         "tq2_0": n // 256 * 66,
         "tq1_0": n // 256 * 54,
+        "q2_0": n // 64 * 18,
     }[layout]
 
 

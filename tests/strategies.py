@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import ml_dtypes
 import numpy as np
+from hypothesis import reject
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+
+import ryzq
 
 DTYPES = {
     "float32": np.dtype(np.float32),
@@ -14,12 +17,23 @@ DTYPES = {
 }
 
 
-BLOCK_LAYOUTS = ("tq2_0", "tq1_0")
+#: The GGUF block layouts and the values of each block: rows are whole blocks, and each
+#: block stores its scale.
+BLOCKS = {"tq2_0": 256, "tq1_0": 256, "q2_0": 64}
+BLOCK_LAYOUTS = tuple(BLOCKS)
+
+
+def block_scales(layout: str, size: int, scale: float = 1.0):
+    """One scale per block of ``layout`` for ``size`` values, None for the other layouts."""
+    if layout not in BLOCKS:
+        return None
+    return np.full(size // BLOCKS[layout], scale, np.float32)
 
 
 def shapes(layout: str, max_side: int = 70) -> st.SearchStrategy[tuple[int, ...]]:
     if layout in BLOCK_LAYOUTS:
-        row = st.integers(1, 3).map(lambda k: 256 * k)
+        block = BLOCKS[layout]
+        row = st.integers(1, 768 // block).map(lambda k: block * k)
         return st.one_of(
             row.map(lambda r: (r,)),
             st.tuples(st.integers(1, 6), row),
@@ -67,18 +81,29 @@ def codes(draw, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def granularities(layout: str, shape: tuple[int, ...]) -> st.SearchStrategy[str]:
-    """The granularities `layout` takes for `shape`: GGUF blocks take groups of whole blocks
-    of 256 values."""
-    sizes = (256, 512, 1024) if layout in BLOCK_LAYOUTS else (32, 64, 128, 256)
+    """The granularities `layout` takes for `shape`: GGUF blocks take groups of whole blocks."""
+    sizes = tuple(BLOCKS[layout] * k for k in (1, 2, 4)) if layout in BLOCKS else (32, 64, 128, 256)
     groups = [f"group:{n}" for n in sizes if shape[-1] % n == 0]
     return st.sampled_from(["tensor", "row", *groups])
 
 
 def default_granularity(layout: str, method: str = "absmean") -> str:
-    """The documented defaults: per tensor, except absmax in the GGUF blocks (ggml's own)."""
-    return "group:256" if layout in BLOCK_LAYOUTS and method == "absmax" else "tensor"
+    """The documented defaults: per tensor, except absmax in the GGUF blocks (ggml's own, one
+    scale per block)."""
+    return f"group:{BLOCKS[layout]}" if layout in BLOCKS and method == "absmax" else "tensor"
 
 
 def matrix_shape(layout: str, rows: int = 64) -> tuple[int, int]:
     """A 2-D shape every layout takes."""
     return (rows, 512)
+
+
+def quantize_or_reject(w: np.ndarray, **options) -> ryzq.TernaryTensor:
+    """``ryzq.quantize(w, **options)``, rejecting the example where the layout rightly refuses
+    the weights: a scale the GGUF blocks' float16 cannot hold (drawn weights may be all tiny)."""
+    try:
+        return ryzq.quantize(w, **options)
+    except ryzq.RyzqError as refused:
+        if "float16 block scales" not in str(refused):
+            raise
+        reject()

@@ -31,6 +31,16 @@ def test_demo_quantizes_a_synthetic_model_in_every_layout():
     for layout in ("tq2_0", "tq1_0"):
         needs = f"{layout}: not this model's shapes; it needs rows (the last dimension) a multiple"
         assert needs in small.stdout
+    # Rows of 64 and 128 fit q2_0's blocks of 64.
+    small_verdict = small.stdout[small.stdout.index("verdict") :].splitlines()
+    assert any(line.strip().startswith("q2_0 ") for line in small_verdict)
+    assert not any(line.strip().startswith("tq2_0 ") for line in small_verdict)
+    odd = run("demo", "--layers", "1", "--hidden", "96", "--intermediate", "160")
+    assert odd.returncode == 0, odd.stderr
+    assert (
+        "q2_0: not this model's shapes; it needs rows (the last dimension) a multiple of 64"
+        in odd.stdout
+    )
     verdict = out[out.index("verdict") :].splitlines()
     for layout in ryzq.LAYOUTS:
         row = next(line for line in verdict if line.strip().startswith(layout + " "))
@@ -252,6 +262,7 @@ def test_info_lists_layouts_with_bits_and_defaults():
     assert set(lines) == set(ryzq.LAYOUTS)
     assert "GGUF's TQ2_0" in result.stdout and "dim 0 a multiple of 4" in result.stdout
     assert lines["tq2_0"] == ["2.062", "tensor", "/", "group:256", "/", "tensor"]
+    assert lines["q2_0"] == ["2.25", "tensor", "/", "group:64", "/", "tensor"]
     assert lines["t1"][0] == "1.6"
 
 

@@ -12,9 +12,10 @@ from safetensors import safe_open
 import reference as ref
 import ryzq
 from checkpoints import tiny_model, write
-from strategies import DTYPES, weights
+from strategies import BLOCKS, DTYPES, weights
 
-#: Shapes every layout takes: rows a multiple of 4 (bitnet), rows of whole 256-blocks (GGUF).
+#: Shapes every layout takes: rows a multiple of 4 (bitnet), rows of whole 256-blocks (GGUF;
+#: q2_0's blocks are 64).
 common_shapes = st.tuples(st.integers(1, 4).map(lambda r: 4 * r), st.sampled_from([256, 512]))
 
 
@@ -29,9 +30,7 @@ def test_every_layout_has_the_codes_of_bitnet_and_the_tensors_absmean(data, shap
         assert t.granularity == "tensor" and t.method == "absmean"
         np.testing.assert_array_equal(t.codes(), bitnet.codes())
         # The tensor's absmean as the layout stores it: float32, or float16 in GGUF blocks.
-        stored = (
-            scales.astype(np.float16).astype(np.float32) if layout in ("tq2_0", "tq1_0") else scales
-        )
+        stored = scales.astype(np.float16).astype(np.float32) if layout in BLOCKS else scales
         np.testing.assert_array_equal(t.scales, stored)
 
 
@@ -42,6 +41,9 @@ def test_every_layout_has_the_codes_of_bitnet_and_the_tensors_absmean(data, shap
         ("tq1_0", "optimal", "tensor"),
         ("tq2_0", "absmax", "group:256"),
         ("tq1_0", "absmax", "group:256"),
+        ("q2_0", "absmax", "group:64"),
+        ("q2_0", "absmean", "tensor"),
+        ("q2_0", "optimal", "tensor"),
         ("i2", "absmax", "tensor"),
         ("bitnet", "absmean", "tensor"),
     ],
@@ -66,6 +68,18 @@ def test_block_layouts_store_a_tensor_or_row_scale_in_every_block():
         np.testing.assert_array_equal(t.dequantize(np.float32), ref.dequantize(t.codes(), t.scales))
 
 
+def test_q2_0_stores_a_tensor_row_or_group_scale_first_in_every_block():
+    w = np.random.default_rng(1).standard_normal((3, 320)).astype(np.float32)
+    for granularity, groups in (("tensor", 1), ("row", 3), ("group:320", 3), ("group:64", 15)):
+        t = ryzq.quantize(w, layout="q2_0", granularity=granularity)
+        assert t.scales.shape == (groups,)
+        d = t.data.reshape(3, 5, 18)[:, :, :2].copy().view(np.float16).astype(np.float32)
+        np.testing.assert_array_equal(d.reshape(-1), np.repeat(t.scales, 15 // groups))
+        np.testing.assert_array_equal(t.dequantize(np.float32), ref.dequantize(t.codes(), t.scales))
+    with pytest.raises(ryzq.RyzqError, match="whole blocks"):
+        ryzq.quantize(w, layout="q2_0", granularity="group:32")
+
+
 def fake_quant(w):
     """transformers' WeightQuant: the BitNet model's own weights, per tensor, in float32."""
     x = w.astype(np.float32)
@@ -81,9 +95,10 @@ def assert_fake_quant_within_float16(restored, w):
     assert np.array_equal(np.sign(restored.astype(np.float32)), np.sign(expected))
 
 
-@pytest.mark.parametrize("layout", ["tq2_0", "tq1_0"])
+@pytest.mark.parametrize("layout", ["tq2_0", "tq1_0", "q2_0"])
 def test_a_file_in_gguf_blocks_dequantizes_to_the_models_weights(tmp_path, layout):
-    state = tiny_model("F32", hidden=256)
+    # Rows of 64 fit q2_0's blocks, not TQ's.
+    state = tiny_model("F32", hidden=BLOCKS[layout])
     src = write(tmp_path / "in.safetensors", state)
     report = ryzq.quantize_file(src, tmp_path / "q.safetensors", layout=layout)
     assert report.granularity == "tensor" and len(report.quantized) == 14

@@ -48,6 +48,12 @@ def test_non_finite_bfloat16_is_found_too():
             "whole blocks",
         ),
         (np.ones((4, 300), np.float32), {"layout": "tq1_0"}, "blocks of 256 values"),
+        (np.ones((4, 96), np.float32), {"layout": "q2_0"}, r"blocks of 64 values.*\[4, 96\]"),
+        (
+            np.ones((4, 128), np.float32),
+            {"layout": "q2_0", "granularity": "group:32"},
+            "multiple of 64, not group:32",
+        ),
         (np.ones((6, 4), np.float32), {"layout": "bitnet"}, "multiple of 4"),
         (np.ones((4, 4, 4), np.float32), {"layout": "bitnet"}, "1-D or 2-D"),
         (np.ones((0, 4), np.float32), {}, "no elements"),
@@ -74,7 +80,7 @@ def test_unpack_wants_uint8():
         ryzq.unpack(np.zeros(4, np.int8), (16,), "i2")
 
 
-@pytest.mark.parametrize("layout", ["tq2_0", "tq1_0"])
+@pytest.mark.parametrize("layout", ["tq2_0", "tq1_0", "q2_0"])
 @pytest.mark.parametrize("method", ryzq.METHODS)
 def test_a_scale_over_float16_is_refused_not_infinite(layout, method):
     w = np.random.default_rng(0).standard_normal((2, 512)).astype(np.float32) * 1e6

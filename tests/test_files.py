@@ -12,6 +12,7 @@ from safetensors import safe_open
 
 import ryzq
 from checkpoints import DTYPES, digest, tiny_model, write
+from strategies import BLOCKS
 
 
 def load(path):
@@ -22,13 +23,15 @@ def load(path):
 LINEAR = "model.layers.1.self_attn.q_proj.weight"
 
 #: The granularity each layout is quantized with here, given rather than left to the default:
-#: one scale per tensor, except for GGUF's blocks, one scale per block of 256 values.
+#: one scale per tensor, except for GGUF's blocks, one scale per block (of 256 values, 64 in
+#: q2_0).
 GRANULARITY = {
     "bitnet": "tensor",
     "i2": "tensor",
     "t1": "tensor",
     "tq2_0": "group:256",
     "tq1_0": "group:256",
+    "q2_0": "group:64",
 }
 
 
@@ -42,11 +45,12 @@ GRANULARITY = {
         ("t1", "bitlinear"),
         ("tq2_0", "bitlinear"),
         ("tq1_0", "bitlinear"),
+        ("q2_0", "bitlinear"),
     ],
 )
 def test_quantize_file_writes_what_quantize_computes(tmp_path, dtype, layout, linear_class):
-    # GGUF's blocks take rows of whole blocks of 256 values.
-    state = tiny_model(dtype, hidden=256 if layout.startswith("tq") else 32)
+    # GGUF's blocks take rows of whole blocks (256 values, 64 in q2_0).
+    state = tiny_model(dtype, hidden=BLOCKS.get(layout, 32))
     src = write(tmp_path / "in.safetensors", state)
     before = digest(src)
     dst = tmp_path / "out.safetensors"
@@ -89,7 +93,7 @@ def test_quantize_file_writes_what_quantize_computes(tmp_path, dtype, layout, li
         np.testing.assert_array_equal(out[name], t.data)
         d = described[name]
         assert d["shape"] == list(w.shape) and d["dtype"] == dtype and d["layout"] == layout
-        if layout.startswith("tq"):
+        if layout in BLOCKS:
             # GGUF blocks hold their float16 scales; no scale tensor is written.
             assert "scale" not in d and name + "_scale" not in out
             assert d["granularity"] == granularity
@@ -113,7 +117,7 @@ def test_quantize_file_writes_what_quantize_computes(tmp_path, dtype, layout, li
 @pytest.mark.parametrize("layout", ryzq.LAYOUTS)
 @pytest.mark.parametrize("linear_class", ["bitlinear", "autobitlinear"])
 def test_report_is_the_error_of_the_file_as_written(tmp_path, layout, linear_class):
-    state = tiny_model("BF16", hidden=256 if layout.startswith("tq") else 64)
+    state = tiny_model("BF16", hidden=BLOCKS.get(layout, 64))
     src = write(tmp_path / "in.safetensors", state)
     dst = tmp_path / "out.safetensors"
     granularity = GRANULARITY[layout]

@@ -1,4 +1,6 @@
-"""GGUF TQ2_0 / TQ1_0: byte for byte what ggml and gguf-py make, and files gguf-py reads."""
+"""GGUF TQ2_0 / TQ1_0: byte for byte what ggml and gguf-py make, and files gguf-py reads.
+Q2_0, which gguf-py 0.19 cannot name: a clear error (its bytes are held to ggml's in
+test_golden)."""
 
 import os
 from pathlib import Path
@@ -93,3 +95,25 @@ def test_write_gguf_refuses_layouts_gguf_lacks(tmp_path):
         ryzq.write_gguf(tmp_path / "x.gguf", {"w": t})
     assert not any(tmp_path.iterdir())
     assert gguf.GGMLQuantizationType.TQ2_0 == 35 and gguf.GGMLQuantizationType.TQ1_0 == 34
+
+
+def test_write_gguf_writes_q2_0_where_gguf_py_names_it_else_says_why(tmp_path):
+    w = (np.random.default_rng(4).standard_normal((8, 320)) * 0.02).astype(np.float32)
+    t = ryzq.quantize(w, layout="q2_0", method="absmax")
+    path = tmp_path / "model.gguf"
+    if not hasattr(GGMLQuantizationType, "Q2_0"):
+        # gguf-py 0.19, PyPI's newest: no type 42. Nothing is written, not even a partial file.
+        with pytest.raises(
+            ryzq.RyzqError,
+            match=r"tensor 'w': layout q2_0 is GGML type Q2_0 \(42\), which this gguf-py "
+            r"\(.*\) cannot name, so write_gguf cannot write it",
+        ):
+            ryzq.write_gguf(path, {"w": t, "norm": np.ones(320, np.float32)})
+        assert not any(tmp_path.iterdir())
+        return
+    # llama.cpp's own gguf-py names it (42) and stores the raw blocks.
+    assert GGMLQuantizationType.Q2_0 == 42
+    ryzq.write_gguf(path, {"w": t})
+    (q,) = GGUFReader(path).tensors
+    assert q.tensor_type == GGMLQuantizationType.Q2_0
+    np.testing.assert_array_equal(np.asarray(q.data).reshape(-1), t.data.reshape(-1))

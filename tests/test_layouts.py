@@ -10,7 +10,7 @@ from hypothesis.extra import numpy as hnp
 
 import reference as ref
 import ryzq
-from strategies import codes, shapes
+from strategies import BLOCKS, block_scales, codes, shapes
 
 
 @given(data=st.data(), layout=st.sampled_from(ryzq.LAYOUTS))
@@ -18,9 +18,9 @@ def test_round_trip_and_reference_bytes(data, layout):
     shape = data.draw(shapes(layout, max_side=200 if layout in ("i2", "t1") else 60))
     c = data.draw(codes(shape))
     scales = None
-    if layout.startswith("tq"):
+    if layout in BLOCKS:
         scales = data.draw(
-            hnp.arrays(np.float32, c.size // 256, elements=st.floats(0, 100, width=16))
+            hnp.arrays(np.float32, c.size // BLOCKS[layout], elements=st.floats(0, 100, width=16))
         )
     packed = ryzq.pack(c, layout, scales=scales)
     assert packed.dtype == np.uint8
@@ -39,6 +39,8 @@ def test_packed_shapes():
     assert ryzq.pack(np.zeros(16, np.int8), "bitnet").shape == (4,)
     assert ryzq.pack(np.zeros(7, np.int8), "i2").shape == (2,)
     assert ryzq.pack(np.zeros(161, np.int8), "t1").shape == (33,)
+    q = np.zeros((3, 320), np.int8)
+    assert ryzq.pack(q, "q2_0", scales=np.ones(15, np.float32)).shape == (3, 90)
 
 
 def test_t1_is_twenty_times_smaller_than_float32():
@@ -57,11 +59,11 @@ def test_t1_every_digit_combination_decodes():
         np.testing.assert_array_equal(ryzq.unpack(ryzq.pack(part, "t1"), part.shape, "t1"), part)
 
 
-@pytest.mark.parametrize("layout", ["bitnet", "i2", "tq2_0"])
-@pytest.mark.parametrize("byte", [5, 238])  # 238: in tq2_0's fourth block
+@pytest.mark.parametrize("layout", ["bitnet", "i2", "tq2_0", "q2_0"])
+@pytest.mark.parametrize("byte", [5, 238])  # 238: in tq2_0's fourth block, q2_0's 14th
 def test_corrupt_two_bit_field_is_refused(layout, byte):
     c = np.zeros((8, 256), np.int8)
-    scales = np.ones(8, np.float32) if layout == "tq2_0" else None
+    scales = block_scales(layout, c.size)
     packed = ryzq.pack(c, layout, scales=scales).copy()
     packed.ravel()[byte] = 0b1101_0101
     with pytest.raises(
@@ -144,7 +146,7 @@ def test_t1_padding_must_be_code_zero():
 
 @pytest.mark.parametrize("layout", ryzq.LAYOUTS)
 def test_invalid_codes_are_refused_with_their_index(layout):
-    scales = np.ones(8, np.float32) if layout.startswith("tq") else None
+    scales = block_scales(layout, 8 * 256)
     c = np.zeros((8, 256), np.int8)
     c[3, 7] = 2
     with pytest.raises(ryzq.RyzqError, match=r"invalid ternary code 2 at index \(3, 7\)"):
@@ -163,6 +165,37 @@ def test_gguf_blocks_need_their_scales_and_the_others_none():
         ryzq.pack(c, "tq1_0", scales=np.ones(3, np.float32))
     with pytest.raises(ryzq.RyzqError, match="give no scales"):
         ryzq.pack(c, "i2", scales=np.ones(2, np.float32))
+    with pytest.raises(ryzq.RyzqError, match=r"2 scales given, .* one per block of 64 values: 8"):
+        ryzq.pack(c, "q2_0", scales=np.ones(2, np.float32))
+
+
+def test_q2_0_bytes_are_the_scale_then_i2s_bytes_of_the_block():
+    # Q2_0's qs are the i2 layout of the block's 64 values; d comes first, as float16.
+    rng = np.random.default_rng(8)
+    c = rng.integers(-1, 2, (3, 192)).astype(np.int8)
+    scales = rng.uniform(-2, 2, 9).astype(np.float32)
+    packed = ryzq.pack(c, "q2_0", scales=scales).reshape(9, 18)
+    for b, block in enumerate(c.reshape(9, 64)):
+        np.testing.assert_array_equal(packed[b, 2:], ryzq.pack(block, "i2"))
+    d = packed[:, :2].copy().view(np.float16).ravel()
+    np.testing.assert_array_equal(d, scales.astype(np.float16))
+    # An all-zero block: 16 bytes 0x55 after its scale.
+    zero = ryzq.pack(np.zeros(64, np.int8), "q2_0", scales=np.zeros(1, np.float32))
+    assert zero.tobytes() == b"\x00\x00" + b"\x55" * 16
+
+
+@pytest.mark.parametrize("value", [0b11, 0b1100, 0b110000, 0b11000000, 0xFF])
+def test_q2_0_refuses_the_field_llama_cpp_reads_as_plus_two(value):
+    c = np.zeros((2, 128), np.int8)
+    packed = ryzq.pack(c, "q2_0", scales=np.ones(4, np.float32)).copy()
+    packed.ravel()[0:2] = 0xFF  # a scale byte: any float16 bits unpack
+    np.testing.assert_array_equal(ryzq.unpack(packed, c.shape, "q2_0"), c)
+    packed.ravel()[18 * 3 + 7] = value
+    for level in ref.supported_levels():
+        with pytest.raises(
+            ryzq.RyzqError, match=rf"corrupt packed q2_0 data: byte 61 \(0x{value:02x}\) "
+        ):
+            ryzq.unpack(packed, c.shape, "q2_0", simd=level)
 
 
 def test_wrong_packed_size_is_refused():

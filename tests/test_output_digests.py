@@ -20,6 +20,8 @@ RUNS = {
     "tq2_0-absmax": {"layout": "tq2_0", "method": "absmax"},
     "tq1_0": {"layout": "tq1_0"},
     "tq1_0-row-optimal": {"layout": "tq1_0", "method": "optimal", "granularity": "row"},
+    "q2_0": {"layout": "q2_0"},
+    "q2_0-absmax": {"layout": "q2_0", "method": "absmax"},
 }
 
 EXPECTED = {
@@ -43,6 +45,10 @@ EXPECTED = {
     "dequantize tq1_0": "ee989f2eaed5e71b2c6e06f9224adfd52b298c5686d69d183698d2795041201e",
     "file tq1_0-row-optimal": "1f57a40337ae9260e83e257ab9f3b5b35446d785ca7a166d52d0280294956e4f",
     "dequantize tq1_0-row-optimal": "bc43dbb0e9e7e1899f59d5e561bd50faa1905f56f02d9d62b187a2aa57b8a935",
+    "file q2_0": "f011f7edef0587fd56729083e22ba268caff4d4add279927cbd0c8161a236359",
+    "dequantize q2_0": "ee989f2eaed5e71b2c6e06f9224adfd52b298c5686d69d183698d2795041201e",
+    "file q2_0-absmax": "d21d87da1b785e5a00ac1d8cb0b421c53cd818a77ccf75afc2369e967168e503",
+    "dequantize q2_0-absmax": "96edeb64770289fbf75260f878da42599b1702f1b023bf88d839a8d22fef7c73",
     "folder bitnet-autobitlinear config.json": "8773a9d3a86f3a5d4d0df8d4cb44de7e425ca61d40c1161d97873079de6be213",
     "folder bitnet-autobitlinear model-00001-of-00003.safetensors": "bce00b2b07c7819055c70c0d5c52fd464e99ded9a835729afb00bd87a2ffc521",
     "folder bitnet-autobitlinear model-00002-of-00003.safetensors": "f130fe9a3b2b9a26bb9e0c7ebd473202f78ce9f219adc1261d16afea2bc310bf",

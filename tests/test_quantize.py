@@ -8,7 +8,14 @@ from hypothesis import strategies as st
 
 import reference as ref
 import ryzq
-from strategies import default_granularity, granularities, shapes, weights
+from strategies import (
+    BLOCKS,
+    default_granularity,
+    granularities,
+    quantize_or_reject,
+    shapes,
+    weights,
+)
 
 
 def assert_stats_match(stats: ryzq.QuantizationStats, expected: dict) -> None:
@@ -29,7 +36,7 @@ def test_codes_scales_and_stats_match_numpy(data, layout, method, dtype):
     shape = data.draw(shapes(layout))
     granularity = data.draw(granularities(layout, shape))
     w = data.draw(weights(shape, dtype))
-    t = ryzq.quantize(w, layout=layout, method=method, granularity=granularity)
+    t = quantize_or_reject(w, layout=layout, method=method, granularity=granularity)
     codes, scales = ref.quantize(w, layout, method, granularity)
     np.testing.assert_array_equal(t.codes(), codes)
     np.testing.assert_array_equal(t.scales, scales)
@@ -66,7 +73,7 @@ def test_gaussian_nmse_is_bitnets():
 def test_dequantize_is_code_times_scale_in_each_dtype(layout, dtype):
     w = np.random.default_rng(1).standard_normal((64, 256)).astype(np.float32)
     w = w.astype(np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else dtype)
-    granularity = "group:256" if layout.startswith("tq") else "row"
+    granularity = f"group:{BLOCKS[layout]}" if layout in BLOCKS else "row"
     t = ryzq.quantize(w, layout=layout, granularity=granularity)
     expected32 = ref.dequantize(t.codes(), t.scales)
     np.testing.assert_array_equal(t.dequantize(np.float32), expected32)
@@ -147,7 +154,7 @@ def test_thread_count_does_not_change_results(layout):
         ryzq.quantize(w, threads=0)
 
 
-@pytest.mark.parametrize("layout", ["i2", "tq2_0"])
+@pytest.mark.parametrize("layout", ["i2", "tq2_0", "q2_0"])
 def test_absmax_groups_without_a_usable_max_get_zero_codes_and_scale(layout):
     # All zeros, and a max so small (subnormal) that 1/max overflows float32.
     w = np.zeros((2, 256), np.float32)

@@ -238,8 +238,9 @@ def quantize(
     ``granularity`` is ``"tensor"`` (one scale), ``"row"`` (one scale per index of dim 0; a
     1-D tensor is one row) or ``"group:N"`` (one per N values of a row). By default it is
     ``"tensor"``, the quantizer BitNet models are trained with, in every layout (the GGUF
-    layouts ``tq2_0`` and ``tq1_0`` store the tensor's scale in each block), except
-    ``method="absmax"`` in the GGUF layouts: ``"group:256"``, ggml's own quantizer. ``simd``
+    layouts ``tq2_0``, ``tq1_0`` and ``q2_0`` store the tensor's scale in each block), except
+    ``method="absmax"`` in the GGUF layouts: their block (``"group:256"``, ``"group:64"`` for
+    ``q2_0``), ggml's own quantizer. ``simd``
     forces a kernel level (``"scalar"``, ``"avx2"``, ``"avx512"``) for this call; by default
     ``RYZQ_SIMD`` or the best the processor has. ``threads`` sets how many threads the kernels
     use (default: ``RYZQ_NUM_THREADS``, else every core); the result never depends on it.

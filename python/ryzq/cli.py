@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--granularity",
         metavar="G",
         help="tensor, row or group:N (default: tensor, the quantizer BitNet models train "
-        "with; group:256 for absmax in tq2_0 and tq1_0, ggml's own)",
+        "with; for absmax in the GGUF layouts, their block: ggml's own)",
     )
     q.add_argument(
         "--linear-class",

@@ -14,6 +14,15 @@ from ryzq._ryzq import RyzqError
 from ryzq.array import LAYOUT_INFO, TernaryTensor
 
 
+def _version(module: Any) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(module.__name__)
+    except Exception:
+        return "unknown version"
+
+
 def write_gguf(
     path: str | os.PathLike,
     tensors: Mapping[str, TernaryTensor | np.ndarray],
@@ -21,7 +30,8 @@ def write_gguf(
     arch: str = "llama",
 ) -> None:
     """Write ``tensors`` to the GGUF file ``path``: ``TernaryTensor`` values of layout
-    ``tq2_0`` / ``tq1_0`` as raw blocks of that GGML type, float16 / float32 arrays as they
+    ``tq2_0`` / ``tq1_0`` (and ``q2_0``, where the installed gguf-py names its type) as raw
+    blocks of that GGML type, float16 / float32 arrays as they
     are. Needs gguf-py (``pip install gguf``). ``path`` appears only once complete."""
     try:
         import gguf
@@ -44,8 +54,9 @@ def write_gguf(
                 qtype = gguf.GGMLQuantizationType(type_id)
             except ValueError:
                 raise RyzqError(
-                    f"tensor {name!r}: this gguf-py ({gguf.__name__}) does not know GGML type "
-                    f"{type_id} (layout {t.layout}), so it cannot write it"
+                    f"tensor {name!r}: layout {t.layout} is GGML type {t.layout.upper()} "
+                    f"({type_id}), which this gguf-py ({_version(gguf)}) cannot name, so "
+                    f"write_gguf cannot write it"
                 ) from None
             entries.append((name, np.ascontiguousarray(t.data), qtype))
         else:

@@ -230,4 +230,61 @@ fn corrupt_packed_bytes_are_named_with_their_layout_and_value() {
         corrupt(Layout::Tq2_0, &[2, 256], 66 + 3, 0xff),
         format!("corrupt packed tq2_0 data: byte 69 (0xff){tail}")
     );
+    // In the qs bytes of the third block, after its float16 scale.
+    assert_eq!(
+        corrupt(Layout::Q2_0, &[2, 128], 2 * 18 + 2 + 5, 0xd5),
+        format!("corrupt packed q2_0 data: byte 43 (0xd5){tail}")
+    );
+}
+
+#[test]
+fn q2_0_stores_its_groups_scales_first_in_every_block() {
+    let values: Vec<f32> = (0..6 * 320)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 400.0)
+        .collect();
+    let bytes = f32_bytes(&values);
+    let shape = [6, 320];
+    let view = TensorView::new(&bytes, FloatDType::F32, &shape).unwrap();
+    for granularity in [
+        Granularity::Tensor,
+        Granularity::Row,
+        Granularity::Group(64),
+        Granularity::Group(320),
+    ] {
+        for method in [Method::AbsMean, Method::AbsMax, Method::Optimal] {
+            let opts = QuantizeOptions {
+                method,
+                ..options(Layout::Q2_0, granularity)
+            };
+            let q = ryzq_core::quantize(&view, &opts).unwrap();
+            assert_eq!(q.packed_shape, [6, 5 * 18]);
+            let per_group = granularity.groups(&shape).unwrap().1 / 64;
+            let d: Vec<f32> = q
+                .packed
+                .chunks_exact(18)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect();
+            let expected: Vec<f32> = q
+                .scales
+                .iter()
+                .flat_map(|&s| std::iter::repeat_n(s, per_group))
+                .collect();
+            assert_eq!(d, expected, "{granularity:?} {method:?}");
+            assert_eq!(Layout::Q2_0.get().block_scales(&q.packed), expected);
+        }
+    }
+    // Groups that are not whole blocks, and rows that are not, are refused.
+    let err = ryzq_core::quantize(&view, &options(Layout::Q2_0, Granularity::Group(32)));
+    assert!(
+        err.unwrap_err().to_string().contains("multiple of 64"),
+        "groups of 32"
+    );
+    let odd = f32_bytes(&vec![1.0; 3 * 96]);
+    let view = TensorView::new(&odd, FloatDType::F32, &[3, 96]).unwrap();
+    let err = ryzq_core::quantize(&view, &options(Layout::Q2_0, Granularity::Tensor));
+    assert_eq!(
+        err.unwrap_err().to_string(),
+        "the q2_0 layout packs rows in blocks of 64 values, but the rows of shape [3, 96] hold \
+         96"
+    );
 }

@@ -11,6 +11,7 @@ use crate::simd::SimdLevel;
 
 pub mod bitnet;
 pub mod i2;
+pub mod q2_0;
 pub mod t1;
 pub mod tq;
 
@@ -65,8 +66,8 @@ pub trait PackedLayout: Sync {
     /// The tiles of a tensor of `shape` (already accepted by [`Self::packed_shape`]).
     fn tiles(&self, shape: &[usize]) -> Vec<Tile>;
 
-    /// For a layout that stores a float16 scale in every block of values (GGUF's TQ1_0 and
-    /// TQ2_0), the block size: its groups are whole blocks. `None`: the scales are kept apart,
+    /// For a layout that stores a float16 scale in every block of values (GGUF's TQ1_0,
+    /// TQ2_0 and Q2_0), the block size: its groups are whole blocks. `None`: the scales are kept apart,
     /// in a tensor of their own.
     fn block(&self) -> Option<usize> {
         None
@@ -146,6 +147,8 @@ registry! {
     Tq2_0 => tq::TQ2_0,
     /// GGUF TQ1_0: blocks of 256 values in 54 bytes, a float16 scale each.
     Tq1_0 => tq::TQ1_0,
+    /// GGUF Q2_0: blocks of 64 values in 18 bytes, a float16 scale each.
+    Q2_0 => q2_0::Q2_0,
 }
 
 impl Layout {
