@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 import tempfile
 import warnings
@@ -33,6 +34,33 @@ def _show_progress(args: argparse.Namespace) -> bool:
     return not args.quiet and sys.stderr.isatty()
 
 
+def _same_path(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def _check_report_path(report: str | None, src: str, dst: str | None) -> None:
+    """Refuses, before any work, a report path that would overwrite the input or the output,
+    or that cannot be written."""
+    if report is None:
+        return
+    path = Path(report)
+    if _same_path(path, Path(src)) or (
+        Path(src).is_dir() and path.resolve().is_relative_to(Path(src).resolve())
+    ):
+        raise ryzq.RyzqError(f"{report}: the report would overwrite the input; choose another")
+    if dst is not None and (
+        _same_path(path, Path(dst)) or path.resolve().is_relative_to(Path(dst).resolve())
+    ):
+        raise ryzq.RyzqError(f"{report}: the report would overwrite the output; choose another")
+    if not path.parent.is_dir():
+        raise ryzq.RyzqError(f"{report}: the report's folder {path.parent} does not exist")
+    if path.exists() and not path.is_file():
+        raise ryzq.RyzqError(f"{report}: exists and is not a regular file")
+
+
 def _quantize(args: argparse.Namespace) -> int:
     options = dict(
         layout=args.layout,
@@ -47,6 +75,11 @@ def _quantize(args: argparse.Namespace) -> int:
     if args.granularity is not None:
         options["granularity"] = args.granularity
     convert = quantize_model if Path(args.src).is_dir() else quantize_file
+    if args.copy_also:
+        if convert is quantize_file:
+            raise ryzq.RyzqError("--copy-also is for model folders")
+        options["copy_also"] = args.copy_also
+    _check_report_path(args.report, args.src, None if args.dry_run else args.dst)
     if args.dry_run:
         print(convert(args.src, None, dry_run=True, **options).summary())
         return 0
@@ -314,6 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="GLOB",
         help="never quantize tensors matching GLOB (repeatable)",
     )
+    q.add_argument(
+        "--copy-also",
+        action="append",
+        metavar="GLOB",
+        help="model folders: also copy files matching GLOB that look like other copies of the "
+        "weights (*.bin, *.pth, *.gguf, ...) and are left out by default (repeatable)",
+    )
     q.add_argument("--threads", type=int, help="threads for the kernels (default: all cores)")
     q.add_argument("--report", metavar="JSON", help="write the full report here")
     q.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
@@ -364,9 +404,18 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"ryzq: warning: {message}", file=sys.stderr)
 
 
+def _interrupt(signum, frame) -> None:
+    # SIGTERM and SIGHUP (timeout, kill, Slurm, a closed terminal) stop the work as Ctrl-C does:
+    # the conversion checks for it after each tensor and removes what it had written.
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = _show_warning
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _interrupt)
     try:
         return args.run(args)
     except BrokenPipeError:

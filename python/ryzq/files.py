@@ -70,9 +70,11 @@ def _quantize(
     progress: bool,
     simd: str | None,
     dry_run: bool,
+    copy_also: str | Sequence[str] | None = None,
 ) -> QuantizationReport | ConversionPlan:
     options = dict(
         folder=folder,
+        copy_also=_patterns(copy_also),
         layout=layout,
         method=method,
         granularity=granularity,
@@ -174,17 +176,22 @@ def quantize_model(
     progress: bool = False,
     simd: str | None = None,
     dry_run: bool = False,
+    copy_also: str | Sequence[str] | None = None,
 ) -> QuantizationReport:
     """Quantize a Hugging Face model folder (``config.json`` and ``model.safetensors`` or
     shards with ``model.safetensors.index.json``) into ``dst_dir``: the packed shards, a
-    correct index, ``config.json`` with its ``quantization_config``, and every other file
-    copied unchanged. ``dst_dir`` must not exist or be empty; it appears complete or not at
-    all. Returns one report for all shards (or, with ``dry_run=True``, the plan). Asking a
-    BitNet model for absmean at another granularity than per tensor warns
-    (:class:`RyzqWarning`, and in the report)."""
+    correct index, ``config.json`` with its ``quantization_config``, and the model's other
+    files copied unchanged. Left out (and listed in the report's ``skipped_files``):
+    version-control folders and other copies of the weights (``*.pth``, ``*.pt``, ``*.bin``,
+    ``*.ckpt``, ``*.gguf``, ``*.safetensors`` the index does not list), unless a glob of
+    ``copy_also`` matches their path in the folder. ``dst_dir`` must not exist or be empty; it
+    appears complete or not at all. Returns one report for all shards (or, with
+    ``dry_run=True``, the plan). Asking a BitNet model for absmean at another granularity than
+    per tensor warns (:class:`RyzqWarning`, and in the report)."""
     return _quantize(
         src_dir,
         dst_dir,
+        copy_also=copy_also,
         folder=True,
         layout=layout,
         method=method,

@@ -50,6 +50,9 @@ class ConversionPlan:
     #: the config.json a model folder gets
     config: dict[str, Any] | None
     warnings: list[str]
+    #: a model folder's other files: copied, and left out with why
+    copied_files: list[str]
+    skipped_files: list[tuple[str, str]]
 
     @classmethod
     def _from_native(cls, d: dict[str, Any]) -> ConversionPlan:
@@ -74,6 +77,8 @@ class ConversionPlan:
             bytes_out=d["bytes_out"],
             config=json.loads(d["config"]) if d["config"] else None,
             warnings=list(d["warnings"]),
+            copied_files=list(d["copied_files"]),
+            skipped_files=[tuple(f) for f in d["skipped_files"]],
         )
 
     def summary(self) -> str:
@@ -94,6 +99,8 @@ class ConversionPlan:
             lines.append(f"{pad(t.name, width)}  {t.action:<10} {t.bytes_out:>11,}  {outs}{why}")
         if self.config is not None:
             lines += ["", f"quantization_config: {json.dumps(self.config['quantization_config'])}"]
+            lines += [f"copied: {', '.join(self.copied_files) or 'nothing else'}"]
+            lines += [f"left out: {path} ({why})" for path, why in self.skipped_files]
         for warning in self.warnings:
             lines += ["", f"warning: {warning}"]
         return "\n".join(lines)

@@ -223,6 +223,8 @@ class QuantizationReport:
     threads: int
     #: what the conversion did that is likely not what the model needs
     warnings: list[str] = field(default_factory=list)
+    #: files of a model folder left out of the output, and why
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)
     layers: list[GroupReport] = field(init=False)
     total: GroupReport = field(init=False)
 
@@ -254,6 +256,7 @@ class QuantizationReport:
             seconds=d["seconds"],
             threads=d["threads"],
             warnings=list(d.get("warnings", [])),
+            skipped_files=[tuple(f) for f in d.get("skipped_files", [])],
         )
 
     @property
@@ -296,6 +299,7 @@ class QuantizationReport:
             "linear_class": self.linear_class if self.layout == "bitnet" else None,
             "threads": self.threads,
             "warnings": list(self.warnings),
+            "skipped_files": [{"path": p, "why": why} for p, why in self.skipped_files],
             "summary": {
                 "tensors": len(self.tensors),
                 "quantized_tensors": len(q),
@@ -384,6 +388,11 @@ class QuantizationReport:
             lines.append("kept as they are:")
             for reason, n in reasons.most_common():
                 lines.append(f"  {n:>4} x {reason}")
+        if self.skipped_files:
+            lines.append("")
+            lines.append("files of the model folder left out:")
+            for path, why in self.skipped_files:
+                lines.append(f"  {path}: {why}")
         for warning in self.warnings:
             lines.append("")
             lines.append(f"warning: {warning}")

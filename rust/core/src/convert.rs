@@ -98,7 +98,8 @@ pub fn quantize(
         file_bytes_out,
         seconds: start.elapsed().as_secs_f64(),
         threads: threads.unwrap_or_else(rayon::current_num_threads),
-        warnings: plan.warnings,
+        warnings: plan.warnings.clone(),
+        skipped_files: plan.other_files.skipped.clone(),
     })
 }
 
@@ -111,6 +112,7 @@ pub fn dequantize(
     dtype: Option<FloatDType>,
     level: SimdLevel,
     threads: Option<usize>,
+    progress: &mut Progress<'_>,
 ) -> Result<usize> {
     let threads = crate::threads::resolve(threads)?;
     let source = open(src, folder)?;
@@ -125,7 +127,7 @@ pub fn dequantize(
         .tensors()
         .filter(|t| matches!(t.action, Action::Dequantize { .. }))
         .count();
-    convert(&source, &plan, sink, &run, &mut |_, _, _| Ok(()))?;
+    convert(&source, &plan, sink, &run, progress)?;
     Ok(count)
 }
 

@@ -36,4 +36,6 @@ pub struct FileReport {
     pub threads: usize,
     /// What the conversion did that is likely not what the model needs.
     pub warnings: Vec<String>,
+    /// Files of a model folder left out of the output, and why.
+    pub skipped_files: Vec<(String, String)>,
 }

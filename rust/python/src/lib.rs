@@ -320,6 +320,7 @@ fn file_report_dict<'py>(py: Python<'py>, r: &FileReport) -> PyResult<Bound<'py,
     d.set_item("seconds", r.seconds)?;
     d.set_item("threads", r.threads)?;
     d.set_item("warnings", r.warnings.clone())?;
+    d.set_item("skipped_files", r.skipped_files.clone())?;
     Ok(d)
 }
 
@@ -327,7 +328,7 @@ fn file_report_dict<'py>(py: Python<'py>, r: &FileReport) -> PyResult<Bound<'py,
 /// dict. `progress(done, total, bytes)` is called after each tensor; Ctrl-C stops the work and
 /// leaves nothing behind.
 #[pyfunction]
-#[pyo3(signature = (src, dst, *, folder, layout, method, granularity=None, linear_class, include=Vec::new(), exclude=Vec::new(), threads=Threads(None), progress=None, simd=None))]
+#[pyo3(signature = (src, dst, *, folder, layout, method, granularity=None, linear_class, include=Vec::new(), exclude=Vec::new(), copy_also=Vec::new(), threads=Threads(None), progress=None, simd=None))]
 #[allow(clippy::too_many_arguments)]
 fn quantize_checkpoint(
     py: Python<'_>,
@@ -340,6 +341,7 @@ fn quantize_checkpoint(
     linear_class: Name<LinearClass>,
     include: Vec<String>,
     exclude: Vec<String>,
+    copy_also: Vec<String>,
     threads: Threads,
     progress: Option<Py<PyAny>>,
     simd: Option<Name<SimdLevel>>,
@@ -349,8 +351,7 @@ fn quantize_checkpoint(
         method,
         granularity,
         linear_class,
-        &include,
-        &exclude,
+        [&include, &exclude, &copy_also],
         threads,
         simd,
     )?;
@@ -378,18 +379,25 @@ fn quantize_checkpoint(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The request of a quantizing call; `patterns` are its include, exclude and copy-also globs.
 fn request(
     layout: Name<Layout>,
     method: Name<Method>,
     granularity: Option<Name<Granularity>>,
     linear_class: Name<LinearClass>,
-    include: &[String],
-    exclude: &[String],
+    patterns: [&[String]; 3],
     threads: Threads,
     simd: Option<Name<SimdLevel>>,
 ) -> PyResult<QuantizeRequest> {
+    let [include, exclude, copy_also] = patterns;
     let (layout, method) = (layout.0, method.0);
+    let copy_also = copy_also
+        .iter()
+        .map(|p| {
+            glob::Pattern::new(p)
+                .map_err(|e| RyzqError::new_err(format!("bad glob pattern {p:?}: {e}")))
+        })
+        .collect::<PyResult<Vec<_>>>()?;
     Ok(QuantizeRequest {
         layout,
         method,
@@ -398,13 +406,14 @@ fn request(
         selection: Selection::new(include, exclude).map_err(to_py)?,
         level: args::level(simd)?,
         threads: threads.0,
+        copy_also,
     })
 }
 
 /// What quantizing would do, without writing anything: the plan as a dict (files, each
 /// tensor's action and outputs, the config of a folder, warnings).
 #[pyfunction]
-#[pyo3(signature = (src, *, folder, layout, method, granularity=None, linear_class, include=Vec::new(), exclude=Vec::new(), threads=Threads(None), simd=None))]
+#[pyo3(signature = (src, *, folder, layout, method, granularity=None, linear_class, include=Vec::new(), exclude=Vec::new(), copy_also=Vec::new(), threads=Threads(None), simd=None))]
 #[allow(clippy::too_many_arguments)]
 fn plan_quantize(
     py: Python<'_>,
@@ -416,6 +425,7 @@ fn plan_quantize(
     linear_class: Name<LinearClass>,
     include: Vec<String>,
     exclude: Vec<String>,
+    copy_also: Vec<String>,
     threads: Threads,
     simd: Option<Name<SimdLevel>>,
 ) -> PyResult<Bound<'_, PyDict>> {
@@ -424,8 +434,7 @@ fn plan_quantize(
         method,
         granularity,
         linear_class,
-        &include,
-        &exclude,
+        [&include, &exclude, &copy_also],
         threads,
         simd,
     )?;
@@ -496,6 +505,8 @@ fn plan_dict<'py>(
             .map(|c| serde_json::to_string(c).expect("plain data serializes")),
     )?;
     d.set_item("warnings", plan.warnings.clone())?;
+    d.set_item("copied_files", plan.other_files.copied.clone())?;
+    d.set_item("skipped_files", plan.other_files.skipped.clone())?;
     Ok(d)
 }
 
@@ -514,8 +525,21 @@ fn dequantize_checkpoint(
 ) -> PyResult<usize> {
     let dtype = dtype.map(|d| d.0);
     let level = args::level(simd)?;
-    py.detach(|| ryzq_core::convert::dequantize(&src, &dst, folder, dtype, level, threads.0))
-        .map_err(to_py)
+    let mut raised: Option<PyErr> = None;
+    let result = py.detach(|| {
+        let mut on_tensor = |_: &TensorReport, _: usize, _: usize| {
+            Python::attach(Python::check_signals).map_err(|e| {
+                raised = Some(e);
+                ryzq_core::Error::Interrupted
+            })
+        };
+        ryzq_core::convert::dequantize(&src, &dst, folder, dtype, level, threads.0, &mut on_tensor)
+    });
+    match (result, raised) {
+        (Ok(count), _) => Ok(count),
+        (Err(_), Some(err)) => Err(err),
+        (Err(err), None) => Err(to_py(err)),
+    }
 }
 
 /// The validated header of a safetensors file: size, `__metadata__`, and each tensor's name,

@@ -23,6 +23,7 @@ use crate::method::{Granularity, Method};
 use crate::model;
 use crate::simd::SimdLevel;
 use crate::sink::OutputTensor;
+use crate::source::folder::OtherFiles;
 use crate::source::{Source, StoredTensor, TensorRef};
 use crate::tensor::TensorView;
 use crate::{dtype_name, float_dtype, group_scales};
@@ -67,6 +68,9 @@ pub struct QuantizeRequest {
     pub level: SimdLevel,
     /// Threads for the kernels; `None`: `RYZQ_NUM_THREADS`, else every core.
     pub threads: Option<usize>,
+    /// Files of a model folder to copy although they look like other copies of the weights
+    /// (glob patterns on their paths inside the folder).
+    pub copy_also: Vec<glob::Pattern>,
 }
 
 /// The name under which the scales of quantized tensor `name` are stored.
@@ -149,6 +153,8 @@ pub struct Plan {
     pub files: Vec<OutputFile>,
     /// For a model folder: the `config.json` to write.
     pub config: Option<Map<String, Value>>,
+    /// For a model folder: its other files, copied or left out.
+    pub other_files: OtherFiles,
     /// What is likely not what the model needs.
     pub warnings: Vec<String>,
 }
@@ -216,9 +222,11 @@ impl Plan {
         let mut plan = Plan {
             files,
             config: None,
+            other_files: OtherFiles::default(),
             warnings: Vec::new(),
         };
         if let Some(folder) = source.folder() {
+            plan.other_files = folder.other_files(&request.copy_also)?;
             let config = folder.config();
             if let Some(warning) =
                 model::granularity_warning(config, request.method, request.granularity)
@@ -306,9 +314,14 @@ impl Plan {
             config.remove("quantization_config");
             config
         });
+        let other_files = match source.folder() {
+            Some(folder) => folder.other_files(&[])?,
+            None => OtherFiles::default(),
+        };
         Ok(Plan {
             files,
             config,
+            other_files,
             warnings: Vec::new(),
         })
     }

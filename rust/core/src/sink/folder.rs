@@ -1,13 +1,14 @@
 //! A Hugging Face model folder as a sink: the shards under their names, an index that lists
 //! every tensor with the right `total_size`, `config.json`, and the model's other files.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::plan::Plan;
-use crate::sink::atomic::AtomicDir;
+use crate::sink::atomic::{AtomicDir, write_durable};
 use crate::source::Source;
 use crate::source::folder::{CONFIG, INDEX};
 
@@ -19,32 +20,31 @@ pub struct FolderSink {
 fn write_json(path: &Path, value: &Value) -> Result<()> {
     let mut text = serde_json::to_string_pretty(value).expect("plain data serializes");
     text.push('\n');
-    std::fs::write(path, text).map_err(|e| Error::io(path, e))
+    write_durable(path, text.as_bytes())
 }
 
-/// Copies `from` (a file, or a folder and what it holds) to `to`.
-fn copy_entry(from: &Path, to: &Path) -> Result<()> {
-    let meta = std::fs::metadata(from).map_err(|e| Error::io(from, e))?;
-    if meta.is_dir() {
-        std::fs::create_dir(to).map_err(|e| Error::io(to, e))?;
-        let mut entries: Vec<_> = std::fs::read_dir(from)
-            .map_err(|e| Error::io(from, e))?
-            .collect::<std::io::Result<_>>()
-            .map_err(|e| Error::io(from, e))?;
-        entries.sort_by_key(std::fs::DirEntry::file_name);
-        for entry in entries {
-            copy_entry(&entry.path(), &to.join(entry.file_name()))?;
-        }
-        Ok(())
-    } else if meta.is_file() {
-        std::fs::copy(from, to).map_err(|e| Error::io(from, e))?;
-        Ok(())
-    } else {
-        Err(Error::UnsafePath(format!(
-            "{}: not a regular file or a folder, so not copied into the model",
-            from.display()
-        )))
+/// Copies the file `from` to `to`, making its folders, and flushes it. Like `cp`, the copy
+/// has the mode of `from` less the bits `umask` clears.
+fn copy_file(from: &Path, to: &Path, umask: u32) -> Result<()> {
+    if let Some(dir) = to.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
+    std::fs::copy(from, to).map_err(|e| Error::io(from, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(from)
+            .map_err(|e| Error::io(from, e))?
+            .permissions()
+            .mode();
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode & 0o777 & !umask))
+            .map_err(|e| Error::io(to, e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = umask;
+    File::open(to)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(to, e))
 }
 
 impl FolderSink {
@@ -77,7 +77,9 @@ impl FolderSink {
         self.work.join(name)
     }
 
-    pub fn finish(self, source: &Source, plan: &Plan) -> Result<()> {
+    /// Writes the index, `config.json` and `files` (relative to the source folder), then moves
+    /// the folder into place.
+    pub fn finish(self, source: &Source, plan: &Plan, files: &[String]) -> Result<()> {
         let folder = source.folder().expect("a folder sink has a folder source");
         if let Some(index) = folder.index() {
             let mut weight_map = Map::new();
@@ -109,8 +111,9 @@ impl FolderSink {
             .clone()
             .unwrap_or_else(|| folder.config().clone());
         write_json(&self.work.join(CONFIG), &Value::Object(config))?;
-        for name in folder.other_entries()? {
-            copy_entry(&folder.dir().join(&name), &self.work.join(&name))?;
+        let umask = self.work.umask()?;
+        for name in files {
+            copy_file(&folder.dir().join(name), &self.work.join(name), umask)?;
         }
         self.work.finish()
     }

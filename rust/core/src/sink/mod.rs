@@ -52,13 +52,34 @@ pub fn check_destination(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Refuses an output folder inside the source folder, which the copy of the model's other
+/// files would then copy into itself.
+fn check_outside(src_dir: &Path, dst: &Path) -> Result<()> {
+    let (Ok(src), Ok(parent)) = (
+        std::fs::canonicalize(src_dir),
+        std::fs::canonicalize(atomic::parent(dst)),
+    ) else {
+        return Ok(());
+    };
+    if parent.starts_with(&src) {
+        return Err(Error::UnsafePath(format!(
+            "{}: inside the model folder {} it is made from; write it elsewhere",
+            dst.display(),
+            src_dir.display()
+        )));
+    }
+    Ok(())
+}
+
 impl Sink {
     /// A sink for `source`'s kind: a file for a file, a folder for a folder.
     pub fn for_source(source: &Source, dst: &Path) -> Result<Self> {
         check_destination(source.path(), dst)?;
-        if source.folder().is_some() {
+        if let Some(model) = source.folder() {
+            check_outside(model.dir(), dst)?;
             Ok(Sink::Folder(folder::FolderSink::create(dst)?))
         } else {
+            atomic::check_replaceable_file(dst)?;
             Ok(Sink::File {
                 dst: dst.to_path_buf(),
             })
@@ -86,7 +107,7 @@ impl Sink {
     pub fn finish(self, source: &Source, plan: &Plan) -> Result<()> {
         match self {
             Sink::File { .. } => Ok(()),
-            Sink::Folder(folder) => folder.finish(source, plan),
+            Sink::Folder(folder) => folder.finish(source, plan, &plan.other_files.copied),
         }
     }
 

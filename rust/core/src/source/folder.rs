@@ -107,6 +107,16 @@ impl ModelFolder {
         } else if dir.join(SINGLE).is_file() {
             (None, vec![SINGLE.to_owned()])
         } else {
+            let pickles = pickled_files(dir);
+            if let Some(first) = pickles.first() {
+                return Err(Error::Format(format!(
+                    "no {SINGLE} and no {INDEX}, only {first:?}{}: a pickled checkpoint, which \
+                     ryzq never loads (loading a pickle runs code from the file); convert it \
+                     to safetensors first",
+                    if pickles.len() > 1 { " and others" } else { "" }
+                ))
+                .in_file(dir, None));
+            }
             return Err(Error::InvalidArgument(format!(
                 "{}: no {SINGLE} and no {INDEX}",
                 dir.display()
@@ -142,19 +152,118 @@ impl ModelFolder {
         &self.shards
     }
 
-    /// The folder's other entries (files and folders), which belong to the model but hold no
-    /// weights ryzq converts, by name.
-    pub fn other_entries(&self) -> Result<Vec<String>> {
-        let mut names = Vec::new();
-        for entry in std::fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))? {
-            let entry = entry.map_err(|e| Error::io(&self.dir, e))?;
+    /// The folder's other files, which belong to the model but hold no weights ryzq
+    /// converts, as paths relative to the folder; and those left out, with why. Left out:
+    /// version-control folders, and other weight files (pickles, GGUF, safetensors files the
+    /// model does not list), which would make the output larger than the model, unless a
+    /// pattern of `also` matches them.
+    pub fn other_files(&self, also: &[glob::Pattern]) -> Result<OtherFiles> {
+        let mut files = OtherFiles::default();
+        self.walk(&self.dir, "", also, &mut files)?;
+        Ok(files)
+    }
+
+    fn walk(
+        &self,
+        dir: &Path,
+        prefix: &str,
+        also: &[glob::Pattern],
+        out: &mut OtherFiles,
+    ) -> Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .collect::<std::io::Result<_>>()
+            .map_err(|e| Error::io(dir, e))?;
+        entries.sort_by_key(std::fs::DirEntry::file_name);
+        for entry in entries {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name == CONFIG || name == INDEX || self.shards.contains(&name) {
+            let relative = format!("{prefix}{name}");
+            if prefix.is_empty() && (name == CONFIG || name == INDEX || self.shards.contains(&name))
+            {
                 continue;
             }
-            names.push(name);
+            let path = entry.path();
+            let asked = also.iter().any(|p| p.matches(&relative));
+            // Followed like `cp` does, so the Hub cache's links into its blobs work; a link to
+            // nothing is found here, before any work.
+            let meta = std::fs::metadata(&path).map_err(|e| {
+                Error::UnsafePath(format!("{relative}: cannot be read ({e}); a broken link?"))
+                    .in_file(&self.dir, None)
+            })?;
+            if meta.is_dir() {
+                if VERSION_CONTROL.contains(&name.as_str()) && !asked {
+                    out.skipped
+                        .push((relative, "a version-control folder".into()));
+                    continue;
+                }
+                self.walk(&path, &format!("{relative}/"), also, out)?;
+            } else if meta.is_file() {
+                match weight_file_kind(&name) {
+                    Some(kind) if !asked => out.skipped.push((relative, kind.into())),
+                    _ => out.copied.push(relative),
+                }
+            } else {
+                return Err(Error::UnsafePath(format!(
+                    "{relative}: not a regular file or a folder (a device, FIFO or socket), so \
+                     not part of a model"
+                ))
+                .in_file(&self.dir, None));
+            }
         }
-        names.sort();
-        Ok(names)
+        Ok(())
     }
+}
+
+/// The files of a model folder besides its weights and config.
+#[derive(Debug, Clone, Default)]
+pub struct OtherFiles {
+    /// Copied into the output, relative to the folder.
+    pub copied: Vec<String>,
+    /// Left out, and why.
+    pub skipped: Vec<(String, String)>,
+}
+
+/// Folders of version-control systems, never part of a model's output.
+const VERSION_CONTROL: &[&str] = &[".git", ".hg", ".svn"];
+
+/// Why a file of this name is another copy of the weights, if it is one.
+fn weight_file_kind(name: &str) -> Option<&'static str> {
+    let lower = name.to_ascii_lowercase();
+    let ext = lower.rsplit_once('.').map_or("", |(_, e)| e);
+    match ext {
+        "pth" | "pt" | "bin" | "ckpt" => Some("a pickled checkpoint (another copy of the weights)"),
+        "gguf" => Some("a GGUF file (another copy of the weights)"),
+        "safetensors" => Some("a safetensors file the model's index does not list"),
+        _ => None,
+    }
+}
+
+/// The pickled checkpoints in `dir`, by name.
+fn pickled_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| weight_file_kind(n).is_some_and(|k| k.starts_with("a pickled")))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Refuses a file ryzq must never load: a pickled checkpoint (loading it runs its code).
+pub fn refuse_pickle(path: &Path) -> Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if weight_file_kind(&name).is_some_and(|k| k.starts_with("a pickled")) {
+        return Err(Error::Format(
+            "a pickled checkpoint, which ryzq never loads (loading a pickle runs code from the \
+             file); convert it to safetensors first"
+                .into(),
+        )
+        .in_file(path, None));
+    }
+    Ok(())
 }

@@ -38,6 +38,7 @@ impl Source {
                 path.display()
             )));
         }
+        folder::refuse_pickle(path)?;
         let file = SafetensorsFile::open(path)?;
         Self::new(path, vec![file], None)
     }
