@@ -528,7 +528,10 @@ fn dequantize_checkpoint(
     let mut raised: Option<PyErr> = None;
     let result = py.detach(|| {
         let mut on_tensor = |_: &TensorReport, _: usize, _: usize| {
-            Python::attach(Python::check_signals).map_err(|e| {
+            // A closure: `Python::check_signals` itself is not general over the lifetime.
+            #[allow(clippy::redundant_closure_for_method_calls)]
+            let checked = Python::attach(|py| py.check_signals());
+            checked.map_err(|e| {
                 raised = Some(e);
                 ryzq_core::Error::Interrupted
             })
