@@ -3,9 +3,12 @@ wall time and peak RSS of each (measured by /usr/bin/time). Warm page cache: eve
 reads the file once before it is timed.
 
     python benches/bench_file.py [--src model.safetensors] [--dtype F32] [--json out.json]
+                                 [--baseline OTHER/python] [--repeat 5]
 
 Without --src, a checkpoint is made with `ryzq synth` (the default: 218 tensors,
-1.742e9 parameters, 6.97 GB in float32) in --workdir.
+1.742e9 parameters, 6.97 GB in float32) in --workdir. With --baseline (the `python/` folder of
+another build of ryzq, such as an older commit built with `maturin develop --release` in its
+own worktree), both run the same command in alternation and the medians are compared.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import hashlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 
 
-def timed(cmd: list[str], label: str) -> dict[str, float]:
+def timed(cmd: list[str], label: str, env: dict[str, str] | None = None) -> dict[str, float]:
     """Runs `cmd` under /usr/bin/time; returns wall seconds and peak RSS in MiB. Dirty pages
     of earlier runs are flushed first, so that no run pays for another's writeback."""
     os.sync()
@@ -31,6 +35,7 @@ def timed(cmd: list[str], label: str) -> dict[str, float]:
         stderr=subprocess.PIPE,
         text=True,
         check=False,
+        env=env,
     )
     if result.returncode != 0:
         raise SystemExit(f"{label} failed:\n{result.stderr}")
@@ -53,6 +58,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="F32", choices=["F32", "BF16", "F16"])
     parser.add_argument("--skip-numpy", action="store_true", help="skip the numpy script")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--baseline", help="the python/ folder of another ryzq build to compare")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each ryzq command")
     args = parser.parse_args()
 
     work = Path(args.workdir)
@@ -66,7 +73,21 @@ def main() -> None:
 
     rows = {"cat": timed(["sh", "-c", f"cat '{src}' > /dev/null"], "cat")}
     out = work / "out.safetensors"
-    rows["ryzq quantize"] = timed([*ryzq_cmd, "quantize", str(src), str(out), "--quiet"], "ryzq")
+    quantize = [*ryzq_cmd, "quantize", str(src), str(out), "--quiet"]
+    runs: dict[str, list[dict[str, float]]] = {"ryzq quantize": []}
+    if args.baseline:
+        runs["baseline ryzq quantize"] = []
+        baseline_env = {**os.environ, "PYTHONPATH": str(Path(args.baseline).resolve())}
+    for _ in range(args.repeat):
+        runs["ryzq quantize"].append(timed(quantize, "ryzq"))
+        if args.baseline:
+            runs["baseline ryzq quantize"].append(timed(quantize, "baseline", baseline_env))
+    for name, results in runs.items():
+        rows[name] = {
+            "seconds": statistics.median(r["seconds"] for r in results),
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in results),
+            "all_seconds": [r["seconds"] for r in results],
+        }
     one = work / "out-1thread.safetensors"
     rows["ryzq quantize --threads 1"] = timed(
         [*ryzq_cmd, "quantize", str(src), str(one), "--quiet", "--threads", "1"], "ryzq"
@@ -91,6 +112,9 @@ def main() -> None:
             f"{r['peak_rss_mib']:>13,.0f}"
         )
     print(f"output {out.stat().st_size:,} bytes; identical to the 1-thread output: {identical}")
+    if args.baseline:
+        ratio = rows["ryzq quantize"]["seconds"] / rows["baseline ryzq quantize"]["seconds"]
+        print(f"this build / baseline (median of {args.repeat}): {ratio:.3f}")
     if args.json:
         Path(args.json).write_text(
             json.dumps(
