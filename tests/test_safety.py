@@ -177,3 +177,85 @@ def test_a_terminated_run_leaves_nothing(tmp_path, signame):
     assert proc.returncode == 130, err
     assert err.strip() == "ryzq: interrupted; nothing was written"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.safetensors"]
+
+
+TRUNCATE_MIDWAY = """
+import os, sys
+import ryzq
+src, dst = sys.argv[1], sys.argv[2]
+size = os.path.getsize(src)
+
+def progress(done, total, nbytes):
+    if done == 3:  # another program cuts the file while ryzq reads it
+        os.truncate(src, size // 2)
+
+try:
+    ryzq._ryzq.quantize_checkpoint(
+        src, dst, folder=False, layout="i2", method="absmean", linear_class="bitlinear",
+        progress=progress,
+    )
+except ryzq.RyzqError as err:
+    print(err.kind, err.path, err, sep="\\n")
+    sys.exit(3)
+"""
+
+
+def test_a_source_cut_while_it_is_read_is_an_error_not_a_crash(tmp_path):
+    from ryzq.synthetic import synthesize_checkpoint
+
+    src = tmp_path / "in.safetensors"
+    synthesize_checkpoint(src, layers=4, hidden=256, intermediate=512, vocab=1000, dtype="F32")
+    dst = tmp_path / "out.safetensors"
+    result = subprocess.run(
+        [sys.executable, "-c", TRUNCATE_MIDWAY, str(src), str(dst)],
+        capture_output=True,
+        text=True,
+    )
+    # Without the check the mapped read past the new end kills the process with SIGBUS (-7).
+    assert result.returncode == 3, (result.returncode, result.stderr)
+    kind, path, message = result.stdout.splitlines()[:3]
+    assert kind == "truncated" and path == str(src)
+    assert "shrank" in message and "another program" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.safetensors"]
+
+
+def test_a_full_disk_names_the_output_and_leaves_nothing(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)])
+    if mounted.returncode != 0:
+        pytest.skip("this machine cannot mount a tmpfs")
+    try:
+        src = write(tmp_path / "in.safetensors", tiny_model("F32", hidden=256))
+        dst = disk / "out.safetensors"
+        with pytest.raises(ryzq.RyzqError, match=r"out\.safetensors: No space left") as caught:
+            ryzq.quantize_file(src, dst)
+        assert caught.value.kind == "io" and caught.value.path == str(dst)
+        assert list(disk.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_read_only_destination_names_its_folder_and_leaves_nothing(tmp_path):
+    src = write(tmp_path / "in.safetensors", tiny_model())
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if os.geteuid() == 0:
+        # root writes anywhere a mode forbids; a read-only mount stops it.
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)])
+        if mounted.returncode != 0:
+            pytest.skip("this machine cannot mount a read-only tmpfs")
+    else:
+        ro.chmod(0o555)
+    try:
+        with pytest.raises(ryzq.RyzqError, match=r"ro: .*(Read-only|Permission denied)") as caught:
+            ryzq.quantize_file(src, ro / "out.safetensors")
+        assert caught.value.kind == "io"
+        assert list(ro.iterdir()) == []
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", str(ro)], check=True)
+        else:
+            ro.chmod(0o755)

@@ -140,11 +140,13 @@ fn convert_tensor(
 ) -> Result<TensorReport> {
     let t = &file.tensors()[planned.source.index];
     let t0 = Instant::now();
-    if !matches!(planned.action, Action::Copy(_) | Action::Drop) {
-        file.prefault(t);
-    }
+    let bytes = if matches!(planned.action, Action::Copy(_) | Action::Drop) {
+        // Copies go through read calls, which report a short file themselves.
+        file.bytes(t)
+    } else {
+        file.read(t)?
+    };
     let t1 = Instant::now();
-    let bytes = file.bytes(t);
     let mut report = TensorReport {
         name: t.name.clone(),
         dtype: dtype_name(t.dtype),
@@ -215,7 +217,7 @@ fn convert_tensor(
                     widen(
                         run.level,
                         scale_dtype,
-                        file.bytes(scale_tensor),
+                        file.read(scale_tensor)?,
                         &mut stored,
                     );
                     file.release(scale_tensor);

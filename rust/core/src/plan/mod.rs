@@ -450,7 +450,7 @@ fn bias_action(
     }
     let stored_scale = || -> Result<f32> {
         let dtype = float_dtype(weight.dtype).expect("planned for float tensors");
-        let view = TensorView::new(holder.bytes(weight), dtype, &weight.shape)?;
+        let view = TensorView::new(holder.read(weight)?, dtype, &weight.shape)?;
         let mut group = group_scales(
             &view,
             request.layout,

@@ -102,10 +102,16 @@ impl AtomicFile {
         &self.file
     }
 
-    /// The temporary path, for messages.
+    /// The temporary path.
     #[must_use]
     pub fn path(&self) -> &Path {
         &self.tmp
+    }
+
+    /// The destination, which errors name: the temporary file is ryzq's business.
+    #[must_use]
+    pub fn dst(&self) -> &Path {
+        &self.dst
     }
 
     /// Flushes the file to the disk, renames it over `dst`, and flushes the folder's entry.

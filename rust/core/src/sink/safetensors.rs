@@ -130,10 +130,10 @@ impl SafetensorsWriter {
         let data_start = 8 + header.len() as u64;
         let size = data_start + offset as u64;
         let f = file.file();
-        let tmp = file.path().to_path_buf();
-        write_at(f, &(header.len() as u64).to_le_bytes(), 0).map_err(|e| Error::io(&tmp, e))?;
-        write_at(f, &header, 8).map_err(|e| Error::io(&tmp, e))?;
-        f.set_len(size).map_err(|e| Error::io(&tmp, e))?;
+        let dst = file.dst().to_path_buf();
+        write_at(f, &(header.len() as u64).to_le_bytes(), 0).map_err(|e| Error::io(&dst, e))?;
+        write_at(f, &header, 8).map_err(|e| Error::io(&dst, e))?;
+        f.set_len(size).map_err(|e| Error::io(&dst, e))?;
         Ok(Self {
             file,
             data_start,
@@ -150,7 +150,7 @@ impl SafetensorsWriter {
         Error::check_size(data.len(), *len, || format!("output tensor {name:?}"))?;
         *written = true;
         let at = self.data_start + *offset;
-        write_at(self.file.file(), data, at).map_err(|e| Error::io(self.file.path(), e))
+        write_at(self.file.file(), data, at).map_err(|e| Error::io(self.file.dst(), e))
     }
 
     /// Writes tensor `name` with `len` bytes of `src` from `offset`, copied by the kernel
@@ -162,16 +162,16 @@ impl SafetensorsWriter {
         };
         Error::check_size(len, *planned, || format!("output tensor {name:?}"))?;
         *written = true;
-        let tmp = self.file.path().to_path_buf();
+        let dst = self.file.dst().to_path_buf();
         let mut reader = src;
         reader
             .seek(SeekFrom::Start(offset))
-            .map_err(|e| Error::io(&tmp, e))?;
+            .map_err(|e| Error::io(&dst, e))?;
         let mut out = self.file.file();
         out.seek(SeekFrom::Start(self.data_start + *at))
-            .map_err(|e| Error::io(&tmp, e))?;
+            .map_err(|e| Error::io(&dst, e))?;
         let copied = std::io::copy(&mut reader.take(len as u64), &mut out)
-            .map_err(|e| Error::io(&tmp, e))?;
+            .map_err(|e| Error::io(&dst, e))?;
         if copied != len as u64 {
             return Err(Error::Format(format!(
                 "tensor {name:?}: the input ended after {copied} of its {len} bytes"

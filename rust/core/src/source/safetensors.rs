@@ -124,24 +124,40 @@ impl SafetensorsFile {
         &self.map[tensor.range.clone()]
     }
 
-    /// Maps the tensor's pages in now (reading them from disk if needed), so that the file is
-    /// read here and not in the middle of the kernels: one `MADV_POPULATE_READ` call where
+    /// The tensor's bytes, its pages mapped in now (read from disk if needed) so that the file
+    /// is read here and not in the middle of the kernels: one `MADV_POPULATE_READ` call where
     /// Linux has it, else a read of one byte per page.
-    pub fn prefault(&self, tensor: &StoredTensor) {
+    ///
+    /// A file another program truncated since it was opened would end the process with SIGBUS
+    /// on the first access past its new end; that is found here instead, and is an error: the
+    /// file's size is checked first, and the kernel's populate call refuses (`EFAULT`) pages
+    /// past the end. A file cut between this call and the kernels' reads remains out of reach
+    /// of any reader of a mapping.
+    pub fn read(&self, tensor: &StoredTensor) -> Result<&[u8]> {
+        let now = self
+            .file
+            .metadata()
+            .map_err(|e| Error::io(&self.path, e))?
+            .len();
+        if now < self.size {
+            return Err(self.shrank(now));
+        }
         if tensor.range.is_empty() {
-            return;
+            return Ok(&[]);
         }
         #[cfg(target_os = "linux")]
-        if self
-            .map
-            .advise_range(
-                memmap2::Advice::PopulateRead,
-                tensor.range.start,
-                tensor.range.len(),
-            )
-            .is_ok()
-        {
-            return;
+        match self.map.advise_range(
+            memmap2::Advice::PopulateRead,
+            tensor.range.start,
+            tensor.range.len(),
+        ) {
+            Ok(()) => return Ok(self.bytes(tensor)),
+            Err(e) if e.raw_os_error() == Some(14) => {
+                // EFAULT: a page past the end of the file.
+                let now = self.file.metadata().map_or(0, |m| m.len());
+                return Err(self.shrank(now));
+            }
+            Err(_) => {} // a kernel without MADV_POPULATE_READ
         }
         let touched = self
             .bytes(tensor)
@@ -149,6 +165,16 @@ impl SafetensorsFile {
             .step_by(4096)
             .fold(0u8, |acc, &b| acc ^ b);
         std::hint::black_box(touched);
+        Ok(self.bytes(tensor))
+    }
+
+    fn shrank(&self, now: u64) -> Error {
+        Error::Truncated(format!(
+            "the file shrank from {} to {now} bytes while ryzq was reading it: another program \
+             is changing it",
+            self.size
+        ))
+        .in_file(&self.path, None)
     }
 
     /// Drops the tensor's pages from this process's memory (the page cache keeps them), so
