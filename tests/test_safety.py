@@ -259,3 +259,84 @@ def test_a_read_only_destination_names_its_folder_and_leaves_nothing(tmp_path):
             subprocess.run(["umount", str(ro)], check=True)
         else:
             ro.chmod(0o755)
+
+
+@pytest.mark.parametrize("kind", ["file", "folder"])
+def test_sigkill_at_any_point_leaves_the_old_output_or_nothing_and_a_named_leftover(tmp_path, kind):
+    import random
+    import signal
+    import time
+
+    from ryzq.synthetic import synthesize_checkpoint
+
+    if kind == "folder":
+        src = tmp_path / "model"
+        src.mkdir()
+        synthesize_checkpoint(
+            src / "model.safetensors", layers=8, hidden=512, intermediate=1536, vocab=4000
+        )
+        (src / "config.json").write_text("{}")
+        dst = tmp_path / "out"
+    else:
+        src = tmp_path / "in.safetensors"
+        synthesize_checkpoint(src, layers=8, hidden=512, intermediate=1536, vocab=4000)
+        dst = tmp_path / "out.safetensors"
+        dst.write_bytes(b"the old output")
+    command = [sys.executable, "-m", "ryzq", "quantize", str(src), str(dst), "--quiet"]
+    start = time.monotonic()
+    subprocess.run(command, check=True)
+    took = time.monotonic() - start
+    if kind == "folder":
+        import shutil
+
+        shutil.rmtree(dst)
+    else:
+        dst.write_bytes(b"the old output")
+    rng = random.Random(0)
+    for _ in range(8):
+        proc = subprocess.Popen(command)
+        time.sleep(rng.uniform(0, took))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if kind == "folder":
+            # Absent, or complete (the kill came after the rename).
+            assert not dst.exists() or (dst / "config.json").is_file()
+            if dst.exists():
+                shutil.rmtree(dst)
+        else:
+            assert dst.exists()
+            data = dst.read_bytes()
+            assert data == b"the old output" or ryzq.read_header(dst)["tensors"]
+            dst.write_bytes(b"the old output")
+        names = {p.name for p in tmp_path.iterdir()} - {src.name, dst.name}
+        assert all(n.startswith(f".{dst.name}.") and n.endswith(".ryzq-partial") for n in names)
+    leftovers = [p for p in tmp_path.iterdir() if p.name.endswith(".ryzq-partial")]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    if leftovers:
+        assert "removed what an interrupted run of ryzq had left" in result.stderr
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".ryzq-partial")]
+
+
+def test_two_runs_writing_one_output_at_once_leave_one_complete_output(tmp_path):
+    src = write(tmp_path / "in.safetensors", tiny_model("F32", hidden=256))
+    dst = tmp_path / "out.safetensors"
+    command = [sys.executable, "-m", "ryzq", "quantize", str(src), str(dst), "--quiet"]
+    runs = [subprocess.Popen(command) for _ in range(3)]
+    assert [p.wait() for p in runs] == [0, 0, 0]
+    expected = tmp_path / "alone.safetensors"
+    ryzq.quantize_file(src, expected)
+    assert dst.read_bytes() == expected.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "alone.safetensors",
+        "in.safetensors",
+        "out.safetensors",
+    ]
+
+
+def test_a_deeply_nested_config_is_refused_not_a_crash(tmp_path):
+    src = model_folder(tmp_path / "m")
+    (src / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ryzq.RyzqError, match="not valid JSON") as caught:
+        ryzq.quantize_model(src, tmp_path / "q")
+    assert caught.value.path == str(src / "config.json")

@@ -79,7 +79,14 @@ pub fn quantize(
     let threads = crate::threads::resolve(request.threads)?;
     let source = open(src, folder)?;
     let sink = Sink::for_source(&source, dst)?;
-    let plan = Plan::quantize(&source, request)?;
+    let mut plan = Plan::quantize(&source, request)?;
+    let stale = crate::sink::atomic::remove_stale(dst);
+    if !stale.is_empty() {
+        plan.warnings.push(format!(
+            "removed what an interrupted run of ryzq had left for this output: {}",
+            stale.join(", ")
+        ));
+    }
     let run = Run {
         level: request.level,
         threads,
@@ -118,6 +125,7 @@ pub fn dequantize(
     let source = open(src, folder)?;
     let sink = Sink::for_source(&source, dst)?;
     let plan = Plan::dequantize(&source, dtype)?;
+    crate::sink::atomic::remove_stale(dst);
     let run = Run {
         level,
         threads,

@@ -41,6 +41,56 @@ fn temp_path(dst: &Path) -> PathBuf {
     ))
 }
 
+/// Removes what killed runs of ryzq left for `dst`: temporary files or folders of its name
+/// whose process is gone. Another process's (a run still going) and anything not named as
+/// ryzq names them are left alone. Returns the names removed.
+pub fn remove_stale(dst: &Path) -> Vec<String> {
+    let Some(name) = dst.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Vec::new();
+    };
+    let prefix = format!(".{name}.");
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(parent(dst)) else {
+        return removed;
+    };
+    for entry in entries.flatten() {
+        let entry_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = entry_name
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(PARTIAL_SUFFIX))
+        else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() || process_alive(pid) {
+            continue;
+        }
+        let path = entry.path();
+        let gone = match entry.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path).is_ok(),
+            Ok(t) if t.is_file() => std::fs::remove_file(&path).is_ok(),
+            _ => false,
+        };
+        if gone {
+            removed.push(entry_name);
+        }
+    }
+    removed.sort();
+    removed
+}
+
+/// Whether process `pid` runs, where the system says (Linux's /proc); elsewhere assumed, so
+/// that nothing is removed.
+fn process_alive(pid: u32) -> bool {
+    if cfg!(target_os = "linux") && Path::new("/proc/self").exists() {
+        Path::new(&format!("/proc/{pid}")).exists()
+    } else {
+        true
+    }
+}
+
 /// Flushes a folder's entries (a rename into it) to the disk.
 fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]

@@ -20,7 +20,20 @@ pub struct ModelFolder {
     shards: Vec<String>,
 }
 
+/// The most a `config.json` or an index may hold: far more than any model's, little enough
+/// that a hostile one cannot exhaust memory. (serde_json also refuses nesting over 128 deep.)
+pub const MAX_JSON_BYTES: u64 = 100_000_000;
+
 fn read_json(path: &Path, what: &str) -> Result<Value> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len();
+    if size > MAX_JSON_BYTES {
+        return Err(Error::Format(format!(
+            "{what} of {size} bytes, over the {MAX_JSON_BYTES} bytes ryzq reads"
+        ))
+        .in_file(path, None));
+    }
     let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_slice(&text).map_err(|e| {
         Error::Format(format!("{what} that is not valid JSON ({e})")).in_file(path, None)
