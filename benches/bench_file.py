@@ -55,7 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--src", help="checkpoint to quantize (default: make one)")
     parser.add_argument("--workdir", default="/tmp/ryzq-bench")
-    parser.add_argument("--dtype", default="F32", choices=["F32", "BF16", "F16"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--skip-numpy", action="store_true", help="skip the numpy script")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--baseline", help="the python/ folder of another ryzq build to compare")
@@ -65,7 +65,8 @@ def main() -> None:
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     ryzq_cmd = [sys.executable, "-m", "ryzq"]
-    src = Path(args.src) if args.src else work / f"synth-{args.dtype}.safetensors"
+    suffix = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}[args.dtype]
+    src = Path(args.src) if args.src else work / f"synth-{suffix}.safetensors"
     if not src.exists():
         subprocess.run([*ryzq_cmd, "synth", str(src), "--dtype", args.dtype, "--quiet"], check=True)
     size = src.stat().st_size

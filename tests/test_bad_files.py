@@ -196,7 +196,9 @@ def test_a_weight_scale_that_overflows_float16_suggests_autobitlinear(tmp_path):
     state = tiny_model("F16")
     state["model.layers.0.self_attn.v_proj.weight"][:] = 0  # 1/absmean = 1e5 > 65504
     src = write(tmp_path / "in.safetensors", state)
-    with pytest.raises(ryzq.RyzqError, match=r'v_proj\.weight".*F16 weight_scale.*autobitlinear'):
+    with pytest.raises(
+        ryzq.RyzqError, match=r'v_proj\.weight".*float16 weight_scale.*autobitlinear'
+    ):
         ryzq.quantize_file(src, tmp_path / "out.safetensors")
     report = ryzq.quantize_file(src, tmp_path / "out.safetensors", linear_class="autobitlinear")
     assert len(report.quantized) == 14

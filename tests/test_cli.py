@@ -74,7 +74,7 @@ def test_quantize_inspect_dequantize(tmp_path):
     shown = run("inspect", dst)
     assert shown.returncode == 0, shown.stderr
     assert "written by ryzq: 14 quantized tensors" in shown.stdout
-    assert "t1 of BF16 [32, 32], absmean per tensor" in shown.stdout
+    assert "t1 of bfloat16 [32, 32], absmean per tensor" in shown.stdout
     assert "scales of model.layers.0.mlp.up_proj.weight" in shown.stdout
 
     back = tmp_path / "back.safetensors"
@@ -231,10 +231,10 @@ def test_inspect_aligns_wide_names(tmp_path):
     src = write(tmp_path / "wide.safetensors", state)
     shown = run("inspect", src)
     assert shown.returncode == 0, shown.stderr
-    rows = [line for line in shown.stdout.splitlines() if " F32 " in line]
+    rows = [line for line in shown.stdout.splitlines() if " float32 " in line]
     assert len(rows) == 2
     # The dtype column starts at the same terminal column on every row.
-    starts = {display_width(row[: row.index(" F32 ")]) for row in rows}
+    starts = {display_width(row[: row.index(" float32 ")]) for row in rows}
     assert len(starts) == 1
 
 

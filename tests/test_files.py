@@ -190,7 +190,7 @@ def test_include_and_exclude_override_the_default(tmp_path):
     assert "excluded by pattern" in by_name["model.layers.0.mlp.up_proj.weight"].kept_because
     assert by_name["model.layers.1.mlp.up_proj.weight"].quantized
     assert "embeddings" in by_name["model.embed_tokens.weight"].kept_because
-    assert "I64" in by_name["model.position_ids"].kept_because
+    assert "int64" in by_name["model.position_ids"].kept_because
 
 
 def test_all_zero_weight_gives_zero_codes_and_no_nan(tmp_path):

@@ -104,6 +104,14 @@ def _dequantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dtype_printed(name: str) -> str:
+    """A dtype as ryzq prints it (``bfloat16``), from any spelling (``BF16``)."""
+    try:
+        return ryzq._ryzq.canonical_name("dtype", name)
+    except ryzq.RyzqError:
+        return str(name)
+
+
 def _inspect_file(path: Path) -> None:
     header = read_header(path)
     meta = dict(header["metadata"])
@@ -118,13 +126,14 @@ def _inspect_file(path: Path) -> None:
     if described:
         print(f"  written by ryzq: {plural(len(quantized), 'quantized tensor')}")
     width = max([display_width(t["name"]) for t in header["tensors"]] + [4])
-    print(f"{pad('name', width)}  {'dtype':>5}  {'shape':<16} {'bytes':>11}  stored as")
+    dtypes = max([len(t["dtype"]) for t in header["tensors"]] + [5])
+    print(f"{pad('name', width)}  {'dtype':>{dtypes}}  {'shape':<16} {'bytes':>11}  stored as")
     for t in header["tensors"]:
         q = quantized.get(t["name"])
         if q:
             where = f"scale {q['scale']}" if q.get("scale") else "scales in its blocks"
             how = (
-                f"{q['layout']} of {q['dtype']} {q['shape']}, {q['method']} per "
+                f"{q['layout']} of {_dtype_printed(q['dtype'])} {q['shape']}, {q['method']} per "
                 f"{q['granularity']}, {where} ({q['scale_convention']})"
             )
         elif t["name"] in scales:
@@ -135,7 +144,7 @@ def _inspect_file(path: Path) -> None:
             how = "as is"
         shape = str(t["shape"])
         print(
-            f"{pad(t['name'], width)}  {t['dtype']:>5}  {shape:<16} "
+            f"{pad(t['name'], width)}  {t['dtype']:>{dtypes}}  {shape:<16} "
             f"{t['end'] - t['start']:>11,}  {how}"
         )
 
@@ -289,7 +298,13 @@ def _model_shape_args(
     p.add_argument("--hidden", type=int, default=hidden)
     p.add_argument("--intermediate", type=int, default=intermediate)
     p.add_argument("--vocab", type=int, default=vocab)
-    p.add_argument("--dtype", choices=["F32", "BF16", "F16"], default=dtype)
+    p.add_argument(
+        "--dtype",
+        type=_dtype_printed,
+        choices=["float32", "bfloat16", "float16"],
+        default=dtype,
+        help="float32, bfloat16 or float16, in any spelling (BF16, bf16) (default: %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -385,12 +400,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = commands.add_parser("synth", help="write a synthetic BitNet-style checkpoint")
     s.add_argument("dst")
-    _model_shape_args(s, layers=24, hidden=2048, intermediate=8640, vocab=32000, dtype="F32")
+    _model_shape_args(s, layers=24, hidden=2048, intermediate=8640, vocab=32000, dtype="float32")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(run=_synth)
 
     demo = commands.add_parser("demo", help="synthesize a small model, quantize it, report")
-    _model_shape_args(demo, layers=4, hidden=512, intermediate=1536, vocab=4096, dtype="BF16")
+    _model_shape_args(demo, layers=4, hidden=512, intermediate=1536, vocab=4096, dtype="bfloat16")
     demo.set_defaults(run=_demo)
 
     info = commands.add_parser(

@@ -69,7 +69,7 @@ def _size(nbytes: float) -> str:
 class TensorReport:
     name: str
     shape: tuple[int, ...]
-    #: safetensors dtype of the input tensor ("BF16")
+    #: dtype of the input tensor ("bfloat16")
     dtype: str
     #: None when quantized, else why the tensor was copied as it is
     kept_because: str | None

@@ -52,7 +52,7 @@ def synthesize_checkpoint(
     hidden: int = 2048,
     intermediate: int = 8640,
     vocab: int = 32000,
-    dtype: str = "F32",
+    dtype: str = "float32",
     seed: int = 0,
     progress: bool = False,
 ) -> dict[str, int]:

@@ -16,7 +16,7 @@ use crate::simd::SimdLevel;
 use crate::sink::{SafetensorsWriter, Sink};
 use crate::source::{SafetensorsFile, Source};
 use crate::tensor::TensorView;
-use crate::{dtype_name, float_dtype, group_scales, quantize_with_scales};
+use crate::{group_scales, quantize_with_scales};
 
 /// Called after each tensor with its report, the number of tensors done and their total; an
 /// error from it stops the work.
@@ -157,7 +157,7 @@ fn convert_tensor(
     let t1 = Instant::now();
     let mut report = TensorReport {
         name: t.name.clone(),
-        dtype: dtype_name(t.dtype),
+        dtype: t.dtype.name().into(),
         shape: t.shape.clone(),
         kept_because: None,
         scale: None,
@@ -192,7 +192,7 @@ fn convert_tensor(
                  since the layer multiplies its sum, bias included, by that scale"
                     .into(),
             );
-            let dtype = float_dtype(t.dtype).expect("planned for float biases");
+            let dtype = t.dtype.float().expect("planned for float biases");
             computed(divide_bias(run.level, dtype, bytes, *divisor)?, &mut report)?;
         }
         Action::ConvertFloat { from, to, factor } => {
@@ -215,9 +215,9 @@ fn convert_tensor(
                     let scale_tensor = file.tensor(name).ok_or_else(|| {
                         Error::Format(format!("its scale tensor {name:?} is missing"))
                     })?;
-                    let scale_dtype = float_dtype(scale_tensor.dtype).ok_or_else(|| {
+                    let scale_dtype = scale_tensor.dtype.float().ok_or_else(|| {
                         Error::Format(format!(
-                            "its scale tensor {name:?} has dtype {:?}, not a float",
+                            "its scale tensor {name:?} has dtype {}, not a float",
                             scale_tensor.dtype
                         ))
                     })?;
@@ -253,7 +253,7 @@ fn convert_tensor(
         }
         Action::Quantize { scale } => {
             let request = run.request.expect("quantize plans come with their request");
-            let dtype: FloatDType = float_dtype(t.dtype).expect("planned for float tensors");
+            let dtype: FloatDType = t.dtype.float().expect("planned for float tensors");
             let view = TensorView::new(bytes, dtype, &t.shape)?;
             let work = || -> Result<_> {
                 let mut scales = group_scales(

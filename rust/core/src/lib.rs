@@ -27,7 +27,7 @@ pub mod stats;
 pub mod tensor;
 pub mod threads;
 
-pub use dtype::{FloatDType, dtype_name, float_dtype, safetensors_dtype};
+pub use dtype::{FloatDType, StoredType};
 pub use error::{Error, Index, Result};
 pub use layout::Layout;
 pub use method::{Granularity, Method, TernaryScale};

@@ -20,8 +20,8 @@ use ryzq_core::report::{FileReport, TensorReport};
 use ryzq_core::sink::{OutputTensor, SafetensorsWriter};
 use ryzq_core::source::SafetensorsFile;
 use ryzq_core::{
-    ErrorStats, FloatDType, Granularity, Layout, Method, QuantizeOptions, SimdLevel, TensorView,
-    threads,
+    ErrorStats, FloatDType, Granularity, Layout, Method, QuantizeOptions, SimdLevel, StoredType,
+    TensorView, threads,
 };
 
 use crate::args::{Name, Threads};
@@ -482,12 +482,7 @@ fn plan_dict<'py>(
             e.set_item("why", why)?;
             let outputs = PyList::empty(py);
             for o in &t.outputs {
-                outputs.append((
-                    &o.name,
-                    ryzq_core::dtype_name(o.dtype),
-                    o.shape.clone(),
-                    o.nbytes(),
-                ))?;
+                outputs.append((&o.name, o.dtype.name(), o.shape.clone(), o.nbytes()))?;
             }
             e.set_item("outputs", outputs)?;
             tensors.append(e)?;
@@ -557,7 +552,7 @@ fn read_header(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyDict>> {
     for t in checkpoint.tensors() {
         let e = PyDict::new(py);
         e.set_item("name", &t.name)?;
-        e.set_item("dtype", ryzq_core::dtype_name(t.dtype))?;
+        e.set_item("dtype", t.dtype.name())?;
         e.set_item("shape", &t.shape)?;
         e.set_item("start", t.range.start)?;
         e.set_item("end", t.range.end)?;
@@ -565,11 +560,6 @@ fn read_header(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyDict>> {
     }
     d.set_item("tensors", tensors)?;
     Ok(d)
-}
-
-fn parse_safetensors_dtype(name: &str) -> PyResult<safetensors::Dtype> {
-    serde_json::from_value(serde_json::Value::String(name.to_owned()))
-        .map_err(|_| RyzqError::new_err(format!("unknown safetensors dtype {name:?}")))
 }
 
 /// Writes a safetensors file one tensor at a time: the layout is fixed up front, each tensor
@@ -581,7 +571,8 @@ struct SafetensorsFileWriter {
 
 #[pymethods]
 impl SafetensorsFileWriter {
-    /// `tensors`: (name, safetensors dtype such as "BF16", shape) for every tensor.
+    /// `tensors`: (name, dtype in any spelling ryzq takes, "bfloat16" or "BF16", shape) for
+    /// every tensor.
     #[new]
     #[pyo3(signature = (path, tensors, metadata=None))]
     fn new(
@@ -594,7 +585,7 @@ impl SafetensorsFileWriter {
             .map(|(name, dtype, shape)| {
                 Ok(OutputTensor {
                     name,
-                    dtype: parse_safetensors_dtype(&dtype)?,
+                    dtype: StoredType::parse(&dtype).map_err(to_py)?,
                     shape,
                 })
             })

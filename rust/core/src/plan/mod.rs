@@ -9,14 +9,14 @@ pub mod select;
 
 use std::collections::{BTreeMap, HashMap};
 
-use safetensors::Dtype;
 use serde_json::{Map, Value};
 
 pub use scales::ScaleStorage;
 pub use select::{Decision, Selection};
 
-use crate::dtype::FloatDType;
+use crate::dtype::{FloatDType, StoredType};
 use crate::error::{Error, Result};
+use crate::group_scales;
 use crate::layout::Layout;
 use crate::metadata::{self, DividedBias, QuantizedTensor, RyzqMetadata, ScaleConvention};
 use crate::method::{Granularity, Method};
@@ -26,7 +26,6 @@ use crate::sink::OutputTensor;
 use crate::source::folder::OtherFiles;
 use crate::source::{Source, StoredTensor, TensorRef};
 use crate::tensor::TensorView;
-use crate::{dtype_name, float_dtype, group_scales};
 
 /// transformers' two BitNet layer classes, which store opposite scales.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -347,7 +346,7 @@ fn refuse_packed(source: &Source) -> Result<()> {
             .in_file(file.path(), None));
         }
         for t in file.tensors() {
-            if t.dtype != Dtype::U8 || !t.name.ends_with(".weight") {
+            if t.dtype != StoredType::U8 || !t.name.ends_with(".weight") {
                 continue;
             }
             let scale = format!("{}_scale", t.name);
@@ -396,7 +395,7 @@ fn quantize_action(tensor: &StoredTensor, request: &QuantizeRequest) -> Result<A
     let (dtype, convention) = match (request.layout, request.linear_class) {
         (Layout::Bitnet, LinearClass::BitLinear) => (tensor.dtype, ScaleConvention::Divide),
         (Layout::Bitnet, LinearClass::AutoBitLinear) => (tensor.dtype, ScaleConvention::Multiply),
-        _ => (Dtype::F32, ScaleConvention::Multiply),
+        _ => (StoredType::F32, ScaleConvention::Multiply),
     };
     let scale = layout.block().is_none().then(|| ScaleStorage {
         name: scale_name(&tensor.name),
@@ -440,16 +439,16 @@ fn bias_action(
              weight's scale; exclude it, or use linear_class bitlinear"
         )));
     }
-    if float_dtype(t.dtype).is_none() || t.shape != weight.shape[..1] {
+    if t.dtype.float().is_none() || t.shape != weight.shape[..1] {
         return Err(Error::Format(format!(
             "the bias of {weight_name:?} (shape {:?}) must be a float tensor of shape [{}] to \
-             be stored for autobitlinear, which divides it by the weight's scale; it is {:?} \
+             be stored for autobitlinear, which divides it by the weight's scale; it is {} \
              of shape {:?}",
             weight.shape, weight.shape[0], t.dtype, t.shape
         )));
     }
     let stored_scale = || -> Result<f32> {
-        let dtype = float_dtype(weight.dtype).expect("planned for float tensors");
+        let dtype = weight.dtype.float().expect("planned for float tensors");
         let view = TensorView::new(holder.read(weight)?, dtype, &weight.shape)?;
         let mut group = group_scales(
             &view,
@@ -497,7 +496,7 @@ fn quantize_outputs(
             let (groups, _) = request.granularity.groups(&t.shape)?;
             let mut outputs = vec![OutputTensor {
                 name: t.name.clone(),
-                dtype: Dtype::U8,
+                dtype: StoredType::U8,
                 shape: request.layout.get().packed_shape(&t.shape)?,
             }];
             if let Some(scale) = scale {
@@ -513,7 +512,7 @@ fn quantize_outputs(
                     layout: request.layout.name().into(),
                     method: request.method.name().into(),
                     granularity: request.granularity.name(),
-                    dtype: dtype_name(t.dtype),
+                    dtype: t.dtype.safetensors_name(),
                     shape: t.shape.clone(),
                     scale: scale.as_ref().map(|s| s.name.clone()),
                     scale_convention: scale
@@ -574,13 +573,13 @@ fn dequantize_tensor(
         };
         let output = OutputTensor {
             name: t.name.clone(),
-            dtype: crate::safetensors_dtype(out),
+            dtype: out.into(),
             shape: q.shape.clone(),
         };
         return Ok((action, vec![output]));
     }
     let bias = description.divided_biases.get(&t.name);
-    let action = match (float_dtype(t.dtype), bias, dtype) {
+    let action = match (t.dtype.float(), bias, dtype) {
         (Some(from), Some(b), to) => Action::ConvertFloat {
             from,
             to: to.unwrap_or(from),
@@ -599,7 +598,7 @@ fn dequantize_tensor(
         _ => Action::Copy("not quantized".into()),
     };
     let out_dtype = match &action {
-        Action::ConvertFloat { to, .. } => crate::safetensors_dtype(*to),
+        Action::ConvertFloat { to, .. } => (*to).into(),
         _ => t.dtype,
     };
     Ok((

@@ -1,9 +1,7 @@
 //! How the scales of a quantized tensor, and the biases of `AutoBitLinear` layers, are stored:
 //! rounded to their storage's type, refused where that type cannot hold them.
 
-use safetensors::Dtype;
-
-use crate::dtype::FloatDType;
+use crate::dtype::{FloatDType, StoredType};
 use crate::error::{Error, Result};
 use crate::kernels::widen::widen;
 use crate::metadata::ScaleConvention;
@@ -15,13 +13,15 @@ use crate::simd::SimdLevel;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScaleStorage {
     pub name: String,
-    pub dtype: Dtype,
+    pub dtype: StoredType,
     pub convention: ScaleConvention,
 }
 
 /// The float type of a scale's or a bias's storage.
-pub(crate) fn stored_type(dtype: Dtype) -> FloatDType {
-    crate::float_dtype(dtype).expect("scales and biases are stored as floats")
+pub(crate) fn stored_type(dtype: StoredType) -> FloatDType {
+    dtype
+        .float()
+        .expect("scales and biases are stored as floats")
 }
 
 /// The values to store for `scales`, and the scales adjusted to what the stored values mean
@@ -34,7 +34,7 @@ pub fn stored_scales(storage: &ScaleStorage, scales: &mut [TernaryScale]) -> Res
                 let inv = stored_type(storage.dtype).round(s.inv);
                 check_stored_scales(&[s.inv], &[inv], "group", || {
                     format!(
-                        "a {:?} weight_scale, which holds 1/absmean for linear_class bitlinear; \
+                        "a {} weight_scale, which holds 1/absmean for linear_class bitlinear; \
                          linear_class autobitlinear stores absmean instead",
                         storage.dtype
                     )
@@ -46,7 +46,7 @@ pub fn stored_scales(storage: &ScaleStorage, scales: &mut [TernaryScale]) -> Res
                 let scale = stored_type(storage.dtype).round(s.scale);
                 check_stored_scales(&[s.scale], &[scale], "group", || {
                     format!(
-                        "a {:?} weight_scale; layouts i2 and t1 store float32 scales",
+                        "a {} weight_scale; layouts i2 and t1 store float32 scales",
                         storage.dtype
                     )
                 })?;

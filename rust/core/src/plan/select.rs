@@ -6,9 +6,8 @@
 //! against the whole tensor name, override the default (exclude wins over include).
 
 use glob::Pattern;
-use safetensors::Dtype;
 
-use crate::dtype::float_dtype;
+use crate::dtype::StoredType;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,13 +63,13 @@ impl Selection {
     }
 
     #[must_use]
-    pub fn decide(&self, name: &str, dtype: Dtype, shape: &[usize]) -> Decision {
+    pub fn decide(&self, name: &str, dtype: StoredType, shape: &[usize]) -> Decision {
         if let Some(p) = self.exclude.iter().find(|p| p.matches(name)) {
             return Decision::Keep(format!("excluded by pattern {:?}", p.as_str()));
         }
-        if float_dtype(dtype).is_none() {
+        if dtype.float().is_none() {
             return Decision::Keep(format!(
-                "dtype {dtype:?} is not one ryzq quantizes (F32, F16, BF16)"
+                "dtype {dtype} is not one ryzq quantizes (float32, float16, bfloat16)"
             ));
         }
         if self.include.iter().any(|p| p.matches(name)) {
@@ -103,7 +102,8 @@ mod tests {
     #[test]
     fn default_rule() {
         let s = Selection::default();
-        let q = |n: &str, shape: &[usize]| s.decide(n, Dtype::BF16, shape) == Decision::Quantize;
+        let q =
+            |n: &str, shape: &[usize]| s.decide(n, StoredType::BF16, shape) == Decision::Quantize;
         assert!(q("model.layers.3.self_attn.q_proj.weight", &[64, 64]));
         assert!(q("model.layers.3.mlp.down_proj.weight", &[64, 256]));
         assert!(!q("model.embed_tokens.weight", &[100, 64]));
@@ -116,8 +116,10 @@ mod tests {
         assert!(!q("model.layers.3.self_attn.q_proj.weight_scale", &[64, 1]));
         assert!(!q("model.layers.0.conv.weight", &[4, 4, 3]));
         assert_eq!(
-            s.decide("model.layers.0.mlp.up_proj.weight", Dtype::I8, &[4, 4]),
-            Decision::Keep("dtype I8 is not one ryzq quantizes (F32, F16, BF16)".into())
+            s.decide("model.layers.0.mlp.up_proj.weight", StoredType::I8, &[4, 4]),
+            Decision::Keep(
+                "dtype int8 is not one ryzq quantizes (float32, float16, bfloat16)".into()
+            )
         );
     }
 
@@ -125,11 +127,15 @@ mod tests {
     fn patterns_override() {
         let s = Selection::new(&["lm_head.*".into()], &["*.layers.0.*".into()]).unwrap();
         assert_eq!(
-            s.decide("lm_head.weight", Dtype::F32, &[8, 4]),
+            s.decide("lm_head.weight", StoredType::F32, &[8, 4]),
             Decision::Quantize
         );
         assert!(matches!(
-            s.decide("model.layers.0.mlp.up_proj.weight", Dtype::F32, &[8, 4]),
+            s.decide(
+                "model.layers.0.mlp.up_proj.weight",
+                StoredType::F32,
+                &[8, 4]
+            ),
             Decision::Keep(_)
         ));
         assert!(Selection::new(&["[".into()], &[]).is_err());

@@ -12,23 +12,23 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 
-use safetensors::Dtype;
 use safetensors::tensor::{Metadata, TensorInfo};
 
+use crate::dtype::StoredType;
 use crate::error::{Error, Result};
 use crate::sink::atomic::AtomicFile;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputTensor {
     pub name: String,
-    pub dtype: Dtype,
+    pub dtype: StoredType,
     pub shape: Vec<usize>,
 }
 
 impl OutputTensor {
     #[must_use]
     pub fn nbytes(&self) -> usize {
-        self.shape.iter().product::<usize>() * self.dtype.bitsize() / 8
+        self.shape.iter().product::<usize>() * self.dtype.bits() / 8
     }
 }
 
@@ -91,7 +91,7 @@ impl SafetensorsWriter {
         metadata: HashMap<String, String>,
     ) -> Result<Self> {
         let mut order: Vec<&OutputTensor> = tensors.iter().collect();
-        order.sort_by_key(|t| std::cmp::Reverse(t.dtype.bitsize()));
+        order.sort_by_key(|t| std::cmp::Reverse(t.dtype.bits()));
         let mut offset = 0usize;
         let mut infos = Vec::with_capacity(order.len());
         let mut slots = HashMap::with_capacity(order.len());
@@ -100,7 +100,7 @@ impl SafetensorsWriter {
             infos.push((
                 t.name.clone(),
                 TensorInfo {
-                    dtype: t.dtype,
+                    dtype: t.dtype.to_safetensors(),
                     shape: t.shape.clone(),
                     data_offsets: (offset, offset + n),
                 },
@@ -207,12 +207,12 @@ mod tests {
         let tensors = vec![
             OutputTensor {
                 name: "b".into(),
-                dtype: Dtype::U8,
+                dtype: StoredType::U8,
                 shape: vec![3],
             },
             OutputTensor {
                 name: "a".into(),
-                dtype: Dtype::F32,
+                dtype: StoredType::F32,
                 shape: vec![2],
             },
         ];
@@ -242,7 +242,7 @@ mod tests {
         let path = dir.path().join("x.safetensors");
         let tensors = [OutputTensor {
             name: "a".into(),
-            dtype: Dtype::U8,
+            dtype: StoredType::U8,
             shape: vec![2],
         }];
         let w = SafetensorsWriter::create(&path, &tensors, HashMap::new()).unwrap();

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use memmap2::{Mmap, UncheckedAdvice};
 use safetensors::{Dtype, SafeTensors};
 
+use crate::dtype::StoredType;
+
 use crate::error::{Error, Result};
 
 /// The header length field, and the most the format allows.
@@ -19,7 +21,7 @@ const MAX_HEADER: u64 = 100_000_000;
 #[derive(Debug, Clone)]
 pub struct StoredTensor {
     pub name: String,
-    pub dtype: Dtype,
+    pub dtype: StoredType,
     pub shape: Vec<usize>,
     /// Byte range in the file.
     pub range: Range<usize>,
@@ -69,7 +71,7 @@ impl SafetensorsFile {
             .map(|name| {
                 let t = info[&name];
                 StoredTensor {
-                    dtype: t.dtype,
+                    dtype: StoredType::from_safetensors(t.dtype),
                     shape: t.shape.clone(),
                     range: data_start + t.data_offsets.0..data_start + t.data_offsets.1,
                     name,
