@@ -9,7 +9,7 @@ import pytest
 
 import ryzq
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 CASES = sorted(p.name for p in DATA.glob("bitnet_*.npz"))
 Q2_0_CASES = sorted(p.name for p in DATA.glob("q2_0_*.npz"))
 
