@@ -44,6 +44,30 @@ def write(path: Path, state: dict, metadata: dict | None = None) -> Path:
     return path
 
 
+def make_folder(root: Path, shards: int) -> dict:
+    """A BitNet model folder: config, tokenizer, an extra file, and the weights of
+    ``tiny_model("BF16", layers=3)`` in one file or ``shards`` shards with an index."""
+    root.mkdir()
+    state = tiny_model("BF16", layers=3)
+    (root / "config.json").write_text(json.dumps({"model_type": "bitnet", "hidden_size": 32}))
+    (root / "tokenizer.json").write_text('{"tokenizer": true}')
+    (root / "extra").mkdir()
+    (root / "extra" / "notes.txt").write_text("kept")
+    if shards == 1:
+        write(root / "model.safetensors", state)
+        return state
+    names = sorted(state)
+    weight_map = {}
+    for i in range(shards):
+        shard = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        part = {n: state[n] for n in names[i::shards]}
+        write(root / shard, part)
+        weight_map.update(dict.fromkeys(part, shard))
+    index = {"metadata": {"total_size": 123}, "weight_map": weight_map}
+    (root / "model.safetensors.index.json").write_text(json.dumps(index))
+    return state
+
+
 def digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 

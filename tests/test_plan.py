@@ -5,8 +5,7 @@ import subprocess
 import sys
 
 import ryzq
-from checkpoints import tiny_model, write
-from test_model import make_folder
+from checkpoints import make_folder, tiny_model, write
 
 
 def test_the_plan_of_a_file_is_what_quantizing_does(tmp_path):
