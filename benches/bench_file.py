@@ -22,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from machine import describe
+
 HERE = Path(__file__).parent
 
 
@@ -105,7 +107,8 @@ def main() -> None:
             "numpy script",
         )
 
-    print(f"{src}: {size / 1e9:.2f} GB, {os.cpu_count()} CPUs, warm page cache")
+    print(describe())
+    print(f"{src}: {size / 1e9:.2f} GB, warm page cache")
     print(f"{'what':<28} {'seconds':>8} {'x cat':>7} {'peak RSS MiB':>13}")
     for name, r in rows.items():
         print(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ import ml_dtypes
 import numpy as np
 
 import ryzq
+from machine import describe
 
 
 def median_seconds(fn: Callable[[], object], repeat: int) -> float:
@@ -172,10 +172,8 @@ def main() -> None:
         )
 
     width = max(len(name) for name, _ in rows)
-    print(
-        f"{args.rows} x {args.cols} float32 = {n / 1e6:.1f} Mparam; median of {args.repeat}; "
-        f"{os.cpu_count()} CPUs; {platform.processor() or platform.machine()}"
-    )
+    print(describe())
+    print(f"{args.rows} x {args.cols} float32 = {n / 1e6:.1f} Mparam; median of {args.repeat}")
     print(f"{'what':<{width}}  {'Mparam/s':>9}  {'x numpy':>7}  {'/ copyto':>8}")
     for name, rate in rows:
         print(f"{name:<{width}}  {rate:>9,.0f}  {rate / numpy_rate:>7.2f}  {rate / copyto:>8.2f}")
