@@ -55,6 +55,8 @@ pub struct Blocks {
 
 /// Bytes of a TQ2_0 block.
 const TQ2_BLOCK_BYTES: usize = 66;
+/// Bytes of a TQ1_0 block.
+const TQ1_BLOCK_BYTES: usize = 54;
 
 pub const TQ2_0: Blocks = Blocks {
     name: "tq2_0",
@@ -70,7 +72,7 @@ pub const TQ1_0: Blocks = Blocks {
     description: "GGUF's TQ1_0: 256 values in 54 bytes, base 3 and a float16 scale; \
                   llama.cpp runs it",
     gguf_type: 34,
-    block_bytes: 54,
+    block_bytes: TQ1_BLOCK_BYTES,
     codes: Codes::Base3,
 };
 
@@ -78,15 +80,6 @@ impl Blocks {
     /// Bytes of a block before its scale.
     fn code_bytes(&self) -> usize {
         self.block_bytes - 2
-    }
-
-    /// Packs a TQ1_0 block's codes: the first 240 values are t1 blocks of 160 and 80 (32 and
-    /// 16 bytes).
-    fn pack_base3_block(level: SimdLevel, codes: &[i8], out: &mut [u8]) -> bool {
-        let head = t1::T1.pack(level, 0, &codes[..160], &[], &mut out[..32]);
-        let middle = t1::T1.pack(level, 0, &codes[160..240], &[], &mut out[32..48]);
-        let tail = scalar::pack_tq1_tail(&codes[240..], &mut out[48..52]);
-        head & middle & tail
     }
 
     /// Unpacks a TQ1_0 block's codes from its 52 code bytes; whether every byte is one that
@@ -192,9 +185,9 @@ impl PackedLayout for Blocks {
         out: &mut [u8],
     ) -> bool {
         assert_eq!(codes.len(), scales.len() * BLOCK, "one scale per block");
-        // TQ2_0's codes in one call for all blocks: a call per block would cost about as much
-        // as its packing.
-        let mut valid = match self.codes {
+        // The codes of all blocks in one call: a call per block would cost about as much as
+        // its packing.
+        let valid = match self.codes {
             Codes::TwoBit => dispatch!(
                 level,
                 scalar::pack_tq2_codes,
@@ -202,27 +195,23 @@ impl PackedLayout for Blocks {
                 avx2::pack_tq2_codes,
                 (codes, out)
             ),
-            // Packed block by block below, with the scales.
-            Codes::Base3 => true,
+            Codes::Base3 => dispatch!(
+                level,
+                scalar::pack_tq1_codes,
+                avx2::pack_tq1_codes,
+                avx2::pack_tq1_codes,
+                (codes, out)
+            ),
         };
         let mut halves = [half::f16::ZERO; 64];
-        for ((codes, scales), out) in codes
-            .chunks(BLOCK * halves.len())
-            .zip(scales.chunks(halves.len()))
+        for (scales, out) in scales
+            .chunks(halves.len())
             .zip(out.chunks_mut(self.block_bytes * halves.len()))
         {
             let halves = &mut halves[..scales.len()];
             halves.convert_from_f32_slice(scales);
-            for ((c, d), o) in codes
-                .chunks_exact(BLOCK)
-                .zip(halves.iter())
-                .zip(out.chunks_exact_mut(self.block_bytes))
-            {
-                let (body, scale) = o.split_at_mut(self.code_bytes());
-                if self.codes == Codes::Base3 {
-                    valid &= Self::pack_base3_block(level, c, body);
-                }
-                scale.copy_from_slice(&d.to_le_bytes());
+            for (d, o) in halves.iter().zip(out.chunks_exact_mut(self.block_bytes)) {
+                o[self.code_bytes()..].copy_from_slice(&d.to_le_bytes());
             }
         }
         valid
@@ -235,17 +224,25 @@ impl PackedLayout for Blocks {
         data: &[u8],
         codes: &mut [i8],
     ) -> std::result::Result<(), usize> {
-        // TQ2_0's codes in one call for all blocks; only if a byte is corrupt, block by block
-        // again to find it.
-        if self.codes == Codes::TwoBit
-            && dispatch!(
+        // The codes of all blocks in one call; only if a byte is corrupt, block by block again
+        // to find it.
+        let valid = match self.codes {
+            Codes::TwoBit => dispatch!(
                 level,
                 scalar::unpack_tq2_codes,
                 avx2::unpack_tq2_codes,
                 avx2::unpack_tq2_codes,
                 (data, codes)
-            )
-        {
+            ),
+            Codes::Base3 => dispatch!(
+                level,
+                scalar::unpack_tq1_codes,
+                avx2::unpack_tq1_codes,
+                avx2::unpack_tq1_codes,
+                (data, codes)
+            ),
+        };
+        if valid {
             return Ok(());
         }
         for (b, (o, c)) in data
@@ -319,6 +316,32 @@ pub mod scalar {
         valid
     }
 
+    /// The code bytes of whole TQ1_0 blocks (their scales are left alone): the first 240
+    /// values are t1 blocks of 160 and 80 (32 and 16 bytes).
+    pub fn pack_tq1_codes(codes: &[i8], out: &mut [u8]) -> bool {
+        codes
+            .chunks_exact(super::BLOCK)
+            .zip(out.chunks_exact_mut(super::TQ1_BLOCK_BYTES))
+            .fold(true, |valid, (c, o)| {
+                valid
+                    & t1::scalar::pack(&c[..160], &mut o[..32])
+                    & t1::scalar::pack(&c[160..240], &mut o[32..48])
+                    & pack_tq1_tail(&c[240..], &mut o[48..52])
+            })
+    }
+
+    /// The codes of whole TQ1_0 blocks; whether every byte is one that codes pack to.
+    pub fn unpack_tq1_codes(data: &[u8], codes: &mut [i8]) -> bool {
+        data.chunks_exact(super::TQ1_BLOCK_BYTES)
+            .zip(codes.chunks_exact_mut(super::BLOCK))
+            .fold(true, |valid, (d, c)| {
+                valid
+                    & t1::scalar::unpack(&d[..32], &mut c[..160])
+                    & t1::scalar::unpack(&d[32..48], &mut c[160..240])
+                    & unpack_tq1_tail(&d[48..52], &mut c[240..])
+            })
+    }
+
     /// The last 16 values of a TQ1_0 block: byte `j` holds values `j + 4n`, `n` = 0..3, and a
     /// fifth digit 0.
     pub fn pack_tq1_tail(codes: &[i8], out: &mut [u8]) -> bool {
@@ -366,6 +389,8 @@ pub mod scalar {
 pub mod avx2 {
     #[allow(clippy::wildcard_imports)]
     use std::arch::x86_64::*;
+
+    use super::{scalar, t1};
 
     /// # Safety
     /// The processor must support the target features this function enables.
@@ -458,5 +483,44 @@ pub mod avx2 {
             }
             _mm256_testz_si256(bad, bad) == 1
         }
+    }
+
+    /// # Safety
+    /// The processor must support the target features this function enables.
+    #[target_feature(enable = "avx2,f16c")]
+    pub unsafe fn pack_tq1_codes(codes: &[i8], out: &mut [u8]) -> bool {
+        let mut valid = true;
+        for (c, o) in codes
+            .chunks_exact(super::BLOCK)
+            .zip(out.chunks_exact_mut(super::TQ1_BLOCK_BYTES))
+        {
+            // SAFETY: the processor supports this function's features, which these have; each
+            // t1 block's bytes are a fifth of its values.
+            unsafe {
+                valid &= t1::avx2::pack(&c[..160], &mut o[..32]);
+                valid &= t1::avx2::pack(&c[160..240], &mut o[32..48]);
+            }
+            valid &= scalar::pack_tq1_tail(&c[240..], &mut o[48..52]);
+        }
+        valid
+    }
+
+    /// # Safety
+    /// The processor must support the target features this function enables.
+    #[target_feature(enable = "avx2,f16c")]
+    pub unsafe fn unpack_tq1_codes(data: &[u8], codes: &mut [i8]) -> bool {
+        let mut valid = true;
+        for (d, c) in data
+            .chunks_exact(super::TQ1_BLOCK_BYTES)
+            .zip(codes.chunks_exact_mut(super::BLOCK))
+        {
+            // SAFETY: as in `pack_tq1_codes`.
+            unsafe {
+                valid &= t1::avx2::unpack(&d[..32], &mut c[..160]);
+                valid &= t1::avx2::unpack(&d[32..48], &mut c[160..240]);
+            }
+            valid &= scalar::unpack_tq1_tail(&d[48..52], &mut c[240..]);
+        }
+        valid
     }
 }
