@@ -15,7 +15,10 @@
 
 use half::slice::HalfFloatSliceExt;
 
-use super::{PackedLayout, Tile, flat_tiles, require_nonempty, t1};
+use super::{
+    PackedLayout, Tile, first_0b11_byte, first_in_blocks, flat_tiles, put_f16_scales,
+    require_nonempty, t1,
+};
 use crate::error::{Error, Result};
 use crate::kernels::dispatch;
 use crate::simd::SimdLevel;
@@ -81,48 +84,6 @@ impl Blocks {
     fn code_bytes(&self) -> usize {
         self.block_bytes - 2
     }
-
-    /// Unpacks a TQ1_0 block's codes from its 52 code bytes; whether every byte is one that
-    /// codes pack to.
-    fn unpack_base3_block(level: SimdLevel, data: &[u8], codes: &mut [i8]) -> bool {
-        let head = t1::unpack_codes(level, &data[..32], &mut codes[..160]);
-        let middle = t1::unpack_codes(level, &data[32..48], &mut codes[160..240]);
-        let tail = scalar::unpack_tq1_tail(&data[48..52], &mut codes[240..]);
-        head & middle & tail
-    }
-
-    /// Unpacks a block's codes; fails with the offset of a corrupt byte.
-    fn unpack_block(
-        &self,
-        level: SimdLevel,
-        data: &[u8],
-        codes: &mut [i8],
-    ) -> std::result::Result<(), usize> {
-        match self.codes {
-            Codes::TwoBit => {
-                for (q, half) in data.chunks_exact(32).zip(codes.chunks_exact_mut(128)) {
-                    let valid = dispatch!(
-                        level,
-                        scalar::unpack_quarters,
-                        avx2::unpack_quarters,
-                        avx2::unpack_quarters,
-                        (q, half)
-                    );
-                    if !valid {
-                        return Err(super::first_corrupt_byte(&data[..64]));
-                    }
-                }
-                Ok(())
-            }
-            Codes::Base3 => {
-                if Self::unpack_base3_block(level, data, codes) {
-                    Ok(())
-                } else {
-                    Err(scalar::first_invalid_tq1_byte(data))
-                }
-            }
-        }
-    }
 }
 
 impl PackedLayout for Blocks {
@@ -176,18 +137,14 @@ impl PackedLayout for Blocks {
         scales
     }
 
-    fn pack(
-        &self,
-        level: SimdLevel,
-        _part: usize,
-        codes: &[i8],
-        scales: &[f32],
-        out: &mut [u8],
-    ) -> bool {
-        assert_eq!(codes.len(), scales.len() * BLOCK, "one scale per block");
-        // The codes of all blocks in one call: a call per block would cost about as much as
-        // its packing.
-        let valid = match self.codes {
+    fn packed_len(&self, values: usize) -> usize {
+        values / BLOCK * self.block_bytes
+    }
+
+    unsafe fn pack_codes(&self, level: SimdLevel, _: usize, codes: &[i8], out: &mut [u8]) -> bool {
+        match self.codes {
+            // The codes of all blocks in one call: a call per block would cost about as much
+            // as its packing.
             Codes::TwoBit => dispatch!(
                 level,
                 scalar::pack_tq2_codes,
@@ -202,31 +159,17 @@ impl PackedLayout for Blocks {
                 avx2::pack_tq1_codes,
                 (codes, out)
             ),
-        };
-        let mut halves = [half::f16::ZERO; 64];
-        for (scales, out) in scales
-            .chunks(halves.len())
-            .zip(out.chunks_mut(self.block_bytes * halves.len()))
-        {
-            let halves = &mut halves[..scales.len()];
-            halves.convert_from_f32_slice(scales);
-            for (d, o) in halves.iter().zip(out.chunks_exact_mut(self.block_bytes)) {
-                o[self.code_bytes()..].copy_from_slice(&d.to_le_bytes());
-            }
         }
-        valid
     }
 
-    fn unpack(
+    unsafe fn unpack_codes(
         &self,
         level: SimdLevel,
-        _part: usize,
+        _: usize,
         data: &[u8],
         codes: &mut [i8],
-    ) -> std::result::Result<(), usize> {
-        // The codes of all blocks in one call; only if a byte is corrupt, block by block again
-        // to find it.
-        let valid = match self.codes {
+    ) -> bool {
+        match self.codes {
             Codes::TwoBit => dispatch!(
                 level,
                 scalar::unpack_tq2_codes,
@@ -241,19 +184,19 @@ impl PackedLayout for Blocks {
                 avx2::unpack_tq1_codes,
                 (data, codes)
             ),
-        };
-        if valid {
-            return Ok(());
         }
-        for (b, (o, c)) in data
-            .chunks_exact(self.block_bytes)
-            .zip(codes.chunks_exact_mut(BLOCK))
-            .enumerate()
-        {
-            self.unpack_block(level, &o[..self.code_bytes()], c)
-                .map_err(|offset| b * self.block_bytes + offset)?;
-        }
-        Ok(())
+    }
+
+    fn first_corrupt_byte(&self, data: &[u8], _: usize) -> Option<usize> {
+        let codes = ..self.code_bytes();
+        first_in_blocks(data, self.block_bytes, |block| match self.codes {
+            Codes::TwoBit => first_0b11_byte(&block[codes]),
+            Codes::Base3 => scalar::first_invalid_tq1_byte(&block[codes]),
+        })
+    }
+
+    fn put_scales(&self, scales: &[f32], out: &mut [u8]) {
+        put_f16_scales(scales, out, self.block_bytes, self.code_bytes());
     }
 }
 
@@ -371,16 +314,13 @@ pub mod scalar {
     }
 
     /// The offset of the first of a TQ1_0 block's 52 code bytes that no codes pack to.
-    pub fn first_invalid_tq1_byte(data: &[u8]) -> usize {
+    pub fn first_invalid_tq1_byte(data: &[u8]) -> Option<usize> {
         let (qs, qh) = data.split_at(48);
-        qs.iter()
-            .position(|&b| !t1::is_code_byte(b))
-            .or_else(|| {
-                qh.iter()
-                    .position(|&b| !super::is_qh_byte(b))
-                    .map(|j| 48 + j)
-            })
-            .expect("a kernel found an invalid byte")
+        qs.iter().position(|&b| !t1::is_code_byte(b)).or_else(|| {
+            qh.iter()
+                .position(|&b| !super::is_qh_byte(b))
+                .map(|j| 48 + j)
+        })
     }
 }
 
