@@ -8,7 +8,7 @@
 //! every byte. The input is then read once from start to end, like the other layouts, while
 //! the packed bytes (a sixteenth of a float32 tensor) stay in cache between parts.
 
-use super::{PackedLayout, TILE_VALUES, Tile, first_corrupt_byte, require_nonempty};
+use super::{PackedLayout, TILE_VALUES, Tile, require_nonempty};
 use crate::error::{Error, Result};
 use crate::kernels::dispatch;
 use crate::simd::SimdLevel;
@@ -93,16 +93,18 @@ impl PackedLayout for Bitnet {
         tiles
     }
 
-    fn pack(
+    fn packed_len(&self, values: usize) -> usize {
+        values // one code per byte and part
+    }
+
+    unsafe fn pack_codes(
         &self,
         level: SimdLevel,
         part: usize,
         codes: &[i8],
-        _scales: &[f32],
         out: &mut [u8],
     ) -> bool {
         assert!(part < STRIPES, "four parts");
-        assert_eq!(codes.len(), out.len(), "one code per byte and part");
         dispatch!(
             level,
             scalar::pack,
@@ -112,27 +114,21 @@ impl PackedLayout for Bitnet {
         )
     }
 
-    fn unpack(
+    unsafe fn unpack_codes(
         &self,
         level: SimdLevel,
         part: usize,
         data: &[u8],
         codes: &mut [i8],
-    ) -> std::result::Result<(), usize> {
+    ) -> bool {
         assert!(part < STRIPES, "four parts");
-        assert_eq!(codes.len(), data.len(), "one code per byte and part");
-        let valid = dispatch!(
+        dispatch!(
             level,
             scalar::unpack,
             avx2::unpack,
             avx2::unpack,
             (part, data, codes)
-        );
-        if valid {
-            Ok(())
-        } else {
-            Err(first_corrupt_byte(data))
-        }
+        )
     }
 }
 

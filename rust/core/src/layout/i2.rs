@@ -1,7 +1,7 @@
 //! `i2`: 2 bits per value, 4 consecutive values (row-major) per byte, the first in the lowest
 //! bits; code `c` is stored as `c + 1`. The last byte is padded with zeros' pattern `0b01`.
 
-use super::{PackedLayout, Tile, first_corrupt_byte, flat_tiles, require_nonempty};
+use super::{PackedLayout, Tile, flat_tiles, require_nonempty};
 use crate::error::Result;
 use crate::kernels::dispatch;
 use crate::simd::SimdLevel;
@@ -29,37 +29,28 @@ impl PackedLayout for I2 {
         flat_tiles(shape.iter().product(), 4, 1)
     }
 
-    fn pack(
-        &self,
-        level: SimdLevel,
-        _part: usize,
-        codes: &[i8],
-        _scales: &[f32],
-        out: &mut [u8],
-    ) -> bool {
-        assert_eq!(out.len(), codes.len().div_ceil(4), "packed length");
+    fn packed_len(&self, values: usize) -> usize {
+        values.div_ceil(4)
+    }
+
+    unsafe fn pack_codes(&self, level: SimdLevel, _: usize, codes: &[i8], out: &mut [u8]) -> bool {
         dispatch!(level, scalar::pack, avx2::pack, avx2::pack, (codes, out))
     }
 
-    fn unpack(
+    unsafe fn unpack_codes(
         &self,
         level: SimdLevel,
-        _part: usize,
+        _: usize,
         data: &[u8],
         codes: &mut [i8],
-    ) -> std::result::Result<(), usize> {
-        assert_eq!(data.len(), codes.len().div_ceil(4), "packed length");
-        if dispatch!(
+    ) -> bool {
+        dispatch!(
             level,
             scalar::unpack,
             avx2::unpack,
             avx2::unpack,
             (data, codes)
-        ) {
-            Ok(())
-        } else {
-            Err(first_corrupt_byte(data))
-        }
+        )
     }
 }
 

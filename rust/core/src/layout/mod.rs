@@ -5,6 +5,8 @@
 
 use std::ops::Range;
 
+use half::slice::HalfFloatSliceExt;
+
 use crate::error::{Error, Result};
 use crate::method::{Granularity, Method};
 use crate::simd::SimdLevel;
@@ -34,6 +36,11 @@ pub struct Tile {
     pub part: usize,
 }
 
+/// A packed layout. Besides its shapes and tiles, a layout states the packed length of a tile
+/// ([`Self::packed_len`]), its kernels at each SIMD level ([`Self::pack_codes`],
+/// [`Self::unpack_codes`]) and, where the defaults do not fit, how to find a corrupt byte
+/// ([`Self::first_corrupt_byte`]) and where block scales go ([`Self::put_scales`]);
+/// [`Self::pack`] and [`Self::unpack`] check the lengths, call those and name the corrupt byte.
 pub trait PackedLayout: Sync {
     fn name(&self) -> &'static str;
 
@@ -81,6 +88,48 @@ pub trait PackedLayout: Sync {
         Vec::new()
     }
 
+    /// The number of bytes the codes of a tile of `values` values pack into: the length of
+    /// its `packed` range.
+    fn packed_len(&self, values: usize) -> usize;
+
+    /// Packs the codes into `out` at `level` (the layout's kernel for it); returns false if a
+    /// code is not -1, 0 or 1. Block scales are [`Self::put_scales`]' work.
+    ///
+    /// # Safety
+    /// `out.len() == self.packed_len(codes.len())`, and `codes` are whole blocks for a layout
+    /// with [`Self::block`]: the kernels rely on it, and [`Self::pack`] checks it.
+    unsafe fn pack_codes(
+        &self,
+        level: SimdLevel,
+        part: usize,
+        codes: &[i8],
+        out: &mut [u8],
+    ) -> bool;
+
+    /// Unpacks the codes from `data` at `level`; returns false if a byte holds a bit pattern no
+    /// code packs to.
+    ///
+    /// # Safety
+    /// As for [`Self::pack_codes`], with `data` for `out`; [`Self::unpack`] checks it.
+    unsafe fn unpack_codes(
+        &self,
+        level: SimdLevel,
+        part: usize,
+        data: &[u8],
+        codes: &mut [i8],
+    ) -> bool;
+
+    /// The offset in `data` (a tile's bytes, of `values` values) of the first byte holding a
+    /// bit pattern no code packs to, if any. By default, the first byte with a 2-bit field
+    /// of 0b11.
+    fn first_corrupt_byte(&self, data: &[u8], _values: usize) -> Option<usize> {
+        first_0b11_byte(data)
+    }
+
+    /// Writes the stored `scales` of a tile's blocks into its bytes `out`, for layouts that
+    /// have [`Self::block`].
+    fn put_scales(&self, _scales: &[f32], _out: &mut [u8]) {}
+
     /// Packs one tile's codes into its bytes `out` (for a layout of several parts, adds the
     /// tile's bits to `out`). `scales` are the stored scales of the tile's blocks, for layouts
     /// that have [`Self::block`]. Returns false if a code is not -1, 0 or 1.
@@ -91,7 +140,16 @@ pub trait PackedLayout: Sync {
         codes: &[i8],
         scales: &[f32],
         out: &mut [u8],
-    ) -> bool;
+    ) -> bool {
+        if let Some(block) = self.block() {
+            assert_eq!(codes.len(), scales.len() * block, "one scale per block");
+        }
+        assert_eq!(out.len(), self.packed_len(codes.len()), "packed length");
+        // SAFETY: the lengths are checked above.
+        let valid = unsafe { self.pack_codes(level, part, codes, out) };
+        self.put_scales(scales, out);
+        valid
+    }
 
     /// Unpacks one tile's codes from its bytes. Fails with the offset in `data` of the first
     /// byte holding a bit pattern no code packs to.
@@ -101,14 +159,59 @@ pub trait PackedLayout: Sync {
         part: usize,
         data: &[u8],
         codes: &mut [i8],
-    ) -> std::result::Result<(), usize>;
+    ) -> std::result::Result<(), usize> {
+        if let Some(block) = self.block() {
+            assert!(codes.len().is_multiple_of(block), "whole blocks");
+        }
+        assert_eq!(data.len(), self.packed_len(codes.len()), "packed length");
+        // SAFETY: the lengths are checked above.
+        if unsafe { self.unpack_codes(level, part, data, codes) } {
+            Ok(())
+        } else {
+            Err(self
+                .first_corrupt_byte(data, codes.len())
+                .expect("a kernel found a corrupt byte"))
+        }
+    }
 }
 
-/// The first byte of `data` with a 2-bit field of 0b11, which no code packs to.
-pub(crate) fn first_corrupt_byte(data: &[u8]) -> usize {
-    data.iter()
-        .position(|&b| (0..4).any(|k| (b >> (2 * k)) & 0b11 == 0b11))
-        .expect("a kernel found a corrupt field")
+/// Whether a byte of four 2-bit fields has one of 0b11, which no code packs to.
+fn has_0b11_field(byte: u8) -> bool {
+    (0..4).any(|k| (byte >> (2 * k)) & 0b11 == 0b11)
+}
+
+/// The offset of the first byte of `data` with a 2-bit field of 0b11.
+pub(crate) fn first_0b11_byte(data: &[u8]) -> Option<usize> {
+    data.iter().position(|&b| has_0b11_field(b))
+}
+
+/// The offset in `data`, whole blocks of `block_bytes` bytes, of the first corrupt byte, given
+/// `find`, the offset of the first in one block.
+pub(crate) fn first_in_blocks(
+    data: &[u8],
+    block_bytes: usize,
+    find: impl Fn(&[u8]) -> Option<usize>,
+) -> Option<usize> {
+    data.chunks_exact(block_bytes)
+        .enumerate()
+        .find_map(|(b, block)| find(block).map(|m| b * block_bytes + m))
+}
+
+/// Stores `scales` as little-endian float16 at bytes `at..at + 2` of each block of
+/// `block_bytes` bytes of `out`.
+pub(crate) fn put_f16_scales(scales: &[f32], out: &mut [u8], block_bytes: usize, at: usize) {
+    // Whole slices: one conversion call (and one check of the processor's F16C) for many.
+    let mut halves = [half::f16::ZERO; 64];
+    for (scales, out) in scales
+        .chunks(halves.len())
+        .zip(out.chunks_mut(block_bytes * halves.len()))
+    {
+        let halves = &mut halves[..scales.len()];
+        halves.convert_from_f32_slice(scales);
+        for (d, o) in halves.iter().zip(out.chunks_exact_mut(block_bytes)) {
+            o[at..at + 2].copy_from_slice(&d.to_le_bytes());
+        }
+    }
 }
 
 /// The registry of layouts: one line per layout names its variant of [`Layout`] and its

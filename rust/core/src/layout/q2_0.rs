@@ -9,7 +9,10 @@
 
 use half::slice::HalfFloatSliceExt;
 
-use super::{PackedLayout, Tile, flat_tiles, i2, require_nonempty};
+use super::{
+    PackedLayout, Tile, first_0b11_byte, first_in_blocks, flat_tiles, i2, put_f16_scales,
+    require_nonempty,
+};
 use crate::error::{Error, Result};
 use crate::kernels::dispatch;
 use crate::simd::SimdLevel;
@@ -22,19 +25,6 @@ pub const BLOCK_BYTES: usize = 18;
 const QS: usize = 2;
 
 pub struct Q2_0;
-
-/// The offset in `data` (whole blocks) of the first `qs` byte holding a 0b11 field.
-fn first_corrupt_byte(data: &[u8]) -> usize {
-    data.chunks_exact(BLOCK_BYTES)
-        .enumerate()
-        .find_map(|(b, block)| {
-            block[QS..]
-                .iter()
-                .position(|&byte| (0..4).any(|k| (byte >> (2 * k)) & 0b11 == 0b11))
-                .map(|m| b * BLOCK_BYTES + QS + m)
-        })
-        .expect("a kernel found a corrupt field")
-}
 
 impl PackedLayout for Q2_0 {
     fn name(&self) -> &'static str {
@@ -97,62 +87,47 @@ impl PackedLayout for Q2_0 {
         scales
     }
 
-    fn pack(
-        &self,
-        level: SimdLevel,
-        _part: usize,
-        codes: &[i8],
-        scales: &[f32],
-        out: &mut [u8],
-    ) -> bool {
-        assert_eq!(codes.len(), scales.len() * BLOCK, "one scale per block");
-        assert_eq!(out.len(), scales.len() * BLOCK_BYTES, "packed length");
+    fn packed_len(&self, values: usize) -> usize {
+        values / BLOCK * BLOCK_BYTES
+    }
+
+    unsafe fn pack_codes(&self, level: SimdLevel, _: usize, codes: &[i8], out: &mut [u8]) -> bool {
         // The codes of all blocks in one call: a call per block would cost about as much as
         // its packing.
-        let valid = dispatch!(
+        dispatch!(
             level,
             scalar::pack_blocks,
             avx2::pack_blocks,
             avx2::pack_blocks,
             (codes, out)
-        );
-        let mut halves = [half::f16::ZERO; 64];
-        for (scales, out) in scales
-            .chunks(halves.len())
-            .zip(out.chunks_mut(BLOCK_BYTES * halves.len()))
-        {
-            let halves = &mut halves[..scales.len()];
-            halves.convert_from_f32_slice(scales);
-            for (d, o) in halves.iter().zip(out.chunks_exact_mut(BLOCK_BYTES)) {
-                o[..QS].copy_from_slice(&d.to_le_bytes());
-            }
-        }
-        valid
+        )
     }
 
-    fn unpack(
+    unsafe fn unpack_codes(
         &self,
         level: SimdLevel,
-        _part: usize,
+        _: usize,
         data: &[u8],
         codes: &mut [i8],
-    ) -> std::result::Result<(), usize> {
-        assert_eq!(
-            data.len() / BLOCK_BYTES * BLOCK,
-            codes.len(),
-            "packed length"
-        );
-        if dispatch!(
+    ) -> bool {
+        dispatch!(
             level,
             scalar::unpack_blocks,
             avx2::unpack_blocks,
             avx2::unpack_blocks,
             (data, codes)
-        ) {
-            Ok(())
-        } else {
-            Err(first_corrupt_byte(data))
-        }
+        )
+    }
+
+    // The first `qs` byte holding a 0b11 field.
+    fn first_corrupt_byte(&self, data: &[u8], _: usize) -> Option<usize> {
+        first_in_blocks(data, BLOCK_BYTES, |block| {
+            first_0b11_byte(&block[QS..]).map(|m| QS + m)
+        })
+    }
+
+    fn put_scales(&self, scales: &[f32], out: &mut [u8]) {
+        put_f16_scales(scales, out, BLOCK_BYTES, 0);
     }
 }
 

@@ -45,43 +45,33 @@ impl PackedLayout for T1 {
         flat_tiles(shape.iter().product(), BLOCK, BLOCK_BYTES)
     }
 
-    fn pack(
-        &self,
-        level: SimdLevel,
-        _part: usize,
-        codes: &[i8],
-        _scales: &[f32],
-        out: &mut [u8],
-    ) -> bool {
-        assert_eq!(out.len(), codes.len().div_ceil(5), "packed length");
+    fn packed_len(&self, values: usize) -> usize {
+        values.div_ceil(5)
+    }
+
+    unsafe fn pack_codes(&self, level: SimdLevel, _: usize, codes: &[i8], out: &mut [u8]) -> bool {
         dispatch!(level, scalar::pack, avx2::pack, avx2::pack, (codes, out))
     }
 
-    fn unpack(
+    unsafe fn unpack_codes(
         &self,
         level: SimdLevel,
-        _part: usize,
+        _: usize,
         data: &[u8],
         codes: &mut [i8],
-    ) -> std::result::Result<(), usize> {
-        if unpack_codes(level, data, codes) {
-            Ok(())
-        } else {
-            Err(scalar::first_invalid_byte(data, codes.len()))
-        }
+    ) -> bool {
+        dispatch!(
+            level,
+            scalar::unpack,
+            avx2::unpack,
+            avx2::unpack,
+            (data, codes)
+        )
     }
-}
 
-/// Unpacks `codes.len()` values from `data`; whether every byte is one that codes pack to.
-pub(crate) fn unpack_codes(level: SimdLevel, data: &[u8], codes: &mut [i8]) -> bool {
-    assert_eq!(data.len(), codes.len().div_ceil(5), "packed length");
-    dispatch!(
-        level,
-        scalar::unpack,
-        avx2::unpack,
-        avx2::unpack,
-        (data, codes)
-    )
+    fn first_corrupt_byte(&self, data: &[u8], values: usize) -> Option<usize> {
+        scalar::first_invalid_byte(data, values)
+    }
 }
 
 const POW3: [u8; 5] = [1, 3, 9, 27, 81];
@@ -110,7 +100,7 @@ pub mod scalar {
     }
 
     /// The offset of the first byte of `data` (holding `len` values) that no codes pack to.
-    pub fn first_invalid_byte(data: &[u8], len: usize) -> usize {
+    pub fn first_invalid_byte(data: &[u8], len: usize) -> Option<usize> {
         data.chunks(BLOCK / 5)
             .zip((0..len).step_by(BLOCK))
             .enumerate()
@@ -122,10 +112,11 @@ pub mod scalar {
                     .position(|(m, &byte)| !valid_byte(byte, m, bytes.len(), values))
                     .map(|m| b * (BLOCK / 5) + m)
             })
-            .expect("a kernel found an invalid byte")
     }
 
     /// Packs one block of `codes.len() <= 160` values into `ceil(len / 5)` bytes.
+    #[allow(clippy::inline_always)] // as `pack`
+    #[inline(always)]
     fn pack_block(codes: &[i8], out: &mut [u8]) -> bool {
         let stride = out.len();
         let mut valid = true;
@@ -163,6 +154,10 @@ pub mod scalar {
         valid
     }
 
+    // Inlined with `pack_block` wherever called: TQ1_0 packs t1 blocks of constant sizes, for
+    // which the compiler vectorizes them (ten times as fast); its heuristics do not see that.
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
     pub fn pack(codes: &[i8], out: &mut [u8]) -> bool {
         let mut valid = true;
         for (block, bytes) in codes.chunks(BLOCK).zip(out.chunks_mut(BLOCK / 5)) {

@@ -15,7 +15,10 @@
 
 use half::slice::HalfFloatSliceExt;
 
-use super::{PackedLayout, Tile, flat_tiles, require_nonempty, t1};
+use super::{
+    PackedLayout, Tile, first_0b11_byte, first_in_blocks, flat_tiles, put_f16_scales,
+    require_nonempty, t1,
+};
 use crate::error::{Error, Result};
 use crate::kernels::dispatch;
 use crate::simd::SimdLevel;
@@ -55,6 +58,8 @@ pub struct Blocks {
 
 /// Bytes of a TQ2_0 block.
 const TQ2_BLOCK_BYTES: usize = 66;
+/// Bytes of a TQ1_0 block.
+const TQ1_BLOCK_BYTES: usize = 54;
 
 pub const TQ2_0: Blocks = Blocks {
     name: "tq2_0",
@@ -70,7 +75,7 @@ pub const TQ1_0: Blocks = Blocks {
     description: "GGUF's TQ1_0: 256 values in 54 bytes, base 3 and a float16 scale; \
                   llama.cpp runs it",
     gguf_type: 34,
-    block_bytes: 54,
+    block_bytes: TQ1_BLOCK_BYTES,
     codes: Codes::Base3,
 };
 
@@ -78,57 +83,6 @@ impl Blocks {
     /// Bytes of a block before its scale.
     fn code_bytes(&self) -> usize {
         self.block_bytes - 2
-    }
-
-    /// Packs a TQ1_0 block's codes: the first 240 values are t1 blocks of 160 and 80 (32 and
-    /// 16 bytes).
-    fn pack_base3_block(level: SimdLevel, codes: &[i8], out: &mut [u8]) -> bool {
-        let head = t1::T1.pack(level, 0, &codes[..160], &[], &mut out[..32]);
-        let middle = t1::T1.pack(level, 0, &codes[160..240], &[], &mut out[32..48]);
-        let tail = scalar::pack_tq1_tail(&codes[240..], &mut out[48..52]);
-        head & middle & tail
-    }
-
-    /// Unpacks a TQ1_0 block's codes from its 52 code bytes; whether every byte is one that
-    /// codes pack to.
-    fn unpack_base3_block(level: SimdLevel, data: &[u8], codes: &mut [i8]) -> bool {
-        let head = t1::unpack_codes(level, &data[..32], &mut codes[..160]);
-        let middle = t1::unpack_codes(level, &data[32..48], &mut codes[160..240]);
-        let tail = scalar::unpack_tq1_tail(&data[48..52], &mut codes[240..]);
-        head & middle & tail
-    }
-
-    /// Unpacks a block's codes; fails with the offset of a corrupt byte.
-    fn unpack_block(
-        &self,
-        level: SimdLevel,
-        data: &[u8],
-        codes: &mut [i8],
-    ) -> std::result::Result<(), usize> {
-        match self.codes {
-            Codes::TwoBit => {
-                for (q, half) in data.chunks_exact(32).zip(codes.chunks_exact_mut(128)) {
-                    let valid = dispatch!(
-                        level,
-                        scalar::unpack_quarters,
-                        avx2::unpack_quarters,
-                        avx2::unpack_quarters,
-                        (q, half)
-                    );
-                    if !valid {
-                        return Err(super::first_corrupt_byte(&data[..64]));
-                    }
-                }
-                Ok(())
-            }
-            Codes::Base3 => {
-                if Self::unpack_base3_block(level, data, codes) {
-                    Ok(())
-                } else {
-                    Err(scalar::first_invalid_tq1_byte(data))
-                }
-            }
-        }
     }
 }
 
@@ -183,18 +137,14 @@ impl PackedLayout for Blocks {
         scales
     }
 
-    fn pack(
-        &self,
-        level: SimdLevel,
-        _part: usize,
-        codes: &[i8],
-        scales: &[f32],
-        out: &mut [u8],
-    ) -> bool {
-        assert_eq!(codes.len(), scales.len() * BLOCK, "one scale per block");
-        // TQ2_0's codes in one call for all blocks: a call per block would cost about as much
-        // as its packing.
-        let mut valid = match self.codes {
+    fn packed_len(&self, values: usize) -> usize {
+        values / BLOCK * self.block_bytes
+    }
+
+    unsafe fn pack_codes(&self, level: SimdLevel, _: usize, codes: &[i8], out: &mut [u8]) -> bool {
+        match self.codes {
+            // The codes of all blocks in one call: a call per block would cost about as much
+            // as its packing.
             Codes::TwoBit => dispatch!(
                 level,
                 scalar::pack_tq2_codes,
@@ -202,61 +152,51 @@ impl PackedLayout for Blocks {
                 avx2::pack_tq2_codes,
                 (codes, out)
             ),
-            // Packed block by block below, with the scales.
-            Codes::Base3 => true,
-        };
-        let mut halves = [half::f16::ZERO; 64];
-        for ((codes, scales), out) in codes
-            .chunks(BLOCK * halves.len())
-            .zip(scales.chunks(halves.len()))
-            .zip(out.chunks_mut(self.block_bytes * halves.len()))
-        {
-            let halves = &mut halves[..scales.len()];
-            halves.convert_from_f32_slice(scales);
-            for ((c, d), o) in codes
-                .chunks_exact(BLOCK)
-                .zip(halves.iter())
-                .zip(out.chunks_exact_mut(self.block_bytes))
-            {
-                let (body, scale) = o.split_at_mut(self.code_bytes());
-                if self.codes == Codes::Base3 {
-                    valid &= Self::pack_base3_block(level, c, body);
-                }
-                scale.copy_from_slice(&d.to_le_bytes());
-            }
+            Codes::Base3 => dispatch!(
+                level,
+                scalar::pack_tq1_codes,
+                avx2::pack_tq1_codes,
+                avx2::pack_tq1_codes,
+                (codes, out)
+            ),
         }
-        valid
     }
 
-    fn unpack(
+    unsafe fn unpack_codes(
         &self,
         level: SimdLevel,
-        _part: usize,
+        _: usize,
         data: &[u8],
         codes: &mut [i8],
-    ) -> std::result::Result<(), usize> {
-        // TQ2_0's codes in one call for all blocks; only if a byte is corrupt, block by block
-        // again to find it.
-        if self.codes == Codes::TwoBit
-            && dispatch!(
+    ) -> bool {
+        match self.codes {
+            Codes::TwoBit => dispatch!(
                 level,
                 scalar::unpack_tq2_codes,
                 avx2::unpack_tq2_codes,
                 avx2::unpack_tq2_codes,
                 (data, codes)
-            )
-        {
-            return Ok(());
+            ),
+            Codes::Base3 => dispatch!(
+                level,
+                scalar::unpack_tq1_codes,
+                avx2::unpack_tq1_codes,
+                avx2::unpack_tq1_codes,
+                (data, codes)
+            ),
         }
-        for (b, (o, c)) in data
-            .chunks_exact(self.block_bytes)
-            .zip(codes.chunks_exact_mut(BLOCK))
-            .enumerate()
-        {
-            self.unpack_block(level, &o[..self.code_bytes()], c)
-                .map_err(|offset| b * self.block_bytes + offset)?;
-        }
-        Ok(())
+    }
+
+    fn first_corrupt_byte(&self, data: &[u8], _: usize) -> Option<usize> {
+        let codes = ..self.code_bytes();
+        first_in_blocks(data, self.block_bytes, |block| match self.codes {
+            Codes::TwoBit => first_0b11_byte(&block[codes]),
+            Codes::Base3 => scalar::first_invalid_tq1_byte(&block[codes]),
+        })
+    }
+
+    fn put_scales(&self, scales: &[f32], out: &mut [u8]) {
+        put_f16_scales(scales, out, self.block_bytes, self.code_bytes());
     }
 }
 
@@ -319,6 +259,32 @@ pub mod scalar {
         valid
     }
 
+    /// The code bytes of whole TQ1_0 blocks (their scales are left alone): the first 240
+    /// values are t1 blocks of 160 and 80 (32 and 16 bytes).
+    pub fn pack_tq1_codes(codes: &[i8], out: &mut [u8]) -> bool {
+        codes
+            .chunks_exact(super::BLOCK)
+            .zip(out.chunks_exact_mut(super::TQ1_BLOCK_BYTES))
+            .fold(true, |valid, (c, o)| {
+                valid
+                    & t1::scalar::pack(&c[..160], &mut o[..32])
+                    & t1::scalar::pack(&c[160..240], &mut o[32..48])
+                    & pack_tq1_tail(&c[240..], &mut o[48..52])
+            })
+    }
+
+    /// The codes of whole TQ1_0 blocks; whether every byte is one that codes pack to.
+    pub fn unpack_tq1_codes(data: &[u8], codes: &mut [i8]) -> bool {
+        data.chunks_exact(super::TQ1_BLOCK_BYTES)
+            .zip(codes.chunks_exact_mut(super::BLOCK))
+            .fold(true, |valid, (d, c)| {
+                valid
+                    & t1::scalar::unpack(&d[..32], &mut c[..160])
+                    & t1::scalar::unpack(&d[32..48], &mut c[160..240])
+                    & unpack_tq1_tail(&d[48..52], &mut c[240..])
+            })
+    }
+
     /// The last 16 values of a TQ1_0 block: byte `j` holds values `j + 4n`, `n` = 0..3, and a
     /// fifth digit 0.
     pub fn pack_tq1_tail(codes: &[i8], out: &mut [u8]) -> bool {
@@ -348,16 +314,13 @@ pub mod scalar {
     }
 
     /// The offset of the first of a TQ1_0 block's 52 code bytes that no codes pack to.
-    pub fn first_invalid_tq1_byte(data: &[u8]) -> usize {
+    pub fn first_invalid_tq1_byte(data: &[u8]) -> Option<usize> {
         let (qs, qh) = data.split_at(48);
-        qs.iter()
-            .position(|&b| !t1::is_code_byte(b))
-            .or_else(|| {
-                qh.iter()
-                    .position(|&b| !super::is_qh_byte(b))
-                    .map(|j| 48 + j)
-            })
-            .expect("a kernel found an invalid byte")
+        qs.iter().position(|&b| !t1::is_code_byte(b)).or_else(|| {
+            qh.iter()
+                .position(|&b| !super::is_qh_byte(b))
+                .map(|j| 48 + j)
+        })
     }
 }
 
@@ -366,6 +329,8 @@ pub mod scalar {
 pub mod avx2 {
     #[allow(clippy::wildcard_imports)]
     use std::arch::x86_64::*;
+
+    use super::{scalar, t1};
 
     /// # Safety
     /// The processor must support the target features this function enables.
@@ -458,5 +423,44 @@ pub mod avx2 {
             }
             _mm256_testz_si256(bad, bad) == 1
         }
+    }
+
+    /// # Safety
+    /// The processor must support the target features this function enables.
+    #[target_feature(enable = "avx2,f16c")]
+    pub unsafe fn pack_tq1_codes(codes: &[i8], out: &mut [u8]) -> bool {
+        let mut valid = true;
+        for (c, o) in codes
+            .chunks_exact(super::BLOCK)
+            .zip(out.chunks_exact_mut(super::TQ1_BLOCK_BYTES))
+        {
+            // SAFETY: the processor supports this function's features, which these have; each
+            // t1 block's bytes are a fifth of its values.
+            unsafe {
+                valid &= t1::avx2::pack(&c[..160], &mut o[..32]);
+                valid &= t1::avx2::pack(&c[160..240], &mut o[32..48]);
+            }
+            valid &= scalar::pack_tq1_tail(&c[240..], &mut o[48..52]);
+        }
+        valid
+    }
+
+    /// # Safety
+    /// The processor must support the target features this function enables.
+    #[target_feature(enable = "avx2,f16c")]
+    pub unsafe fn unpack_tq1_codes(data: &[u8], codes: &mut [i8]) -> bool {
+        let mut valid = true;
+        for (d, c) in data
+            .chunks_exact(super::TQ1_BLOCK_BYTES)
+            .zip(codes.chunks_exact_mut(super::BLOCK))
+        {
+            // SAFETY: as in `pack_tq1_codes`.
+            unsafe {
+                valid &= t1::avx2::unpack(&d[..32], &mut c[..160]);
+                valid &= t1::avx2::unpack(&d[32..48], &mut c[160..240]);
+            }
+            valid &= scalar::unpack_tq1_tail(&d[48..52], &mut c[240..]);
+        }
+        valid
     }
 }
