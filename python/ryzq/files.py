@@ -40,19 +40,17 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def ryzq_description(path: str | os.PathLike, metadata: dict[str, str]) -> dict[str, Any] | None:
-    """The ``ryzq`` entry of a file's ``__metadata__``, parsed, or None if it has none."""
+    """The ``ryzq`` entry of a file's ``__metadata__``, checked and parsed, or None if it has
+    none."""
     text = metadata.get("ryzq")
     if text is None:
         return None
     try:
-        described = json.loads(text)
-        if not isinstance(described.get("quantized"), dict):
-            raise ValueError("no 'quantized' map")
-    except (ValueError, AttributeError) as err:
-        error = RyzqError(f"{path}: unreadable ryzq metadata ({err})")
-        error.kind, error.path = "bad_format", str(path)
+        return json.loads(_ryzq.parse_ryzq_metadata(text))
+    except RyzqError as err:
+        error = RyzqError(f"{path}: {err}")
+        error.kind, error.path = err.kind, str(path)
         raise error from None
-    return described
 
 
 def _quantize(

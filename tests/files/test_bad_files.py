@@ -1,5 +1,6 @@
 """Bad checkpoints and destinations: a RyzqError naming the file (and tensor), nothing written."""
 
+import json
 import os
 from pathlib import Path
 
@@ -270,3 +271,22 @@ def test_an_index_naming_a_file_outside_the_folder_is_unsafe(tmp_path):
     assert caught.value.kind == "unsafe_path"
     assert caught.value.path.endswith("model.safetensors.index.json")
     assert not (tmp_path / "dst").exists()
+
+
+def test_ryzq_metadata_of_the_wrong_shape_is_one_error_line(tmp_path):
+    src = write(tmp_path / "in.safetensors", tiny_model())
+    out = tmp_path / "q.safetensors"
+    ryzq.quantize_file(src, out, layout="t1")
+    header = ryzq.read_header(out)
+    described = json.loads(header["metadata"]["ryzq"])
+    name = sorted(described["quantized"])[0]
+    described["quantized"][name]["scale"] = [0]  # a list where a tensor name belongs
+    from safetensors.numpy import load_file
+
+    state = load_file(str(out))
+    bad = write(tmp_path / "bad.safetensors", state, metadata={"ryzq": json.dumps(described)})
+    result = run_cli("inspect", bad)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "unreadable ryzq metadata" in result.stderr
+    with pytest.raises(ryzq.RyzqError, match="unreadable ryzq metadata"):
+        ryzq.dequantize_file(bad, tmp_path / "d.safetensors")

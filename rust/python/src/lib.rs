@@ -262,6 +262,14 @@ fn layouts(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
         .collect()
 }
 
+/// The `ryzq` metadata of a file, checked by the one parser of it (the core's) and given back
+/// as JSON text of its fields.
+#[pyfunction]
+fn parse_ryzq_metadata(text: &str) -> PyResult<String> {
+    let meta = ryzq_core::metadata::RyzqMetadata::from_json(text).map_err(to_py)?;
+    Ok(meta.to_json())
+}
+
 /// The granularity `method` uses in `layout` unless asked otherwise.
 #[pyfunction]
 fn default_granularity(layout: Name<Layout>, method: Name<Method>) -> String {
@@ -648,6 +656,7 @@ fn _ryzq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_header, m)?)?;
     m.add_function(wrap_pyfunction!(default_granularity, m)?)?;
     m.add_function(wrap_pyfunction!(layouts, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_ryzq_metadata, m)?)?;
     m.add_function(wrap_pyfunction!(canonical_name, m)?)?;
     m.add_class::<SafetensorsFileWriter>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
