@@ -340,3 +340,13 @@ def test_a_deeply_nested_config_is_refused_not_a_crash(tmp_path):
     with pytest.raises(ryzq.RyzqError, match="not valid JSON") as caught:
         ryzq.quantize_model(src, tmp_path / "q")
     assert caught.value.path == str(src / "config.json")
+
+
+def test_a_fifo_or_device_as_the_source_is_refused_without_waiting(tmp_path):
+    fifo = tmp_path / "in.safetensors"
+    os.mkfifo(fifo)
+    with pytest.raises(ryzq.RyzqError, match="not a regular file") as caught:
+        ryzq.quantize_file(fifo, tmp_path / "out.safetensors")
+    assert caught.value.kind == "unsafe_path"
+    with pytest.raises(ryzq.RyzqError, match="not a regular file"):
+        ryzq.read_header("/dev/zero")

@@ -46,6 +46,15 @@ pub struct SafetensorsFile {
 
 impl SafetensorsFile {
     pub fn open(path: &Path) -> Result<Self> {
+        // Opening a FIFO would wait for a writer, and a device is no checkpoint: only regular
+        // files (links to them included) are read.
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if !meta.is_file() {
+            return Err(Error::UnsafePath(
+                "not a regular file (a folder, FIFO, device or socket), so not a checkpoint".into(),
+            )
+            .in_file(path, None));
+        }
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
         if size < LEN_BYTES as u64 {
