@@ -195,10 +195,11 @@ impl Granularity {
         }
     }
 
-    /// `(number of groups, values per group)` for a non-empty tensor of `shape`. Groups are
-    /// consecutive runs of the flat tensor.
+    /// `(number of groups, values per group)` for a tensor of `shape`. Groups are
+    /// consecutive runs of the flat tensor. A tensor without elements (or dimensions) has no
+    /// groups: an error, as it is for every operation that needs them.
     pub fn groups(self, shape: &[usize]) -> Result<(usize, usize)> {
-        let numel: usize = shape.iter().product();
+        let numel = crate::layout::require_nonempty(shape)?;
         match self {
             Granularity::Tensor => Ok((1, numel)),
             // A 1-D tensor is one row, as it is for `group:N`.

@@ -610,6 +610,9 @@ fn for_each_unpacked_tile(
 
 /// Unpacks the int8 codes of a tensor of `shape`.
 pub fn unpack(packed: &[u8], shape: &[usize], layout: Layout, level: SimdLevel) -> Result<Vec<i8>> {
+    // Checked before the codes are allocated: the shape may be any size, the packed bytes are
+    // real.
+    check_packed_len(layout.get(), shape, packed)?;
     let mut codes = vec![0i8; shape.iter().product()];
     let out = DisjointOut::new(&mut codes);
     for_each_unpacked_tile(packed, shape, layout.get(), level, |tile, tile_codes| {
@@ -649,6 +652,9 @@ pub fn dequantize(
     dtype: FloatDType,
     level: SimdLevel,
 ) -> Result<Vec<u8>> {
+    // Checked before the output is allocated: the shape may be any size (a file's metadata
+    // says it), the packed bytes are real.
+    check_packed_len(layout.get(), shape, packed)?;
     let mut out = vec![0u8; shape.iter().product::<usize>() * dtype.size()];
     dequantize_into(
         packed,

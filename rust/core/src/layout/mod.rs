@@ -317,7 +317,10 @@ pub fn require_nonempty(shape: &[usize]) -> Result<usize> {
             "a 0-d (scalar) tensor cannot be quantized: give at least one dimension".into(),
         ));
     }
-    let numel: usize = shape.iter().product();
+    let numel = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| Error::Shape(format!("shape {shape:?} has too many elements")))?;
     if numel == 0 {
         return Err(Error::Shape(format!(
             "tensor of shape {shape:?} has no elements"

@@ -549,6 +549,21 @@ fn dequantize_tensor(
     if let Some(q) = description.quantized.get(&t.name) {
         let original = FloatDType::parse(&q.dtype)?;
         let layout = Layout::parse(&q.layout)?;
+        // The shape is the metadata's word, the packed bytes are real: they must agree before
+        // an output of that shape is laid out.
+        let packed_shape = layout.get().packed_shape(&q.shape)?;
+        let packed_len: usize = packed_shape.iter().product();
+        if t.range.len() != packed_len {
+            return Err(Error::Size {
+                what: format!(
+                    "packed {} data for shape {:?} (packed shape {packed_shape:?})",
+                    layout.name(),
+                    q.shape
+                ),
+                actual: t.range.len(),
+                expected: packed_len,
+            });
+        }
         let mut granularity = Granularity::parse(&q.granularity)?;
         let scales = if let Some(name) = &q.scale {
             ScaleSource::Tensor(name.clone())
