@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
         let bytes = file.read(t).expect("a file nobody changes reads");
         assert_eq!(bytes.len(), t.range.len());
         assert_eq!(bytes, file.bytes(t));
-        assert_eq!(t.numel() * t.dtype.bitsize() / 8, bytes.len());
+        assert_eq!(t.numel() * t.dtype.bits() / 8, bytes.len());
         file.release(t);
     }
     let packed = match file.metadata().get(metadata::KEY) {

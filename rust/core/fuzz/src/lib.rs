@@ -112,7 +112,7 @@ pub fn safetensors_bytes(tensors: &[Tensor], metadata: HashMap<String, String>) 
 /// `n` bytes of `dtype` data made from `seed`: `value` for floats, a byte pattern otherwise.
 #[must_use]
 pub fn filler(dtype: Dtype, n: usize, value: f32, seed: u8) -> Vec<u8> {
-    match ryzq_core::float_dtype(dtype) {
+    match ryzq_core::StoredType::from_safetensors(dtype).float() {
         Some(float) => {
             let one = float.encode(&[value]);
             one.iter().copied().cycle().take(n * float.size()).collect()
