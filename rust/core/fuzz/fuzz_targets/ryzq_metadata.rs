@@ -92,7 +92,9 @@ fuzz_target!(|data: &[u8]| {
                 .map(|(groups, _)| groups)
                 .filter(|&g| small_numel(&q.shape, MAX_VALUES).is_some() && g <= MAX_VALUES)
                 .unwrap_or(usize::from(seed % 4) + 1);
-            let dtype = dtype.map_or(Dtype::F32, |d| ryzq_core::StoredType::from(d).to_safetensors());
+            let dtype = dtype.map_or(Dtype::F32, |d| {
+                ryzq_core::StoredType::from(d).to_safetensors()
+            });
             add(
                 Tensor {
                     name: scale.clone(),
