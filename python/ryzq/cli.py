@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import ryzq
+from ryzq._ryzq import FALLBACKS
 from ryzq.array import LAYOUT_INFO, LAYOUTS, METHODS, bits_per_value
 from ryzq.files import (
     INDEX,
@@ -74,6 +75,10 @@ def _quantize(args: argparse.Namespace) -> int:
     )
     if args.granularity is not None:
         options["granularity"] = args.granularity
+    gguf_options = dict(fallback=args.fallback, embeddings=args.embeddings)
+    options.update({k: v for k, v in gguf_options.items() if v is not None})
+    if args.no_tokenizer:
+        options["tokenizer"] = False
     convert = quantize_model if Path(args.src).is_dir() else quantize_file
     if args.copy_also:
         if convert is quantize_file:
@@ -81,7 +86,7 @@ def _quantize(args: argparse.Namespace) -> int:
         options["copy_also"] = args.copy_also
     _check_report_path(args.report, args.src, None if args.dry_run else args.dst)
     if args.dry_run:
-        print(convert(args.src, None, dry_run=True, **options).summary())
+        print(convert(args.src, args.dst, dry_run=True, **options).summary())
         return 0
     if args.dst is None:
         raise ryzq.RyzqError("give the output (dst), or --dry-run")
@@ -368,6 +373,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="GLOB",
         help="model folders: also copy files matching GLOB that look like other copies of the "
         "weights (*.bin, *.pth, *.gguf, ...) and are left out by default (repeatable)",
+    )
+    q.add_argument(
+        "--fallback",
+        type=str.lower,
+        choices=FALLBACKS,
+        help="GGUF outputs: the type of a linear weight whose rows do not split into the "
+        "layout's blocks (default: q2_0, then q8_0, then f16, the smallest that keeps its "
+        "ternary weights exact; q8_0 for i2_s); error refuses it",
+    )
+    q.add_argument(
+        "--embeddings",
+        type=str.lower,
+        choices=("f16", "bf16", "f32"),
+        help="GGUF outputs: the type of the token embeddings (default: f16)",
+    )
+    q.add_argument(
+        "--no-tokenizer",
+        action="store_true",
+        help="GGUF outputs: write no tokenizer (runtimes then take token ids only)",
     )
     q.add_argument("--threads", type=int, help="threads for the kernels (default: all cores)")
     q.add_argument("--report", metavar="JSON", help="write the full report here")

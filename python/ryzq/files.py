@@ -69,7 +69,13 @@ def _quantize(
     simd: str | None,
     dry_run: bool,
     copy_also: str | Sequence[str] | None = None,
+    fallback: str | None = None,
+    embeddings: str | None = None,
+    tokenizer: bool = True,
 ) -> QuantizationReport | ConversionPlan:
+    to_gguf = dst is not None and Path(dst).suffix.lower() == ".gguf"
+    if not to_gguf and (fallback is not None or embeddings is not None or not tokenizer):
+        raise RyzqError("fallback, embeddings and tokenizer are options of GGUF outputs (*.gguf)")
     options = dict(
         folder=folder,
         copy_also=_patterns(copy_also),
@@ -81,9 +87,13 @@ def _quantize(
         exclude=_patterns(exclude),
         threads=threads,
         simd=simd,
+        fallback=fallback,
+        embeddings=None if embeddings is None else _dtype_name(embeddings),
+        tokenizer=tokenizer,
     )
     if dry_run:
-        plan = ConversionPlan._from_native(_ryzq.plan_quantize(os.fspath(src), **options))
+        native = _ryzq.plan_quantize(os.fspath(src), to_gguf=to_gguf, **options)
+        plan = ConversionPlan._from_native(native)
         _warn(plan.warnings)
         return plan
     if dst is None:
@@ -175,6 +185,9 @@ def quantize_model(
     simd: str | None = None,
     dry_run: bool = False,
     copy_also: str | Sequence[str] | None = None,
+    fallback: str | None = None,
+    embeddings: str | None = None,
+    tokenizer: bool = True,
 ) -> QuantizationReport:
     """Quantize a Hugging Face model folder (``config.json`` and ``model.safetensors`` or
     shards with ``model.safetensors.index.json``) into ``dst_dir``: the packed shards, a
@@ -185,11 +198,21 @@ def quantize_model(
     ``copy_also`` matches their path in the folder. ``dst_dir`` must not exist or be empty; it
     appears complete or not at all. Returns one report for all shards (or, with
     ``dry_run=True``, the plan). Asking a BitNet model for absmean at another granularity than
-    per tensor warns (:class:`RyzqWarning`, and in the report)."""
+    per tensor warns (:class:`RyzqWarning`, and in the report).
+
+    A ``dst_dir`` ending in ``.gguf`` is one complete GGUF model file instead, for llama.cpp
+    (layouts ``tq2_0``, ``tq1_0``, ``q2_0``) or bitnet.cpp (``i2_s``): the linear weights in
+    ``layout``, a weight whose rows do not split into its blocks in ``fallback`` (``q2_0``,
+    then ``q8_0``, then ``f16``, by default; ``"error"`` refuses it), the token embeddings in
+    ``embeddings`` (default ``float16``), norms in float32, the hyperparameters from
+    ``config.json`` and the tokenizer of the folder (``tokenizer=False`` writes none)."""
     return _quantize(
         src_dir,
         dst_dir,
         copy_also=copy_also,
+        fallback=fallback,
+        embeddings=embeddings,
+        tokenizer=tokenizer,
         folder=True,
         layout=layout,
         method=method,

@@ -15,9 +15,10 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
+use ryzq_core::plan::gguf::{Fallback, GgufOptions};
 use ryzq_core::plan::{Action, LinearClass, Plan, QuantizeRequest, Selection};
 use ryzq_core::report::{FileReport, TensorReport};
-use ryzq_core::sink::{OutputTensor, SafetensorsWriter};
+use ryzq_core::sink::{OutputTensor, SafetensorsWriter, TensorFile};
 use ryzq_core::source::SafetensorsFile;
 use ryzq_core::{
     ErrorStats, FloatDType, Granularity, Layout, Method, QuantizeOptions, SimdLevel, StoredType,
@@ -336,7 +337,7 @@ fn file_report_dict<'py>(py: Python<'py>, r: &FileReport) -> PyResult<Bound<'py,
 /// dict. `progress(done, total, bytes)` is called after each tensor; Ctrl-C stops the work and
 /// leaves nothing behind.
 #[pyfunction]
-#[pyo3(signature = (src, dst, *, folder, layout, method, granularity=None, linear_class, include=Vec::new(), exclude=Vec::new(), copy_also=Vec::new(), threads=Threads(None), progress=None, simd=None))]
+#[pyo3(signature = (src, dst, *, folder, layout, method, granularity=None, linear_class, include=Vec::new(), exclude=Vec::new(), copy_also=Vec::new(), threads=Threads(None), progress=None, simd=None, fallback=None, embeddings=None, tokenizer=true))]
 #[allow(clippy::too_many_arguments)]
 fn quantize_checkpoint(
     py: Python<'_>,
@@ -353,8 +354,11 @@ fn quantize_checkpoint(
     threads: Threads,
     progress: Option<Py<PyAny>>,
     simd: Option<Name<SimdLevel>>,
+    fallback: Option<Name<Fallback>>,
+    embeddings: Option<Name<FloatDType>>,
+    tokenizer: bool,
 ) -> PyResult<Bound<'_, PyDict>> {
-    let request = request(
+    let mut request = request(
         layout,
         method,
         granularity,
@@ -363,6 +367,7 @@ fn quantize_checkpoint(
         threads,
         simd,
     )?;
+    request.gguf = gguf_options(fallback, embeddings, tokenizer);
     let mut raised: Option<PyErr> = None;
     let result = py.detach(|| {
         let mut on_tensor = |t: &TensorReport, done: usize, total: usize| {
@@ -384,6 +389,19 @@ fn quantize_checkpoint(
         (Ok(report), _) => file_report_dict(py, &report),
         (Err(_), Some(err)) => Err(err),
         (Err(err), None) => Err(to_py(err)),
+    }
+}
+
+/// What a GGUF output holds besides the linear weights.
+fn gguf_options(
+    fallback: Option<Name<Fallback>>,
+    embeddings: Option<Name<FloatDType>>,
+    tokenizer: bool,
+) -> GgufOptions {
+    GgufOptions {
+        fallback: fallback.map(|f| f.0),
+        embeddings: embeddings.map_or(FloatDType::F16, |e| e.0),
+        tokenizer,
     }
 }
 
@@ -415,13 +433,14 @@ fn request(
         level: args::level(simd)?,
         threads: threads.0,
         copy_also,
+        gguf: GgufOptions::default(),
     })
 }
 
 /// What quantizing would do, without writing anything: the plan as a dict (files, each
 /// tensor's action and outputs, the config of a folder, warnings).
 #[pyfunction]
-#[pyo3(signature = (src, *, folder, layout, method, granularity=None, linear_class, include=Vec::new(), exclude=Vec::new(), copy_also=Vec::new(), threads=Threads(None), simd=None))]
+#[pyo3(signature = (src, *, folder, layout, method, granularity=None, linear_class, include=Vec::new(), exclude=Vec::new(), copy_also=Vec::new(), threads=Threads(None), simd=None, to_gguf=false, fallback=None, embeddings=None, tokenizer=true))]
 #[allow(clippy::too_many_arguments)]
 fn plan_quantize(
     py: Python<'_>,
@@ -436,8 +455,12 @@ fn plan_quantize(
     copy_also: Vec<String>,
     threads: Threads,
     simd: Option<Name<SimdLevel>>,
+    to_gguf: bool,
+    fallback: Option<Name<Fallback>>,
+    embeddings: Option<Name<FloatDType>>,
+    tokenizer: bool,
 ) -> PyResult<Bound<'_, PyDict>> {
-    let request = request(
+    let mut request = request(
         layout,
         method,
         granularity,
@@ -446,10 +469,11 @@ fn plan_quantize(
         threads,
         simd,
     )?;
+    request.gguf = gguf_options(fallback, embeddings, tokenizer);
     let (plan, size) = py
         .detach(|| {
             let source = ryzq_core::convert::open(&src, folder)?;
-            let plan = Plan::quantize(&source, &request)?;
+            let plan = Plan::for_output(&source, to_gguf, &request)?;
             Ok::<_, ryzq_core::Error>((plan, source.size()))
         })
         .map_err(to_py)?;
@@ -574,7 +598,7 @@ fn read_header(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyDict>> {
 /// is written as it comes, and the file appears at its path only when `finish` succeeds.
 #[pyclass(module = "ryzq._ryzq")]
 struct SafetensorsFileWriter {
-    inner: Option<SafetensorsWriter>,
+    inner: Option<TensorFile>,
 }
 
 #[pymethods]
@@ -595,6 +619,7 @@ impl SafetensorsFileWriter {
                     name,
                     dtype: StoredType::parse(&dtype).map_err(to_py)?,
                     shape,
+                    gguf: None,
                 })
             })
             .collect::<PyResult<Vec<_>>>()?;
@@ -660,5 +685,6 @@ fn _ryzq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(canonical_name, m)?)?;
     m.add_class::<SafetensorsFileWriter>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("FALLBACKS", Fallback::NAMES)?;
     Ok(())
 }
