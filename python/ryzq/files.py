@@ -91,9 +91,7 @@ def _quantize(
     callback = None
     if progress:
         callback = ProgressBar(_source_bytes(Path(src)), label=f"{Path(src).name} ")
-    report = QuantizationReport._from_native(
-        _ryzq.quantize_checkpoint(os.fspath(src), os.fspath(dst), progress=callback, **options)
-    )
+    report = _ryzq.quantize_checkpoint(os.fspath(src), os.fspath(dst), progress=callback, **options)
     _warn(report.warnings)
     return report
 

@@ -6,6 +6,7 @@
 #![allow(clippy::needless_pass_by_value)]
 
 mod args;
+mod report;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,15 +17,16 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use ryzq_core::plan::{Action, LinearClass, Plan, QuantizeRequest, Selection};
-use ryzq_core::report::{FileReport, TensorReport};
+use ryzq_core::report::TensorReport;
 use ryzq_core::sink::{OutputTensor, SafetensorsWriter};
 use ryzq_core::source::SafetensorsFile;
 use ryzq_core::{
-    ErrorStats, FloatDType, Granularity, Layout, Method, QuantizeOptions, SimdLevel, StoredType,
-    TensorView, threads,
+    FloatDType, Granularity, Layout, Method, QuantizeOptions, SimdLevel, StoredType, TensorView,
+    threads,
 };
 
 use crate::args::{Name, Threads};
+use crate::report::{PyErrorStats, PyFileReport, PyTensorReport};
 
 create_exception!(
     ryzq,
@@ -57,23 +59,11 @@ fn contiguous<'a, T: numpy::Element>(
         .map_err(|_| RyzqError::new_err(format!("{what} must be a C-contiguous array")))
 }
 
-fn stats_dict<'py>(py: Python<'py>, stats: &ErrorStats) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("numel", stats.numel)?;
-    d.set_item("sse", stats.sse)?;
-    d.set_item("sum_sq", stats.sum_sq)?;
-    d.set_item("max_abs_error", stats.max_abs_error)?;
-    d.set_item("count_negative", stats.counts[0])?;
-    d.set_item("count_zero", stats.counts[1])?;
-    d.set_item("count_positive", stats.counts[2])?;
-    Ok(d)
-}
-
 type QuantizeResult<'py> = (
     Bound<'py, PyArray1<u8>>,
     Vec<usize>,
     Bound<'py, PyArray1<f32>>,
-    Bound<'py, PyDict>,
+    PyErrorStats,
     String,
 );
 
@@ -111,7 +101,7 @@ fn quantize<'py>(
         PyArray1::from_vec(py, q.packed),
         q.packed_shape,
         PyArray1::from_vec(py, q.scales),
-        stats_dict(py, &q.stats)?,
+        PyErrorStats(q.stats),
         granularity.name(),
     ))
 }
@@ -291,50 +281,9 @@ fn simd_levels() -> Vec<&'static str> {
         .collect()
 }
 
-fn tensor_report_dict<'py>(py: Python<'py>, t: &TensorReport) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("name", &t.name)?;
-    d.set_item("dtype", &t.dtype)?;
-    d.set_item("shape", &t.shape)?;
-    d.set_item("kept_because", &t.kept_because)?;
-    d.set_item("scale", t.scale)?;
-    d.set_item(
-        "stats",
-        t.stats.as_ref().map(|s| stats_dict(py, s)).transpose()?,
-    )?;
-    d.set_item("bytes_in", t.bytes_in)?;
-    d.set_item("bytes_out", t.bytes_out)?;
-    d.set_item("read_seconds", t.read_seconds)?;
-    d.set_item("quantize_seconds", t.quantize_seconds)?;
-    d.set_item("write_seconds", t.write_seconds)?;
-    Ok(d)
-}
-
-fn file_report_dict<'py>(py: Python<'py>, r: &FileReport) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("src", &r.src)?;
-    d.set_item("dst", &r.dst)?;
-    d.set_item("layout", &r.layout)?;
-    d.set_item("method", &r.method)?;
-    d.set_item("granularity", &r.granularity)?;
-    d.set_item("linear_class", &r.linear_class)?;
-    let tensors = PyList::empty(py);
-    for t in &r.tensors {
-        tensors.append(tensor_report_dict(py, t)?)?;
-    }
-    d.set_item("tensors", tensors)?;
-    d.set_item("file_bytes_in", r.file_bytes_in)?;
-    d.set_item("file_bytes_out", r.file_bytes_out)?;
-    d.set_item("seconds", r.seconds)?;
-    d.set_item("threads", r.threads)?;
-    d.set_item("warnings", r.warnings.clone())?;
-    d.set_item("skipped_files", r.skipped_files.clone())?;
-    Ok(d)
-}
-
-/// Quantizes a safetensors file or, with `folder`, a model folder; returns the report as a
-/// dict. `progress(done, total, bytes)` is called after each tensor; Ctrl-C stops the work and
-/// leaves nothing behind.
+/// Quantizes a safetensors file or, with `folder`, a model folder; returns the report.
+/// `progress(done, total, bytes)` is called after each tensor; Ctrl-C stops the work and leaves
+/// nothing behind.
 #[pyfunction]
 #[pyo3(signature = (src, dst, *, folder, layout, method, granularity=None, linear_class, include=Vec::new(), exclude=Vec::new(), copy_also=Vec::new(), threads=Threads(None), progress=None, simd=None))]
 #[allow(clippy::too_many_arguments)]
@@ -353,7 +302,7 @@ fn quantize_checkpoint(
     threads: Threads,
     progress: Option<Py<PyAny>>,
     simd: Option<Name<SimdLevel>>,
-) -> PyResult<Bound<'_, PyDict>> {
+) -> PyResult<PyFileReport> {
     let request = request(
         layout,
         method,
@@ -381,7 +330,7 @@ fn quantize_checkpoint(
         ryzq_core::convert::quantize(&src, &dst, folder, &request, &mut on_tensor)
     });
     match (result, raised) {
-        (Ok(report), _) => file_report_dict(py, &report),
+        (Ok(report), _) => Ok(PyFileReport(report)),
         (Err(_), Some(err)) => Err(err),
         (Err(err), None) => Err(to_py(err)),
     }
@@ -659,6 +608,9 @@ fn _ryzq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(parse_ryzq_metadata, m)?)?;
     m.add_function(wrap_pyfunction!(canonical_name, m)?)?;
     m.add_class::<SafetensorsFileWriter>()?;
+    m.add_class::<PyErrorStats>()?;
+    m.add_class::<PyTensorReport>()?;
+    m.add_class::<PyFileReport>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
