@@ -19,9 +19,6 @@ from ryzq.progress import ProgressBar
 from ryzq.report import QuantizationReport
 
 LINEAR_CLASSES = ("bitlinear", "autobitlinear")
-INDEX = "model.safetensors.index.json"
-SINGLE = "model.safetensors"
-CONFIG = "config.json"
 
 
 def _patterns(value: str | Sequence[str] | None) -> list[str]:
@@ -241,18 +238,14 @@ def _dequantize(src, dst, *, folder, dtype, simd, threads) -> int:
     )
 
 
-def model_shards(src_dir: str | os.PathLike) -> tuple[list[str], dict[str, Any] | None]:
-    """The safetensors files of a model folder, and its index when it is sharded."""
-    src_dir = Path(src_dir)
-    index_path = src_dir / INDEX
-    if index_path.is_file():
-        try:
-            index = json.loads(index_path.read_text())
-            weight_map = index["weight_map"]
-            shards = sorted(set(weight_map.values()))
-        except (ValueError, KeyError, TypeError, AttributeError) as err:
-            raise RyzqError(f"{index_path}: not a safetensors index ({err})") from None
-        return shards, index
-    if (src_dir / SINGLE).is_file():
-        return [SINGLE], None
-    raise RyzqError(f"{src_dir}: no {SINGLE} and no {INDEX}")
+def read_model_folder(path: str | os.PathLike) -> dict[str, Any]:
+    """A model folder, read and checked as every conversion reads it: ``shards`` (its
+    safetensors files, in order), ``config`` (``config.json``), and for a sharded model
+    ``index_file`` (the index's name) and ``index``, else None."""
+    folder = _ryzq.read_model_folder(os.fspath(path))
+    return {
+        "shards": folder["shards"],
+        "config": json.loads(folder["config"]),
+        "index_file": folder["index_file"],
+        "index": None if folder["index"] is None else json.loads(folder["index"]),
+    }

@@ -19,7 +19,8 @@ use pyo3::types::{PyDict, PyList};
 use ryzq_core::plan::{Action, LinearClass, Plan, QuantizeRequest, Selection};
 use ryzq_core::report::TensorReport;
 use ryzq_core::sink::{OutputTensor, SafetensorsWriter};
-use ryzq_core::source::SafetensorsFile;
+use ryzq_core::source::folder::INDEX;
+use ryzq_core::source::{ModelFolder, SafetensorsFile};
 use ryzq_core::{
     FloatDType, Granularity, Layout, Method, QuantizeOptions, SimdLevel, StoredType, TensorView,
     threads,
@@ -519,6 +520,21 @@ fn read_header(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyDict>> {
     Ok(d)
 }
 
+/// A model folder as the core opens it for every conversion: its safetensors files in order
+/// (`shards`), `config.json` as JSON text (`config`), and for a sharded model the index's file
+/// name (`index_file`) and the index as JSON text (`index`), else None.
+#[pyfunction]
+fn read_model_folder(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyDict>> {
+    let folder = py.detach(|| ModelFolder::open(&path)).map_err(to_py)?;
+    let json = |value| serde_json::to_string(value).expect("plain data serializes");
+    let d = PyDict::new(py);
+    d.set_item("shards", folder.shards())?;
+    d.set_item("config", json(folder.config()))?;
+    d.set_item("index_file", folder.index().map(|_| INDEX))?;
+    d.set_item("index", folder.index().map(json))?;
+    Ok(d)
+}
+
 /// Writes a safetensors file one tensor at a time: the layout is fixed up front, each tensor
 /// is written as it comes, and the file appears at its path only when `finish` succeeds.
 #[pyclass(module = "ryzq._ryzq")]
@@ -603,6 +619,7 @@ fn _ryzq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(plan_quantize, m)?)?;
     m.add_function(wrap_pyfunction!(dequantize_checkpoint, m)?)?;
     m.add_function(wrap_pyfunction!(read_header, m)?)?;
+    m.add_function(wrap_pyfunction!(read_model_folder, m)?)?;
     m.add_function(wrap_pyfunction!(default_granularity, m)?)?;
     m.add_function(wrap_pyfunction!(layouts, m)?)?;
     m.add_function(wrap_pyfunction!(parse_ryzq_metadata, m)?)?;
