@@ -1,6 +1,6 @@
 """The native module. Arrays cross as flat C-contiguous numpy arrays of raw bytes."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, final
 
@@ -59,29 +59,41 @@ def unpack(
 def packed_shape(shape: list[int], layout: str) -> list[int]: ...
 def canonical_name(what: str, name: str) -> str: ...
 def layouts() -> list[dict[str, Any]]: ...
+def parse_ryzq_metadata(text: str) -> str: ...
 def default_granularity(layout: str, method: str) -> str: ...
 def simd_level() -> str: ...
 def simd_levels() -> list[str]: ...
+
+@final
+class QuantizeRequest:
+    def __init__(
+        self,
+        *,
+        layout: str = "bitnet",
+        method: str = "absmean",
+        granularity: str | None = None,
+        linear_class: str = "bitlinear",
+        include: str | Iterable[str] | None = None,
+        exclude: str | Iterable[str] | None = None,
+        copy_also: str | Iterable[str] | None = None,
+        threads: int | None = None,
+        simd: str | None = None,
+    ) -> None: ...
+
 def quantize_checkpoint(
     src: str,
     dst: str,
     *,
     folder: bool,
-    layout: str,
-    method: str,
-    granularity: str | None = None,
-    linear_class: str,
-    include: list[str] = ...,
-    exclude: list[str] = ...,
-    copy_also: list[str] = ...,
-    threads: int | None = None,
+    request: QuantizeRequest,
     progress: Callable[[int, int, int], object] | None = None,
-    simd: str | None = None,
 ) -> QuantizationReport: ...
-def dequantize_file(
+def plan_quantize(src: str, *, folder: bool, request: QuantizeRequest) -> dict[str, Any]: ...
+def dequantize_checkpoint(
     src: str,
     dst: str,
     *,
+    folder: bool,
     dtype: str | None = None,
     simd: str | None = None,
     threads: int | None = None,

@@ -26,7 +26,7 @@ use ryzq_core::{
     threads,
 };
 
-use crate::args::{Name, Threads};
+use crate::args::{Name, Patterns, Threads};
 use crate::report::{PyErrorStats, PyFileReport, PyTensorReport};
 
 create_exception!(
@@ -282,37 +282,76 @@ fn simd_levels() -> Vec<&'static str> {
         .collect()
 }
 
+/// What to quantize and how: the keywords of `ryzq.quantize_file` and `ryzq.quantize_model`,
+/// with their defaults, parsed and checked once, here, for `quantize_checkpoint` and
+/// `plan_quantize`. `include`, `exclude` and `copy_also` take a glob pattern or several.
+#[pyclass(frozen, module = "ryzq._ryzq", name = "QuantizeRequest")]
+struct PyQuantizeRequest(QuantizeRequest);
+
+#[pymethods]
+impl PyQuantizeRequest {
+    #[new]
+    #[pyo3(signature = (*, layout=Name(Layout::Bitnet), method=Name(Method::AbsMean), granularity=None, linear_class=Name(LinearClass::BitLinear), include=Patterns::default(), exclude=Patterns::default(), copy_also=Patterns::default(), threads=Threads(None), simd=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        layout: Name<Layout>,
+        method: Name<Method>,
+        granularity: Option<Name<Granularity>>,
+        linear_class: Name<LinearClass>,
+        include: Patterns,
+        exclude: Patterns,
+        copy_also: Patterns,
+        threads: Threads,
+        simd: Option<Name<SimdLevel>>,
+    ) -> PyResult<Self> {
+        let (layout, method) = (layout.0, method.0);
+        let copy_also = copy_also
+            .0
+            .iter()
+            .map(|p| {
+                glob::Pattern::new(p)
+                    .map_err(|e| RyzqError::new_err(format!("bad glob pattern {p:?}: {e}")))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(Self(QuantizeRequest {
+            layout,
+            method,
+            granularity: granularity.map_or_else(|| layout.default_granularity(method), |g| g.0),
+            linear_class: linear_class.0,
+            selection: Selection::new(&include.0, &exclude.0).map_err(to_py)?,
+            level: args::level(simd)?,
+            threads: threads.0,
+            copy_also,
+        }))
+    }
+}
+
+impl PyQuantizeRequest {
+    /// The request, for a single file (`folder` false) or a model folder.
+    fn for_source(&self, folder: bool) -> PyResult<&QuantizeRequest> {
+        if !folder && !self.0.copy_also.is_empty() {
+            return Err(RyzqError::new_err(
+                "copy_also names files of a model folder; a single file has none",
+            ));
+        }
+        Ok(&self.0)
+    }
+}
+
 /// Quantizes a safetensors file or, with `folder`, a model folder; returns the report.
 /// `progress(done, total, bytes)` is called after each tensor; Ctrl-C stops the work and leaves
 /// nothing behind.
 #[pyfunction]
-#[pyo3(signature = (src, dst, *, folder, layout, method, granularity=None, linear_class, include=Vec::new(), exclude=Vec::new(), copy_also=Vec::new(), threads=Threads(None), progress=None, simd=None))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (src, dst, *, folder, request, progress=None))]
 fn quantize_checkpoint(
     py: Python<'_>,
     src: PathBuf,
     dst: PathBuf,
     folder: bool,
-    layout: Name<Layout>,
-    method: Name<Method>,
-    granularity: Option<Name<Granularity>>,
-    linear_class: Name<LinearClass>,
-    include: Vec<String>,
-    exclude: Vec<String>,
-    copy_also: Vec<String>,
-    threads: Threads,
+    request: &Bound<'_, PyQuantizeRequest>,
     progress: Option<Py<PyAny>>,
-    simd: Option<Name<SimdLevel>>,
 ) -> PyResult<PyFileReport> {
-    let request = request(
-        layout,
-        method,
-        granularity,
-        linear_class,
-        [&include, &exclude, &copy_also],
-        threads,
-        simd,
-    )?;
+    let request = request.get().for_source(folder)?;
     let mut raised: Option<PyErr> = None;
     let result = py.detach(|| {
         let mut on_tensor = |t: &TensorReport, done: usize, total: usize| {
@@ -328,7 +367,7 @@ fn quantize_checkpoint(
                 ryzq_core::Error::Interrupted
             })
         };
-        ryzq_core::convert::quantize(&src, &dst, folder, &request, &mut on_tensor)
+        ryzq_core::convert::quantize(&src, &dst, folder, request, &mut on_tensor)
     });
     match (result, raised) {
         (Ok(report), _) => Ok(PyFileReport(report)),
@@ -337,73 +376,25 @@ fn quantize_checkpoint(
     }
 }
 
-/// The request of a quantizing call; `patterns` are its include, exclude and copy-also globs.
-fn request(
-    layout: Name<Layout>,
-    method: Name<Method>,
-    granularity: Option<Name<Granularity>>,
-    linear_class: Name<LinearClass>,
-    patterns: [&[String]; 3],
-    threads: Threads,
-    simd: Option<Name<SimdLevel>>,
-) -> PyResult<QuantizeRequest> {
-    let [include, exclude, copy_also] = patterns;
-    let (layout, method) = (layout.0, method.0);
-    let copy_also = copy_also
-        .iter()
-        .map(|p| {
-            glob::Pattern::new(p)
-                .map_err(|e| RyzqError::new_err(format!("bad glob pattern {p:?}: {e}")))
-        })
-        .collect::<PyResult<Vec<_>>>()?;
-    Ok(QuantizeRequest {
-        layout,
-        method,
-        granularity: granularity.map_or_else(|| layout.default_granularity(method), |g| g.0),
-        linear_class: linear_class.0,
-        selection: Selection::new(include, exclude).map_err(to_py)?,
-        level: args::level(simd)?,
-        threads: threads.0,
-        copy_also,
-    })
-}
-
 /// What quantizing would do, without writing anything: the plan as a dict (files, each
 /// tensor's action and outputs, the config of a folder, warnings).
 #[pyfunction]
-#[pyo3(signature = (src, *, folder, layout, method, granularity=None, linear_class, include=Vec::new(), exclude=Vec::new(), copy_also=Vec::new(), threads=Threads(None), simd=None))]
-#[allow(clippy::too_many_arguments)]
-fn plan_quantize(
-    py: Python<'_>,
+#[pyo3(signature = (src, *, folder, request))]
+fn plan_quantize<'py>(
+    py: Python<'py>,
     src: PathBuf,
     folder: bool,
-    layout: Name<Layout>,
-    method: Name<Method>,
-    granularity: Option<Name<Granularity>>,
-    linear_class: Name<LinearClass>,
-    include: Vec<String>,
-    exclude: Vec<String>,
-    copy_also: Vec<String>,
-    threads: Threads,
-    simd: Option<Name<SimdLevel>>,
-) -> PyResult<Bound<'_, PyDict>> {
-    let request = request(
-        layout,
-        method,
-        granularity,
-        linear_class,
-        [&include, &exclude, &copy_also],
-        threads,
-        simd,
-    )?;
+    request: &Bound<'py, PyQuantizeRequest>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let request = request.get().for_source(folder)?;
     let (plan, size) = py
         .detach(|| {
             let source = ryzq_core::convert::open(&src, folder)?;
-            let plan = Plan::quantize(&source, &request)?;
+            let plan = Plan::quantize(&source, request)?;
             Ok::<_, ryzq_core::Error>((plan, source.size()))
         })
         .map_err(to_py)?;
-    plan_dict(py, &plan, &request, size)
+    plan_dict(py, &plan, request, size)
 }
 
 fn plan_dict<'py>(
@@ -625,6 +616,7 @@ fn _ryzq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(parse_ryzq_metadata, m)?)?;
     m.add_function(wrap_pyfunction!(canonical_name, m)?)?;
     m.add_class::<SafetensorsFileWriter>()?;
+    m.add_class::<PyQuantizeRequest>()?;
     m.add_class::<PyErrorStats>()?;
     m.add_class::<PyTensorReport>()?;
     m.add_class::<PyFileReport>()?;
