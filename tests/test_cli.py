@@ -172,12 +172,23 @@ def model_folder(root, shards=2):
     return state
 
 
+def test_inspect_reads_a_model_folder_as_quantize_does(tmp_path):
+    model_folder(tmp_path / "src")
+    (tmp_path / "src" / "model-00002-of-00002.safetensors").unlink()
+    shown = run("inspect", tmp_path / "src")
+    quantized = run("quantize", tmp_path / "src", tmp_path / "q")
+    assert shown.returncode == quantized.returncode == 2
+    assert 'shard "model-00002-of-00002.safetensors"' in shown.stderr
+    assert shown.stderr == quantized.stderr
+
+
 def test_inspect_and_dequantize_a_model_folder(tmp_path):
     state = model_folder(tmp_path / "src")
     assert run("quantize", tmp_path / "src", tmp_path / "q", "--quiet").returncode == 0
     shown = run("inspect", tmp_path / "q")
     assert shown.returncode == 0, shown.stderr
     assert "a model folder, 2 safetensors files" in shown.stdout
+    assert "index model.safetensors.index.json: 36 tensors" in shown.stdout
     assert '"quant_method": "bitnet"' in shown.stdout
     assert shown.stdout.count("written by ryzq") == 2
     back = run("dequantize", tmp_path / "q", tmp_path / "back", "--dtype", "float16")

@@ -1,9 +1,10 @@
 """The report: per-layer grouping, and a summary that reads right in every case."""
 
 import numpy as np
+import pytest
 
 import ryzq
-from checkpoints import write
+from checkpoints import tiny_model, write
 from ryzq.report import block_of, display_width
 
 
@@ -75,3 +76,27 @@ def test_the_outermost_numbered_block_is_the_layer():
     # T5 numbers its sub-layers inside each block: the block is the layer.
     assert block_of("encoder.block.3.layer.1.DenseReluDense.wi.weight") == ("encoder.block", 3)
     assert block_of("decoder.block.0.layer.2.DenseReluDense.wo.weight") == ("decoder.block", 0)
+
+
+def test_a_report_is_read_only(tmp_path):
+    src = write(tmp_path / "m.safetensors", tiny_model())
+    report = ryzq.quantize_file(src, tmp_path / "o.safetensors")
+    tensor = report.quantized[0]
+    for obj, name in [
+        (report, "tensors"),
+        (report, "seconds"),
+        (tensor, "name"),
+        (tensor.stats, "sse"),
+    ]:
+        with pytest.raises(AttributeError):
+            setattr(obj, name, getattr(obj, name))
+    # Equal by value: each reading of `tensors` gives new objects.
+    assert report.tensors == report.tensors
+
+
+def test_stats_are_rebuilt_from_their_repr_and_count_every_code():
+    stats = ryzq.quantize(np.linspace(-1, 1, 64, dtype=np.float32)).stats
+    assert eval(repr(stats), {"QuantizationStats": ryzq.QuantizationStats}) == stats
+    for counts in ({-1: 1, 0: 2}, {-1: 1, 0: 2, 1: 3, 2: 4}, {-1: 1, 0: 2, 2: 3}):
+        with pytest.raises(ryzq.RyzqError, match="counts"):
+            ryzq.QuantizationStats(6, 0.0, 1.0, 0.0, counts)

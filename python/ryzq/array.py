@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +9,7 @@ import ml_dtypes
 import numpy as np
 
 from ryzq import _ryzq
-from ryzq._ryzq import RyzqError
+from ryzq._ryzq import QuantizationStats, RyzqError
 
 #: What ryzq knows of each layout, read from its registry: name, description, shape rule,
 #: block (values per block that holds its own scale, or None), bits per value, GGUF type id and
@@ -86,64 +85,6 @@ def _raw_weights(w: Any, dtype: Any) -> tuple[np.ndarray, str, tuple[int, ...]]:
         arr = arr.astype(arr.dtype.newbyteorder("<"))
     arr = np.ascontiguousarray(arr)
     return arr.reshape(-1).view(np.uint8), name, shape
-
-
-@dataclass(frozen=True)
-class QuantizationStats:
-    """Error of a quantized tensor ``w`` against its dequantized ``w'``, summed in float64."""
-
-    numel: int
-    #: sum((w - w')**2)
-    sse: float
-    #: sum(w**2)
-    sum_sq: float
-    #: max |w - w'|
-    max_abs_error: float
-    #: how many codes are -1, 0 and +1
-    counts: dict[int, int]
-
-    @property
-    def mse(self) -> float:
-        return self.sse / self.numel if self.numel else 0.0
-
-    @property
-    def nmse(self) -> float:
-        """mse / mean(w**2); 0 for an all-zero tensor, which quantizes without error."""
-        return self.sse / self.sum_sq if self.sum_sq > 0 else 0.0
-
-    @property
-    def snr_db(self) -> float:
-        """10 log10(sum(w**2) / sse); infinite when there is no error."""
-        if self.sse == 0:
-            return math.inf
-        if self.sum_sq == 0:
-            return -math.inf
-        return 10.0 * math.log10(self.sum_sq / self.sse)
-
-    @property
-    def zeros_fraction(self) -> float:
-        return self.counts[0] / self.numel if self.numel else 0.0
-
-    @classmethod
-    def _from_native(cls, d: dict[str, Any]) -> QuantizationStats:
-        return cls(
-            numel=int(d["numel"]),
-            sse=float(d["sse"]),
-            sum_sq=float(d["sum_sq"]),
-            max_abs_error=float(d["max_abs_error"]),
-            counts={-1: d["count_negative"], 0: d["count_zero"], 1: d["count_positive"]},
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "numel": self.numel,
-            "mse": self.mse,
-            "nmse": self.nmse,
-            "snr_db": self.snr_db,
-            "max_abs_error": self.max_abs_error,
-            "zeros_fraction": self.zeros_fraction,
-            "counts": {str(k): v for k, v in self.counts.items()},
-        }
 
 
 @dataclass(frozen=True)
@@ -265,7 +206,7 @@ def quantize(
         layout=_ryzq.canonical_name("layout", layout),
         method=_ryzq.canonical_name("method", method),
         granularity=granularity,
-        stats=QuantizationStats._from_native(stats),
+        stats=stats,
     )
 
 

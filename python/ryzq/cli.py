@@ -17,14 +17,13 @@ import ryzq
 from ryzq._ryzq import FALLBACKS
 from ryzq.array import LAYOUT_INFO, LAYOUTS, METHODS, bits_per_value
 from ryzq.files import (
-    INDEX,
     LINEAR_CLASSES,
     dequantize_file,
     dequantize_model,
-    model_shards,
     quantize_file,
     quantize_model,
     read_header,
+    read_model_folder,
     ryzq_description,
 )
 from ryzq.report import _size, display_width, pad, plural
@@ -159,17 +158,14 @@ def _inspect(args: argparse.Namespace) -> int:
     if not path.is_dir():
         _inspect_file(path)
         return 0
-    shards, index = model_shards(path)
-    config = path / "config.json"
+    folder = read_model_folder(path)
+    shards = folder["shards"]
     print(f"{path}: a model folder, {plural(len(shards), 'safetensors file')}")
-    if index is not None:
-        print(f"  index {INDEX}: {plural(len(index['weight_map']), 'tensor')}")
-    if config.is_file():
-        try:
-            qc = json.loads(config.read_text()).get("quantization_config")
-        except (ValueError, AttributeError):
-            qc = None
-        print(f"  quantization_config: {json.dumps(qc) if qc else 'none'}")
+    if folder["index"] is not None:
+        tensors = plural(len(folder["index"]["weight_map"]), "tensor")
+        print(f"  index {folder['index_file']}: {tensors}")
+    qc = folder["config"].get("quantization_config")
+    print(f"  quantization_config: {json.dumps(qc) if qc else 'none'}")
     for shard in shards:
         print()
         _inspect_file(path / shard)

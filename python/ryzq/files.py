@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +18,6 @@ from ryzq.progress import ProgressBar
 from ryzq.report import QuantizationReport
 
 LINEAR_CLASSES = ("bitlinear", "autobitlinear")
-INDEX = "model.safetensors.index.json"
-SINGLE = "model.safetensors"
-CONFIG = "config.json"
-
-
-def _patterns(value: str | Sequence[str] | None) -> list[str]:
-    if value is None:
-        return []
-    return [value] if isinstance(value, str) else list(value)
 
 
 def read_header(path: str | os.PathLike) -> dict[str, Any]:
@@ -58,42 +48,17 @@ def _quantize(
     dst: str | os.PathLike | None,
     *,
     folder: bool,
-    layout: str,
-    method: str,
-    granularity: str | None,
-    linear_class: str,
-    include: str | Sequence[str] | None,
-    exclude: str | Sequence[str] | None,
-    threads: int | None,
     progress: bool,
-    simd: str | None,
     dry_run: bool,
-    copy_also: str | Sequence[str] | None = None,
-    fallback: str | None = None,
-    embeddings: str | None = None,
-    tokenizer: bool = True,
+    options: dict[str, Any],
 ) -> QuantizationReport | ConversionPlan:
+    # The keywords, their defaults and their checks are the request's, in the native module.
+    request = _ryzq.QuantizeRequest(**options)
     to_gguf = dst is not None and Path(dst).suffix.lower() == ".gguf"
-    if not to_gguf and (fallback is not None or embeddings is not None or not tokenizer):
-        raise RyzqError("fallback, embeddings and tokenizer are options of GGUF outputs (*.gguf)")
-    options = dict(
-        folder=folder,
-        copy_also=_patterns(copy_also),
-        layout=layout,
-        method=method,
-        granularity=granularity,
-        linear_class=linear_class,
-        include=_patterns(include),
-        exclude=_patterns(exclude),
-        threads=threads,
-        simd=simd,
-        fallback=fallback,
-        embeddings=None if embeddings is None else _dtype_name(embeddings),
-        tokenizer=tokenizer,
-    )
     if dry_run:
-        native = _ryzq.plan_quantize(os.fspath(src), to_gguf=to_gguf, **options)
-        plan = ConversionPlan._from_native(native)
+        plan = ConversionPlan._from_native(
+            _ryzq.plan_quantize(os.fspath(src), folder=folder, request=request, to_gguf=to_gguf)
+        )
         _warn(plan.warnings)
         return plan
     if dst is None:
@@ -101,8 +66,8 @@ def _quantize(
     callback = None
     if progress:
         callback = ProgressBar(_source_bytes(Path(src)), label=f"{Path(src).name} ")
-    report = QuantizationReport._from_native(
-        _ryzq.quantize_checkpoint(os.fspath(src), os.fspath(dst), progress=callback, **options)
+    report = _ryzq.quantize_checkpoint(
+        os.fspath(src), os.fspath(dst), folder=folder, request=request, progress=callback
     )
     _warn(report.warnings)
     return report
@@ -125,18 +90,16 @@ def quantize_file(
     src: str | os.PathLike,
     dst: str | os.PathLike | None = None,
     *,
-    layout: str = "bitnet",
-    method: str = "absmean",
-    granularity: str | None = None,
-    linear_class: str = "bitlinear",
-    include: str | Sequence[str] | None = None,
-    exclude: str | Sequence[str] | None = None,
-    threads: int | None = None,
     progress: bool = False,
-    simd: str | None = None,
     dry_run: bool = False,
+    **options: Any,
 ) -> QuantizationReport:
     """Quantize the safetensors checkpoint ``src`` into ``dst``, one tensor at a time.
+
+    The keywords, and their defaults: ``layout="bitnet"``, ``method="absmean"``,
+    ``granularity=None``, ``linear_class="bitlinear"``, ``include=None``, ``exclude=None``,
+    ``threads=None``, ``simd=None`` (those of ``ryzq._ryzq.QuantizeRequest``, which checks them),
+    and ``progress=False`` (a progress bar on stderr), ``dry_run=False``.
 
     By default the 2-D ``*.weight`` tensors of linear layers are quantized and everything else
     (embeddings, ``lm_head``, norms, biases, non-float tensors) is copied byte for byte;
@@ -153,46 +116,22 @@ def quantize_file(
     """
     if Path(src).is_dir():
         raise RyzqError(f"{src}: a folder; quantize model folders with quantize_model")
-    return _quantize(
-        src,
-        dst,
-        folder=False,
-        layout=layout,
-        method=method,
-        granularity=granularity,
-        linear_class=linear_class,
-        include=include,
-        exclude=exclude,
-        threads=threads,
-        progress=progress,
-        simd=simd,
-        dry_run=dry_run,
-    )
+    return _quantize(src, dst, folder=False, progress=progress, dry_run=dry_run, options=options)
 
 
 def quantize_model(
     src_dir: str | os.PathLike,
     dst_dir: str | os.PathLike | None = None,
     *,
-    layout: str = "bitnet",
-    method: str = "absmean",
-    granularity: str | None = None,
-    linear_class: str = "bitlinear",
-    include: str | Sequence[str] | None = None,
-    exclude: str | Sequence[str] | None = None,
-    threads: int | None = None,
     progress: bool = False,
-    simd: str | None = None,
     dry_run: bool = False,
-    copy_also: str | Sequence[str] | None = None,
-    fallback: str | None = None,
-    embeddings: str | None = None,
-    tokenizer: bool = True,
+    **options: Any,
 ) -> QuantizationReport:
     """Quantize a Hugging Face model folder (``config.json`` and ``model.safetensors`` or
     shards with ``model.safetensors.index.json``) into ``dst_dir``: the packed shards, a
     correct index, ``config.json`` with its ``quantization_config``, and the model's other
-    files copied unchanged. Left out (and listed in the report's ``skipped_files``):
+    files copied unchanged. It takes the keywords of :func:`quantize_file`, and ``copy_also``.
+    Left out (and listed in the report's ``skipped_files``):
     version-control folders and other copies of the weights (``*.pth``, ``*.pt``, ``*.bin``,
     ``*.ckpt``, ``*.gguf``, ``*.safetensors`` the index does not list), unless a glob of
     ``copy_also`` matches their path in the folder. ``dst_dir`` must not exist or be empty; it
@@ -201,29 +140,14 @@ def quantize_model(
     per tensor warns (:class:`RyzqWarning`, and in the report).
 
     A ``dst_dir`` ending in ``.gguf`` is one complete GGUF model file instead, for llama.cpp
-    (layouts ``tq2_0``, ``tq1_0``, ``q2_0``) or bitnet.cpp (``i2_s``): the linear weights in
-    ``layout``, a weight whose rows do not split into its blocks in ``fallback`` (``q2_0``,
-    then ``q8_0``, then ``f16``, by default; ``"error"`` refuses it), the token embeddings in
-    ``embeddings`` (default ``float16``), norms in float32, the hyperparameters from
-    ``config.json`` and the tokenizer of the folder (``tokenizer=False`` writes none)."""
+    (layouts ``tq2_0``, ``tq1_0``, ``q2_0``, ``q8_0``) or bitnet.cpp (``i2_s``): the linear
+    weights in ``layout``; a weight whose rows do not split into its blocks in the type
+    ``fallback`` names (by default ``q2_0``, then ``q8_0``, then ``f16``: the smallest that
+    holds its ternary weights exactly; ``"error"`` refuses it); the token embeddings in
+    ``embeddings`` (default ``"float16"``); norms in float32; the hyperparameters from
+    ``config.json`` and the folder's tokenizer (``tokenizer=False`` writes none)."""
     return _quantize(
-        src_dir,
-        dst_dir,
-        copy_also=copy_also,
-        fallback=fallback,
-        embeddings=embeddings,
-        tokenizer=tokenizer,
-        folder=True,
-        layout=layout,
-        method=method,
-        granularity=granularity,
-        linear_class=linear_class,
-        include=include,
-        exclude=exclude,
-        threads=threads,
-        progress=progress,
-        simd=simd,
-        dry_run=dry_run,
+        src_dir, dst_dir, folder=True, progress=progress, dry_run=dry_run, options=options
     )
 
 
@@ -266,18 +190,14 @@ def _dequantize(src, dst, *, folder, dtype, simd, threads) -> int:
     )
 
 
-def model_shards(src_dir: str | os.PathLike) -> tuple[list[str], dict[str, Any] | None]:
-    """The safetensors files of a model folder, and its index when it is sharded."""
-    src_dir = Path(src_dir)
-    index_path = src_dir / INDEX
-    if index_path.is_file():
-        try:
-            index = json.loads(index_path.read_text())
-            weight_map = index["weight_map"]
-            shards = sorted(set(weight_map.values()))
-        except (ValueError, KeyError, TypeError, AttributeError) as err:
-            raise RyzqError(f"{index_path}: not a safetensors index ({err})") from None
-        return shards, index
-    if (src_dir / SINGLE).is_file():
-        return [SINGLE], None
-    raise RyzqError(f"{src_dir}: no {SINGLE} and no {INDEX}")
+def read_model_folder(path: str | os.PathLike) -> dict[str, Any]:
+    """A model folder, read and checked as every conversion reads it: ``shards`` (its
+    safetensors files, in order), ``config`` (``config.json``), and for a sharded model
+    ``index_file`` (the index's name) and ``index``, else None."""
+    folder = _ryzq.read_model_folder(os.fspath(path))
+    return {
+        "shards": folder["shards"],
+        "config": json.loads(folder["config"]),
+        "index_file": folder["index_file"],
+        "index": None if folder["index"] is None else json.loads(folder["index"]),
+    }

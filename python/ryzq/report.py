@@ -1,4 +1,11 @@
-"""The error report of a quantized checkpoint: per tensor, per layer and for the whole file."""
+"""The error report of a quantized checkpoint: per tensor, per layer and for the whole file.
+
+The report itself is the core's: :class:`QuantizationReport`, :class:`TensorReport` and
+:class:`QuantizationStats` are its structs, frozen, every field defined once, in Rust, with the
+values derived from them. What is here is how a report reads (its summary, its JSON) and what
+follows from tensor names (the layer a tensor is in, the pooled errors of a layer); the methods of
+those classes that give them call the functions here.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +15,11 @@ import re
 import statistics
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ryzq.array import QuantizationStats
+from ryzq._ryzq import QuantizationReport, QuantizationStats, TensorReport
 
 # The outermost numbered block: T5's `encoder.block.3.layer.1.` is block 3 of `encoder.block`.
 _BLOCK = re.compile(r"^(?:(.*?)\.)?(layers|layer|blocks|block|h)\.(\d+)\.")
@@ -34,6 +41,12 @@ def layer_of(name: str) -> int | None:
     """The block index in a tensor name (``model.layers.12.mlp...`` -> 12), if any."""
     block = block_of(name)
     return block[1] if block else None
+
+
+def block_name(name: str) -> str | None:
+    """The whole name of the numbered block a tensor belongs to (``model.layers.12``), if any."""
+    block = block_of(name)
+    return f"{block[0]}.{block[1]}" if block else None
 
 
 def plural(n: int, word: str) -> str:
@@ -65,83 +78,46 @@ def _size(nbytes: float) -> str:
     raise AssertionError("unreachable")
 
 
-@dataclass(frozen=True)
-class TensorReport:
-    name: str
-    shape: tuple[int, ...]
-    #: dtype of the input tensor ("bfloat16")
-    dtype: str
-    #: None when quantized, else why the tensor was copied as it is
-    kept_because: str | None
-    #: the dequantization scale (w' = code * scale) when the tensor has one scale
-    scale: float | None
-    stats: QuantizationStats | None
-    bytes_in: int
-    bytes_out: int
-    read_seconds: float
-    quantize_seconds: float
-    write_seconds: float
+def _finite_values(d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` with its infinite and NaN floats as None, which JSON has no other word for."""
+    return {k: _finite(v) if isinstance(v, float) else v for k, v in d.items()}
 
-    @property
-    def quantized(self) -> bool:
-        return self.kept_because is None
 
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
+def stats_dict(stats: QuantizationStats) -> dict[str, Any]:
+    """``QuantizationStats.to_dict()``."""
+    return {
+        "numel": stats.numel,
+        "mse": stats.mse,
+        "nmse": stats.nmse,
+        "snr_db": stats.snr_db,
+        "max_abs_error": stats.max_abs_error,
+        "zeros_fraction": stats.zeros_fraction,
+        "counts": {str(k): v for k, v in stats.counts.items()},
+    }
 
-    @property
-    def layer(self) -> int | None:
-        return layer_of(self.name)
 
-    @property
-    def block(self) -> str | None:
-        """The numbered block (``model.layers.12``) the tensor belongs to, if any."""
-        block = block_of(self.name)
-        return f"{block[0]}.{block[1]}" if block else None
-
-    @classmethod
-    def _from_native(cls, d: dict[str, Any]) -> TensorReport:
-        return cls(
-            name=d["name"],
-            shape=tuple(d["shape"]),
-            dtype=d["dtype"],
-            kept_because=d["kept_because"],
-            scale=d["scale"],
-            stats=QuantizationStats._from_native(d["stats"]) if d["stats"] else None,
-            bytes_in=d["bytes_in"],
-            bytes_out=d["bytes_out"],
-            read_seconds=d["read_seconds"],
-            quantize_seconds=d["quantize_seconds"],
-            write_seconds=d["write_seconds"],
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "name": self.name,
-            "shape": list(self.shape),
-            "dtype": self.dtype,
-            "quantized": self.quantized,
-            "kept_because": self.kept_because,
-            "layer": self.layer,
-            "block": self.block,
-            "scale": self.scale,
-            "bytes_in": self.bytes_in,
-            "bytes_out": self.bytes_out,
-            "seconds": {
-                "read": self.read_seconds,
-                "quantize": self.quantize_seconds,
-                "write": self.write_seconds,
-            },
-        }
-        if self.stats is not None:
-            d.update(
-                {
-                    k: _finite(v) if isinstance(v, float) else v
-                    for k, v in self.stats.to_dict().items()
-                }
-            )
-        return d
+def tensor_dict(tensor: TensorReport) -> dict[str, Any]:
+    """``TensorReport.to_dict()``: the tensor's entry in the report's JSON."""
+    d: dict[str, Any] = {
+        "name": tensor.name,
+        "shape": list(tensor.shape),
+        "dtype": tensor.dtype,
+        "quantized": tensor.quantized,
+        "kept_because": tensor.kept_because,
+        "layer": layer_of(tensor.name),
+        "block": block_name(tensor.name),
+        "scale": tensor.scale,
+        "bytes_in": tensor.bytes_in,
+        "bytes_out": tensor.bytes_out,
+        "seconds": {
+            "read": tensor.read_seconds,
+            "quantize": tensor.quantize_seconds,
+            "write": tensor.write_seconds,
+        },
+    }
+    if tensor.stats is not None:
+        d.update(_finite_values(stats_dict(tensor.stats)))
+    return d
 
 
 @dataclass(frozen=True)
@@ -171,6 +147,8 @@ class GroupReport:
             quantized=len(stats),
             bytes_in=sum(t.bytes_in for t in tensors),
             bytes_out=sum(t.bytes_out for t in tensors),
+            # Exactly rounded sums, so that a layer's error does not depend on the order of
+            # its tensors.
             stats=QuantizationStats(
                 numel=sum(s.numel for s in stats),
                 sse=math.fsum(s.sse for s in stats),
@@ -189,10 +167,27 @@ class GroupReport:
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
         }
-        d.update(
-            {k: _finite(v) if isinstance(v, float) else v for k, v in self.stats.to_dict().items()}
-        )
+        d.update(_finite_values(stats_dict(self.stats)))
         return d
+
+
+def layers(report: QuantizationReport) -> list[GroupReport]:
+    """``QuantizationReport.layers``: the tensors by numbered block, towers in the order they
+    first appear and each tower's blocks by index, then those outside numbered blocks."""
+    by_block: dict[tuple[str, int] | None, list[TensorReport]] = {}
+    for t in report.tensors:
+        by_block.setdefault(block_of(t.name), []).append(t)
+    towers = list(dict.fromkeys(k[0] for k in by_block if k is not None))
+    numbered = sorted(
+        (k for k in by_block if k is not None), key=lambda k: (towers.index(k[0]), k[1])
+    )
+    keys = numbered + ([None] if None in by_block else [])
+    return [GroupReport.pool(k, by_block[k]) for k in keys]
+
+
+def total(report: QuantizationReport) -> GroupReport:
+    """``QuantizationReport.total``: every tensor in one group."""
+    return GroupReport.pool(None, report.tensors)
 
 
 def _spread(values: list[float]) -> dict[str, float | None]:
@@ -206,197 +201,121 @@ def _spread(values: list[float]) -> dict[str, float | None]:
     }
 
 
-@dataclass(frozen=True)
-class QuantizationReport:
-    """What quantizing a checkpoint did. ``str(report)`` is :meth:`summary`."""
+def report_dict(report: QuantizationReport) -> dict[str, Any]:
+    """``QuantizationReport.to_dict()``."""
+    tensors = report.tensors
+    q = [t for t in tensors if t.quantized]
+    parameters = report.parameters
+    seconds = report.seconds
+    return {
+        "src": report.src,
+        "dst": report.dst,
+        "layout": report.layout,
+        "method": report.method,
+        "granularity": report.granularity,
+        "linear_class": report.linear_class if report.layout == "bitnet" else None,
+        "threads": report.threads,
+        "warnings": list(report.warnings),
+        "skipped_files": [{"path": p, "why": why} for p, why in report.skipped_files],
+        "summary": {
+            "tensors": len(tensors),
+            "quantized_tensors": len(q),
+            "parameters": parameters,
+            "quantized_parameters": sum(t.numel for t in q),
+            "mse": _spread([t.stats.mse for t in q if t.stats]),
+            "nmse": _spread([t.stats.nmse for t in q if t.stats]),
+            "pooled_nmse": total(report).stats.nmse,
+            "bytes_in": report.file_bytes_in,
+            "bytes_out": report.file_bytes_out,
+            "compression_ratio": _finite(report.compression_ratio),
+            "quantized_compression_ratio": _finite(report.quantized_compression_ratio),
+            "seconds": report.seconds_by_phase,
+            "parameters_per_second": parameters / seconds if seconds else None,
+            "bytes_per_second": report.file_bytes_in / seconds if seconds else None,
+        },
+        "layers": [g.to_dict() for g in layers(report)],
+        "tensors": [tensor_dict(t) for t in tensors],
+    }
 
-    src: str
-    dst: str
-    layout: str
-    method: str
-    granularity: str
-    linear_class: str
-    tensors: list[TensorReport]
-    file_bytes_in: int
-    file_bytes_out: int
-    seconds: float
-    threads: int
-    #: what the conversion did that is likely not what the model needs
-    warnings: list[str] = field(default_factory=list)
-    #: files of a model folder left out of the output, and why
-    skipped_files: list[tuple[str, str]] = field(default_factory=list)
-    layers: list[GroupReport] = field(init=False)
-    total: GroupReport = field(init=False)
 
-    def __post_init__(self) -> None:
-        by_block: dict[tuple[str, int] | None, list[TensorReport]] = {}
-        for t in self.tensors:
-            by_block.setdefault(block_of(t.name), []).append(t)
-        # Towers in the order they first appear, each tower's blocks by index.
-        towers = list(dict.fromkeys(k[0] for k in by_block if k is not None))
-        numbered = sorted(
-            (k for k in by_block if k is not None), key=lambda k: (towers.index(k[0]), k[1])
-        )
-        keys = numbered + ([None] if None in by_block else [])
-        object.__setattr__(self, "layers", [GroupReport.pool(k, by_block[k]) for k in keys])
-        object.__setattr__(self, "total", GroupReport.pool(None, self.tensors))
+def report_json(report: QuantizationReport, path: str | Path | None = None) -> str:
+    """``QuantizationReport.to_json()``."""
+    text = json.dumps(report_dict(report), indent=2)
+    if path is not None:
+        Path(path).write_text(text + "\n")
+    return text
 
-    @classmethod
-    def _from_native(cls, d: dict[str, Any]) -> QuantizationReport:
-        return cls(
-            src=d["src"],
-            dst=d["dst"],
-            layout=d["layout"],
-            method=d["method"],
-            granularity=d["granularity"],
-            linear_class=d["linear_class"],
-            tensors=[TensorReport._from_native(t) for t in d["tensors"]],
-            file_bytes_in=d["file_bytes_in"],
-            file_bytes_out=d["file_bytes_out"],
-            seconds=d["seconds"],
-            threads=d["threads"],
-            warnings=list(d.get("warnings", [])),
-            skipped_files=[tuple(f) for f in d.get("skipped_files", [])],
-        )
 
-    @property
-    def quantized(self) -> list[TensorReport]:
-        return [t for t in self.tensors if t.quantized]
-
-    @property
-    def parameters(self) -> int:
-        return sum(t.numel for t in self.tensors)
-
-    @property
-    def compression_ratio(self) -> float:
-        """File bytes in / file bytes out."""
-        return self.file_bytes_in / self.file_bytes_out if self.file_bytes_out else math.inf
-
-    @property
-    def quantized_compression_ratio(self) -> float:
-        """Bytes of the quantized tensors in / their packed bytes and scales out."""
-        q = self.quantized
-        out = sum(t.bytes_out for t in q)
-        return sum(t.bytes_in for t in q) / out if out else math.nan
-
-    @property
-    def seconds_by_phase(self) -> dict[str, float]:
-        return {
-            "read": math.fsum(t.read_seconds for t in self.tensors),
-            "quantize": math.fsum(t.quantize_seconds for t in self.tensors),
-            "write": math.fsum(t.write_seconds for t in self.tensors),
-            "total": self.seconds,
-        }
-
-    def to_dict(self) -> dict[str, Any]:
-        q = self.quantized
-        return {
-            "src": self.src,
-            "dst": self.dst,
-            "layout": self.layout,
-            "method": self.method,
-            "granularity": self.granularity,
-            "linear_class": self.linear_class if self.layout == "bitnet" else None,
-            "threads": self.threads,
-            "warnings": list(self.warnings),
-            "skipped_files": [{"path": p, "why": why} for p, why in self.skipped_files],
-            "summary": {
-                "tensors": len(self.tensors),
-                "quantized_tensors": len(q),
-                "parameters": self.parameters,
-                "quantized_parameters": sum(t.numel for t in q),
-                "mse": _spread([t.stats.mse for t in q if t.stats]),
-                "nmse": _spread([t.stats.nmse for t in q if t.stats]),
-                "pooled_nmse": self.total.stats.nmse,
-                "bytes_in": self.file_bytes_in,
-                "bytes_out": self.file_bytes_out,
-                "compression_ratio": _finite(self.compression_ratio),
-                "quantized_compression_ratio": _finite(self.quantized_compression_ratio),
-                "seconds": self.seconds_by_phase,
-                "parameters_per_second": self.parameters / self.seconds if self.seconds else None,
-                "bytes_per_second": self.file_bytes_in / self.seconds if self.seconds else None,
-            },
-            "layers": [g.to_dict() for g in self.layers],
-            "tensors": [t.to_dict() for t in self.tensors],
-        }
-
-    def to_json(self, path: str | Path | None = None) -> str:
-        """The report as JSON; written to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=2)
-        if path is not None:
-            Path(path).write_text(text + "\n")
-        return text
-
-    def summary(self) -> str:
-        q = self.quantized
-        nmse = _spread([t.stats.nmse for t in q if t.stats])
-        secs = self.seconds_by_phase
-        ratio = self.quantized_compression_ratio
-        alone = f"quantized tensors alone: {ratio:.2f}x" if q else "no tensor quantized"
-        lines = [
-            f"ryzq: {self.src} -> {self.dst}",
-            f"layout {self.layout}"
-            + (f" ({self.linear_class})" if self.layout == "bitnet" else "")
-            + f", method {self.method}, granularity {self.granularity}, "
-            + plural(self.threads, "thread"),
-            f"{plural(len(self.tensors), 'tensor')} ({len(q):,} quantized, "
-            f"{len(self.tensors) - len(q):,} kept), {plural(self.parameters, 'parameter')}",
-            f"size {_size(self.file_bytes_in)} -> {_size(self.file_bytes_out)}: "
-            f"{self.compression_ratio:.2f}x ({alone})",
-        ]
-        if q:
-            lines.append(
-                f"NMSE over quantized tensors: mean {nmse['mean']:.4f}, min {nmse['min']:.4f}, "
-                f"max {nmse['max']:.4f}, std {nmse['std']:.4f}; pooled "
-                f"{self.total.stats.nmse:.4f} (SNR {self.total.stats.snr_db:.2f} dB)"
-            )
-        rate = self.file_bytes_in / self.seconds / 1e9 if self.seconds else math.inf
+def summary(report: QuantizationReport) -> str:
+    """``QuantizationReport.summary()``."""
+    tensors = report.tensors
+    q = [t for t in tensors if t.quantized]
+    groups = layers(report)
+    pooled = total(report).stats
+    parameters = report.parameters
+    nmse = _spread([t.stats.nmse for t in q if t.stats])
+    secs = report.seconds_by_phase
+    ratio = report.quantized_compression_ratio
+    alone = f"quantized tensors alone: {ratio:.2f}x" if q else "no tensor quantized"
+    lines = [
+        f"ryzq: {report.src} -> {report.dst}",
+        f"layout {report.layout}"
+        + (f" ({report.linear_class})" if report.layout == "bitnet" else "")
+        + f", method {report.method}, granularity {report.granularity}, "
+        + plural(report.threads, "thread"),
+        f"{plural(len(tensors), 'tensor')} ({len(q):,} quantized, "
+        f"{len(tensors) - len(q):,} kept), {plural(parameters, 'parameter')}",
+        f"size {_size(report.file_bytes_in)} -> {_size(report.file_bytes_out)}: "
+        f"{report.compression_ratio:.2f}x ({alone})",
+    ]
+    if q:
         lines.append(
-            f"time {secs['total']:.2f} s (read {secs['read']:.2f}, quantize "
-            f"{secs['quantize']:.2f}, write {secs['write']:.2f}): {rate:.2f} GB/s, "
-            f"{self.parameters / max(self.seconds, 1e-12) / 1e6:,.0f} Mparam/s"
+            f"NMSE over quantized tensors: mean {nmse['mean']:.4f}, min {nmse['min']:.4f}, "
+            f"max {nmse['max']:.4f}, std {nmse['std']:.4f}; pooled "
+            f"{pooled.nmse:.4f} (SNR {pooled.snr_db:.2f} dB)"
         )
+    rate = report.file_bytes_in / report.seconds / 1e9 if report.seconds else math.inf
+    lines.append(
+        f"time {secs['total']:.2f} s (read {secs['read']:.2f}, quantize "
+        f"{secs['quantize']:.2f}, write {secs['write']:.2f}): {rate:.2f} GB/s, "
+        f"{parameters / max(report.seconds, 1e-12) / 1e6:,.0f} Mparam/s"
+    )
+    lines.append("")
+    towers = {g.block.rsplit(".", 1)[0] for g in groups if g.block}
+    labels = [
+        "-" if g.block is None else (g.block if len(towers) > 1 else str(g.layer)) for g in groups
+    ]
+    width = max([display_width(label) for label in labels] + [len("layer")])
+    lines.append(
+        f"{pad('layer', width, '>')} {'tensors':>8} {'params':>13} {'NMSE':>8} "
+        f"{'SNR dB':>7} {'max err':>9} {'zeros':>6} {'in':>11} {'out':>11}"
+    )
+    for label, g in zip(labels, groups, strict=True):
+        s = g.stats
+        if g.quantized:
+            err = (
+                f"{s.nmse:>8.4f} {s.snr_db:>7.2f} {s.max_abs_error:>9.3g} {s.zeros_fraction:>6.1%}"
+            )
+        else:
+            err = f"{'kept':>8} {'':>7} {'':>9} {'':>6}"
+        counted = f"{g.quantized}/{g.tensors}"
+        params = s.numel if g.quantized else 0
+        lines.append(
+            f"{pad(label, width, '>')} {counted:>8} {params:>13,} {err} "
+            f"{_size(g.bytes_in):>11} {_size(g.bytes_out):>11}"
+        )
+    reasons = Counter(t.kept_because for t in tensors if not t.quantized)
+    if reasons:
         lines.append("")
-        towers = {g.block.rsplit(".", 1)[0] for g in self.layers if g.block}
-        labels = [
-            "-" if g.block is None else (g.block if len(towers) > 1 else str(g.layer))
-            for g in self.layers
-        ]
-        width = max([display_width(label) for label in labels] + [len("layer")])
-        lines.append(
-            f"{pad('layer', width, '>')} {'tensors':>8} {'params':>13} {'NMSE':>8} "
-            f"{'SNR dB':>7} {'max err':>9} {'zeros':>6} {'in':>11} {'out':>11}"
-        )
-        for label, g in zip(labels, self.layers, strict=True):
-            s = g.stats
-            if g.quantized:
-                err = (
-                    f"{s.nmse:>8.4f} {s.snr_db:>7.2f} {s.max_abs_error:>9.3g} "
-                    f"{s.zeros_fraction:>6.1%}"
-                )
-            else:
-                err = f"{'kept':>8} {'':>7} {'':>9} {'':>6}"
-            counted = f"{g.quantized}/{g.tensors}"
-            params = s.numel if g.quantized else 0
-            lines.append(
-                f"{pad(label, width, '>')} {counted:>8} {params:>13,} {err} "
-                f"{_size(g.bytes_in):>11} {_size(g.bytes_out):>11}"
-            )
-        reasons = Counter(t.kept_because for t in self.tensors if not t.quantized)
-        if reasons:
-            lines.append("")
-            lines.append("kept as they are:")
-            for reason, n in reasons.most_common():
-                lines.append(f"  {n:>4} x {reason}")
-        if self.skipped_files:
-            lines.append("")
-            lines.append("files of the model folder left out:")
-            for path, why in self.skipped_files:
-                lines.append(f"  {path}: {why}")
-        for warning in self.warnings:
-            lines.append("")
-            lines.append(f"warning: {warning}")
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.summary()
+        lines.append("kept as they are:")
+        for reason, n in reasons.most_common():
+            lines.append(f"  {n:>4} x {reason}")
+    if report.skipped_files:
+        lines.append("")
+        lines.append("files of the model folder left out:")
+        for path, why in report.skipped_files:
+            lines.append(f"  {path}: {why}")
+    for warning in report.warnings:
+        lines.append("")
+        lines.append(f"warning: {warning}")
+    return "\n".join(lines)

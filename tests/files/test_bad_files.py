@@ -181,6 +181,29 @@ def test_bad_glob_pattern(tmp_path):
         ryzq.quantize_file(valid(tmp_path), tmp_path / "o.safetensors", include="[")
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"include": 3}, "glob pattern must be a string.*got 3"),
+        (
+            {"exclude": ["*.bias", None]},
+            "glob pattern must be a string.*got \\['\\*.bias', None\\]",
+        ),
+        ({"copy_also": "*.txt"}, "copy_also names files of a model folder"),
+        ({"layout": "i3"}, "unknown layout"),
+    ],
+)
+def test_bad_keywords_are_refused_before_anything_is_written(tmp_path, options, message):
+    with pytest.raises(ryzq.RyzqError, match=message):
+        ryzq.quantize_file(valid(tmp_path), tmp_path / "o.safetensors", **options)
+    assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_an_unknown_keyword_is_a_type_error(tmp_path):
+    with pytest.raises(TypeError, match="lay_out"):
+        ryzq.quantize_model(tmp_path, tmp_path / "out", lay_out="i2")
+
+
 def test_a_scale_the_output_cannot_hold_names_the_tensor(tmp_path):
     state = tiny_model("F32", hidden=256)
     state["model.layers.1.mlp.up_proj.weight"] *= 1e8

@@ -253,9 +253,7 @@ def test_an_interrupt_leaves_nothing(tmp_path):
             str(src),
             str(dst),
             folder=False,
-            layout="bitnet",
-            method="absmean",
-            linear_class="bitlinear",
+            request=ryzq._ryzq.QuantizeRequest(layout="bitnet"),
             progress=interrupt,
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.safetensors"]

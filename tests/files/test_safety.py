@@ -191,7 +191,7 @@ def progress(done, total, nbytes):
 
 try:
     ryzq._ryzq.quantize_checkpoint(
-        src, dst, folder=False, layout="i2", method="absmean", linear_class="bitlinear",
+        src, dst, folder=False, request=ryzq._ryzq.QuantizeRequest(layout="i2"),
         progress=progress,
     )
 except ryzq.RyzqError as err:

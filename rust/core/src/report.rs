@@ -2,7 +2,7 @@
 
 use crate::stats::ErrorStats;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TensorReport {
     pub name: String,
     /// safetensors dtype of the input tensor
@@ -21,7 +21,7 @@ pub struct TensorReport {
     pub write_seconds: f64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FileReport {
     pub src: String,
     pub dst: String,
@@ -38,4 +38,65 @@ pub struct FileReport {
     pub warnings: Vec<String>,
     /// Files of a model folder left out of the output, and why.
     pub skipped_files: Vec<(String, String)>,
+}
+
+impl TensorReport {
+    #[must_use]
+    pub fn quantized(&self) -> bool {
+        self.kept_because.is_none()
+    }
+
+    /// How many values the input tensor holds (1 for a scalar).
+    #[must_use]
+    pub fn numel(&self) -> u64 {
+        self.shape.iter().map(|&d| d as u64).product()
+    }
+}
+
+impl FileReport {
+    pub fn quantized(&self) -> impl Iterator<Item = &TensorReport> {
+        self.tensors.iter().filter(|t| t.quantized())
+    }
+
+    /// Values of every tensor, kept ones included.
+    #[must_use]
+    pub fn parameters(&self) -> u64 {
+        self.tensors.iter().map(TensorReport::numel).sum()
+    }
+
+    /// File bytes in / file bytes out; infinite for an empty output.
+    #[must_use]
+    pub fn compression_ratio(&self) -> f64 {
+        if self.file_bytes_out == 0 {
+            f64::INFINITY
+        } else {
+            self.file_bytes_in as f64 / self.file_bytes_out as f64
+        }
+    }
+
+    /// Bytes of the quantized tensors in / their packed bytes and scales out; NaN when nothing
+    /// was quantized.
+    #[must_use]
+    pub fn quantized_compression_ratio(&self) -> f64 {
+        let (bytes_in, bytes_out) = self
+            .quantized()
+            .fold((0, 0), |(i, o), t| (i + t.bytes_in, o + t.bytes_out));
+        if bytes_out == 0 {
+            f64::NAN
+        } else {
+            bytes_in as f64 / bytes_out as f64
+        }
+    }
+
+    /// Seconds spent reading, quantizing and writing, summed over the tensors.
+    #[must_use]
+    pub fn seconds_by_phase(&self) -> [f64; 3] {
+        self.tensors.iter().fold([0.0; 3], |[r, q, w], t| {
+            [
+                r + t.read_seconds,
+                q + t.quantize_seconds,
+                w + t.write_seconds,
+            ]
+        })
+    }
 }

@@ -45,6 +45,19 @@ impl ErrorStats {
         }
     }
 
+    /// `10 log10(sum(w^2) / sse)`: infinite without error, minus infinite for an all-zero
+    /// tensor that has some (which no quantizer here produces).
+    #[must_use]
+    pub fn snr_db(&self) -> f64 {
+        if self.sse == 0.0 {
+            f64::INFINITY
+        } else if self.sum_sq == 0.0 {
+            f64::NEG_INFINITY
+        } else {
+            10.0 * (self.sum_sq / self.sse).log10()
+        }
+    }
+
     #[must_use]
     pub fn zeros_fraction(&self) -> f64 {
         if self.numel == 0 {

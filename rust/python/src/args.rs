@@ -117,6 +117,35 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Threads {
     }
 }
 
+/// Glob patterns: none (`None`, the default), one (a string) or several (any iterable of
+/// strings).
+#[derive(Default)]
+pub struct Patterns(pub Vec<String>);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Patterns {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if obj.is_none() {
+            return Ok(Patterns::default());
+        }
+        if let Ok(one) = obj.extract::<String>() {
+            return Ok(Patterns(vec![one]));
+        }
+        let bad = || {
+            RyzqError::new_err(format!(
+                "a glob pattern must be a string, or several an iterable of strings, got {}",
+                repr(obj)
+            ))
+        };
+        obj.try_iter()
+            .map_err(|_| bad())?
+            .map(|item| item.and_then(|p| p.extract::<String>()).map_err(|_| bad()))
+            .collect::<PyResult<_>>()
+            .map(Patterns)
+    }
+}
+
 fn repr(obj: Borrowed<'_, '_, PyAny>) -> String {
     obj.repr()
         .map_or_else(|_| "an unprintable value".into(), |r| r.to_string())

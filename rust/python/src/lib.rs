@@ -6,6 +6,7 @@
 #![allow(clippy::needless_pass_by_value)]
 
 mod args;
+mod report;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,17 +16,19 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use ryzq_core::plan::gguf::{Fallback, GgufOptions};
 use ryzq_core::plan::{Action, LinearClass, Plan, QuantizeRequest, Selection};
-use ryzq_core::report::{FileReport, TensorReport};
+use ryzq_core::plan::gguf::{Fallback, GgufOptions};
+use ryzq_core::report::TensorReport;
 use ryzq_core::sink::{OutputTensor, SafetensorsWriter, TensorFile};
-use ryzq_core::source::SafetensorsFile;
+use ryzq_core::source::folder::INDEX;
+use ryzq_core::source::{ModelFolder, SafetensorsFile};
 use ryzq_core::{
-    ErrorStats, FloatDType, Granularity, Layout, Method, QuantizeOptions, SimdLevel, StoredType,
-    TensorView, threads,
+    FloatDType, Granularity, Layout, Method, QuantizeOptions, SimdLevel, StoredType, TensorView,
+    threads,
 };
 
-use crate::args::{Name, Threads};
+use crate::args::{Name, Patterns, Threads};
+use crate::report::{PyErrorStats, PyFileReport, PyTensorReport};
 
 create_exception!(
     ryzq,
@@ -58,23 +61,11 @@ fn contiguous<'a, T: numpy::Element>(
         .map_err(|_| RyzqError::new_err(format!("{what} must be a C-contiguous array")))
 }
 
-fn stats_dict<'py>(py: Python<'py>, stats: &ErrorStats) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("numel", stats.numel)?;
-    d.set_item("sse", stats.sse)?;
-    d.set_item("sum_sq", stats.sum_sq)?;
-    d.set_item("max_abs_error", stats.max_abs_error)?;
-    d.set_item("count_negative", stats.counts[0])?;
-    d.set_item("count_zero", stats.counts[1])?;
-    d.set_item("count_positive", stats.counts[2])?;
-    Ok(d)
-}
-
 type QuantizeResult<'py> = (
     Bound<'py, PyArray1<u8>>,
     Vec<usize>,
     Bound<'py, PyArray1<f32>>,
-    Bound<'py, PyDict>,
+    PyErrorStats,
     String,
 );
 
@@ -112,7 +103,7 @@ fn quantize<'py>(
         PyArray1::from_vec(py, q.packed),
         q.packed_shape,
         PyArray1::from_vec(py, q.scales),
-        stats_dict(py, &q.stats)?,
+        PyErrorStats(q.stats),
         granularity.name(),
     ))
 }
@@ -292,82 +283,84 @@ fn simd_levels() -> Vec<&'static str> {
         .collect()
 }
 
-fn tensor_report_dict<'py>(py: Python<'py>, t: &TensorReport) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("name", &t.name)?;
-    d.set_item("dtype", &t.dtype)?;
-    d.set_item("shape", &t.shape)?;
-    d.set_item("kept_because", &t.kept_because)?;
-    d.set_item("scale", t.scale)?;
-    d.set_item(
-        "stats",
-        t.stats.as_ref().map(|s| stats_dict(py, s)).transpose()?,
-    )?;
-    d.set_item("bytes_in", t.bytes_in)?;
-    d.set_item("bytes_out", t.bytes_out)?;
-    d.set_item("read_seconds", t.read_seconds)?;
-    d.set_item("quantize_seconds", t.quantize_seconds)?;
-    d.set_item("write_seconds", t.write_seconds)?;
-    Ok(d)
-}
+/// What to quantize and how: the keywords of `ryzq.quantize_file` and `ryzq.quantize_model`,
+/// with their defaults, parsed and checked once, here, for `quantize_checkpoint` and
+/// `plan_quantize`. `include`, `exclude` and `copy_also` take a glob pattern or several.
+#[pyclass(frozen, module = "ryzq._ryzq", name = "QuantizeRequest")]
+struct PyQuantizeRequest(QuantizeRequest);
 
-fn file_report_dict<'py>(py: Python<'py>, r: &FileReport) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("src", &r.src)?;
-    d.set_item("dst", &r.dst)?;
-    d.set_item("layout", &r.layout)?;
-    d.set_item("method", &r.method)?;
-    d.set_item("granularity", &r.granularity)?;
-    d.set_item("linear_class", &r.linear_class)?;
-    let tensors = PyList::empty(py);
-    for t in &r.tensors {
-        tensors.append(tensor_report_dict(py, t)?)?;
+#[pymethods]
+impl PyQuantizeRequest {
+    #[new]
+    #[pyo3(signature = (*, layout=Name(Layout::Bitnet), method=Name(Method::AbsMean), granularity=None, linear_class=Name(LinearClass::BitLinear), include=Patterns::default(), exclude=Patterns::default(), copy_also=Patterns::default(), threads=Threads(None), simd=None, fallback=None, embeddings=None, tokenizer=true))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        layout: Name<Layout>,
+        method: Name<Method>,
+        granularity: Option<Name<Granularity>>,
+        linear_class: Name<LinearClass>,
+        include: Patterns,
+        exclude: Patterns,
+        copy_also: Patterns,
+        threads: Threads,
+        simd: Option<Name<SimdLevel>>,
+        fallback: Option<Name<Fallback>>,
+        embeddings: Option<Name<FloatDType>>,
+        tokenizer: bool,
+    ) -> PyResult<Self> {
+        let (layout, method) = (layout.0, method.0);
+        let copy_also = copy_also
+            .0
+            .iter()
+            .map(|p| {
+                glob::Pattern::new(p)
+                    .map_err(|e| RyzqError::new_err(format!("bad glob pattern {p:?}: {e}")))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(Self(QuantizeRequest {
+            layout,
+            method,
+            granularity: granularity.map_or_else(|| layout.default_granularity(method), |g| g.0),
+            linear_class: linear_class.0,
+            selection: Selection::new(&include.0, &exclude.0).map_err(to_py)?,
+            level: args::level(simd)?,
+            threads: threads.0,
+            copy_also,
+            gguf: GgufOptions {
+                fallback: fallback.map(|f| f.0),
+                embeddings: embeddings.map_or(FloatDType::F16, |e| e.0),
+                tokenizer,
+            },
+        }))
     }
-    d.set_item("tensors", tensors)?;
-    d.set_item("file_bytes_in", r.file_bytes_in)?;
-    d.set_item("file_bytes_out", r.file_bytes_out)?;
-    d.set_item("seconds", r.seconds)?;
-    d.set_item("threads", r.threads)?;
-    d.set_item("warnings", r.warnings.clone())?;
-    d.set_item("skipped_files", r.skipped_files.clone())?;
-    Ok(d)
 }
 
-/// Quantizes a safetensors file or, with `folder`, a model folder; returns the report as a
-/// dict. `progress(done, total, bytes)` is called after each tensor; Ctrl-C stops the work and
-/// leaves nothing behind.
+impl PyQuantizeRequest {
+    /// The request, for a single file (`folder` false) or a model folder.
+    fn for_source(&self, folder: bool) -> PyResult<&QuantizeRequest> {
+        if !folder && !self.0.copy_also.is_empty() {
+            return Err(RyzqError::new_err(
+                "copy_also names files of a model folder; a single file has none",
+            ));
+        }
+        Ok(&self.0)
+    }
+}
+
+/// Quantizes a safetensors file or, with `folder`, a model folder; returns the report.
+/// `progress(done, total, bytes)` is called after each tensor; Ctrl-C stops the work and leaves
+/// nothing behind.
 #[pyfunction]
-#[pyo3(signature = (src, dst, *, folder, layout, method, granularity=None, linear_class, include=Vec::new(), exclude=Vec::new(), copy_also=Vec::new(), threads=Threads(None), progress=None, simd=None, fallback=None, embeddings=None, tokenizer=true))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (src, dst, *, folder, request, progress=None))]
 fn quantize_checkpoint(
     py: Python<'_>,
     src: PathBuf,
     dst: PathBuf,
     folder: bool,
-    layout: Name<Layout>,
-    method: Name<Method>,
-    granularity: Option<Name<Granularity>>,
-    linear_class: Name<LinearClass>,
-    include: Vec<String>,
-    exclude: Vec<String>,
-    copy_also: Vec<String>,
-    threads: Threads,
+    request: &Bound<'_, PyQuantizeRequest>,
     progress: Option<Py<PyAny>>,
-    simd: Option<Name<SimdLevel>>,
-    fallback: Option<Name<Fallback>>,
-    embeddings: Option<Name<FloatDType>>,
-    tokenizer: bool,
-) -> PyResult<Bound<'_, PyDict>> {
-    let mut request = request(
-        layout,
-        method,
-        granularity,
-        linear_class,
-        [&include, &exclude, &copy_also],
-        threads,
-        simd,
-    )?;
-    request.gguf = gguf_options(fallback, embeddings, tokenizer);
+) -> PyResult<PyFileReport> {
+    let request = request.get().for_source(folder)?;
     let mut raised: Option<PyErr> = None;
     let result = py.detach(|| {
         let mut on_tensor = |t: &TensorReport, done: usize, total: usize| {
@@ -383,101 +376,35 @@ fn quantize_checkpoint(
                 ryzq_core::Error::Interrupted
             })
         };
-        ryzq_core::convert::quantize(&src, &dst, folder, &request, &mut on_tensor)
+        ryzq_core::convert::quantize(&src, &dst, folder, request, &mut on_tensor)
     });
     match (result, raised) {
-        (Ok(report), _) => file_report_dict(py, &report),
+        (Ok(report), _) => Ok(PyFileReport(report)),
         (Err(_), Some(err)) => Err(err),
         (Err(err), None) => Err(to_py(err)),
     }
 }
 
-/// What a GGUF output holds besides the linear weights.
-fn gguf_options(
-    fallback: Option<Name<Fallback>>,
-    embeddings: Option<Name<FloatDType>>,
-    tokenizer: bool,
-) -> GgufOptions {
-    GgufOptions {
-        fallback: fallback.map(|f| f.0),
-        embeddings: embeddings.map_or(FloatDType::F16, |e| e.0),
-        tokenizer,
-    }
-}
-
-/// The request of a quantizing call; `patterns` are its include, exclude and copy-also globs.
-fn request(
-    layout: Name<Layout>,
-    method: Name<Method>,
-    granularity: Option<Name<Granularity>>,
-    linear_class: Name<LinearClass>,
-    patterns: [&[String]; 3],
-    threads: Threads,
-    simd: Option<Name<SimdLevel>>,
-) -> PyResult<QuantizeRequest> {
-    let [include, exclude, copy_also] = patterns;
-    let (layout, method) = (layout.0, method.0);
-    let copy_also = copy_also
-        .iter()
-        .map(|p| {
-            glob::Pattern::new(p)
-                .map_err(|e| RyzqError::new_err(format!("bad glob pattern {p:?}: {e}")))
-        })
-        .collect::<PyResult<Vec<_>>>()?;
-    Ok(QuantizeRequest {
-        layout,
-        method,
-        granularity: granularity.map_or_else(|| layout.default_granularity(method), |g| g.0),
-        linear_class: linear_class.0,
-        selection: Selection::new(include, exclude).map_err(to_py)?,
-        level: args::level(simd)?,
-        threads: threads.0,
-        copy_also,
-        gguf: GgufOptions::default(),
-    })
-}
-
 /// What quantizing would do, without writing anything: the plan as a dict (files, each
 /// tensor's action and outputs, the config of a folder, warnings).
 #[pyfunction]
-#[pyo3(signature = (src, *, folder, layout, method, granularity=None, linear_class, include=Vec::new(), exclude=Vec::new(), copy_also=Vec::new(), threads=Threads(None), simd=None, to_gguf=false, fallback=None, embeddings=None, tokenizer=true))]
-#[allow(clippy::too_many_arguments)]
-fn plan_quantize(
-    py: Python<'_>,
+#[pyo3(signature = (src, *, folder, request, to_gguf=false))]
+fn plan_quantize<'py>(
+    py: Python<'py>,
     src: PathBuf,
     folder: bool,
-    layout: Name<Layout>,
-    method: Name<Method>,
-    granularity: Option<Name<Granularity>>,
-    linear_class: Name<LinearClass>,
-    include: Vec<String>,
-    exclude: Vec<String>,
-    copy_also: Vec<String>,
-    threads: Threads,
-    simd: Option<Name<SimdLevel>>,
+    request: &Bound<'py, PyQuantizeRequest>,
     to_gguf: bool,
-    fallback: Option<Name<Fallback>>,
-    embeddings: Option<Name<FloatDType>>,
-    tokenizer: bool,
-) -> PyResult<Bound<'_, PyDict>> {
-    let mut request = request(
-        layout,
-        method,
-        granularity,
-        linear_class,
-        [&include, &exclude, &copy_also],
-        threads,
-        simd,
-    )?;
-    request.gguf = gguf_options(fallback, embeddings, tokenizer);
+) -> PyResult<Bound<'py, PyDict>> {
+    let request = request.get().for_source(folder)?;
     let (plan, size) = py
         .detach(|| {
             let source = ryzq_core::convert::open(&src, folder)?;
-            let plan = Plan::for_output(&source, to_gguf, &request)?;
+            let plan = Plan::for_output(&source, to_gguf, request)?;
             Ok::<_, ryzq_core::Error>((plan, source.size()))
         })
         .map_err(to_py)?;
-    plan_dict(py, &plan, &request, size)
+    plan_dict(py, &plan, request, size)
 }
 
 fn plan_dict<'py>(
@@ -594,6 +521,21 @@ fn read_header(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyDict>> {
     Ok(d)
 }
 
+/// A model folder as the core opens it for every conversion: its safetensors files in order
+/// (`shards`), `config.json` as JSON text (`config`), and for a sharded model the index's file
+/// name (`index_file`) and the index as JSON text (`index`), else None.
+#[pyfunction]
+fn read_model_folder(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyDict>> {
+    let folder = py.detach(|| ModelFolder::open(&path)).map_err(to_py)?;
+    let json = |value| serde_json::to_string(value).expect("plain data serializes");
+    let d = PyDict::new(py);
+    d.set_item("shards", folder.shards())?;
+    d.set_item("config", json(folder.config()))?;
+    d.set_item("index_file", folder.index().map(|_| INDEX))?;
+    d.set_item("index", folder.index().map(json))?;
+    Ok(d)
+}
+
 /// Writes a safetensors file one tensor at a time: the layout is fixed up front, each tensor
 /// is written as it comes, and the file appears at its path only when `finish` succeeds.
 #[pyclass(module = "ryzq._ryzq")]
@@ -679,11 +621,16 @@ fn _ryzq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(plan_quantize, m)?)?;
     m.add_function(wrap_pyfunction!(dequantize_checkpoint, m)?)?;
     m.add_function(wrap_pyfunction!(read_header, m)?)?;
+    m.add_function(wrap_pyfunction!(read_model_folder, m)?)?;
     m.add_function(wrap_pyfunction!(default_granularity, m)?)?;
     m.add_function(wrap_pyfunction!(layouts, m)?)?;
     m.add_function(wrap_pyfunction!(parse_ryzq_metadata, m)?)?;
     m.add_function(wrap_pyfunction!(canonical_name, m)?)?;
     m.add_class::<SafetensorsFileWriter>()?;
+    m.add_class::<PyQuantizeRequest>()?;
+    m.add_class::<PyErrorStats>()?;
+    m.add_class::<PyTensorReport>()?;
+    m.add_class::<PyFileReport>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("FALLBACKS", Fallback::NAMES)?;
     Ok(())

@@ -75,7 +75,7 @@ impl Fallback {
 }
 
 /// What a GGUF file holds besides the linear weights.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GgufOptions {
     /// `None`: the layout's runtime's default.
     pub fallback: Option<Fallback>,

@@ -192,6 +192,12 @@ impl Plan {
     pub fn for_output(source: &Source, to_gguf: bool, request: &QuantizeRequest) -> Result<Plan> {
         if to_gguf {
             Plan::gguf(source, request, &request.gguf)
+        } else if request.gguf != gguf::GgufOptions::default() {
+            Err(Error::InvalidArgument(
+                "fallback, embeddings and tokenizer are options of GGUF outputs: give a \
+                 destination ending in .gguf"
+                    .into(),
+            ))
         } else {
             Plan::quantize(source, request)
         }
