@@ -16,8 +16,8 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use ryzq_core::plan::{Action, LinearClass, Plan, QuantizeRequest, Selection};
 use ryzq_core::plan::gguf::{Fallback, GgufOptions};
+use ryzq_core::plan::{Action, LinearClass, Plan, QuantizeRequest, Selection};
 use ryzq_core::report::TensorReport;
 use ryzq_core::sink::{OutputTensor, SafetensorsWriter, TensorFile};
 use ryzq_core::source::folder::INDEX;
@@ -441,7 +441,12 @@ fn plan_dict<'py>(
             e.set_item("why", why)?;
             let outputs = PyList::empty(py);
             for o in &t.outputs {
-                outputs.append((&o.name, o.dtype.name(), o.shape.clone(), o.nbytes()))?;
+                // A GGUF tensor by its GGML type and logical shape, as GGUF readers show it.
+                let (dtype, shape) = match &o.gguf {
+                    Some(p) => (p.ggml_type.name(), p.shape.clone()),
+                    None => (o.dtype.name().to_owned(), o.shape.clone()),
+                };
+                outputs.append((&o.name, dtype, shape, o.nbytes()))?;
             }
             e.set_item("outputs", outputs)?;
             tensors.append(e)?;
