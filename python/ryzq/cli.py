@@ -12,8 +12,10 @@ import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import ryzq
+from ryzq import _ryzq
 from ryzq._ryzq import FALLBACKS
 from ryzq.array import LAYOUT_INFO, LAYOUTS, METHODS, bits_per_value
 from ryzq.files import (
@@ -153,8 +155,37 @@ def _inspect_file(path: Path) -> None:
         )
 
 
+def _gguf_value(value: Any) -> str:
+    if isinstance(value, list) and len(value) > 8:
+        kind = type(value[0]).__name__ if value else "value"
+        return f"[{len(value):,} {kind} values: {', '.join(map(repr, value[:3]))}, ...]"
+    if isinstance(value, str) and len(value) > 120:
+        return repr(value[:117] + "...")
+    if isinstance(value, float):
+        return f"{value:.7g}"  # float32 values, without float64's extra digits
+    return repr(value)
+
+
+def _inspect_gguf(path: Path) -> None:
+    header = _ryzq.read_gguf_header(os.fspath(path))
+    tensors = header["tensors"]
+    print(
+        f"{path}: GGUF v{header['version']}, {plural(len(header['kvs']), 'key')}, "
+        f"{plural(len(tensors), 'tensor')}, {_size(header['size'])}"
+    )
+    for key, _, value in header["kvs"]:
+        print(f"  {key}: {_gguf_value(value)}")
+    width = max([display_width(t[0]) for t in tensors] + [4])
+    print(f"{pad('name', width)}  {'type':>7}  {'shape':<16} {'bytes':>11}")
+    for name, ggml_type, shape, nbytes in tensors:
+        print(f"{pad(name, width)}  {ggml_type:>7}  {shape!s:<16} {nbytes:>11,}")
+
+
 def _inspect(args: argparse.Namespace) -> int:
     path = Path(args.file)
+    if path.suffix.lower() == ".gguf" and not path.is_dir():
+        _inspect_gguf(path)
+        return 0
     if not path.is_dir():
         _inspect_file(path)
         return 0

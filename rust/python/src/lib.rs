@@ -16,6 +16,7 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
+use ryzq_core::gguf::Value as GgufValue;
 use ryzq_core::plan::gguf::{Fallback, GgufOptions};
 use ryzq_core::plan::{Action, LinearClass, Plan, QuantizeRequest, Selection};
 use ryzq_core::report::TensorReport;
@@ -385,6 +386,60 @@ fn quantize_checkpoint(
     }
 }
 
+/// A GGUF value as Python sees it; long arrays stay whole (the caller summarizes them).
+fn gguf_value<'py>(py: Python<'py>, value: &GgufValue) -> PyResult<Bound<'py, PyAny>> {
+    use ryzq_core::gguf::value::Array;
+    Ok(match value {
+        GgufValue::U8(v) => v.into_pyobject(py)?.into_any(),
+        GgufValue::I8(v) => v.into_pyobject(py)?.into_any(),
+        GgufValue::U16(v) => v.into_pyobject(py)?.into_any(),
+        GgufValue::I16(v) => v.into_pyobject(py)?.into_any(),
+        GgufValue::U32(v) => v.into_pyobject(py)?.into_any(),
+        GgufValue::I32(v) => v.into_pyobject(py)?.into_any(),
+        GgufValue::F32(v) => v.into_pyobject(py)?.into_any(),
+        GgufValue::Bool(v) => v.into_pyobject(py)?.to_owned().into_any(),
+        GgufValue::String(v) => v.into_pyobject(py)?.into_any(),
+        GgufValue::U64(v) => v.into_pyobject(py)?.into_any(),
+        GgufValue::I64(v) => v.into_pyobject(py)?.into_any(),
+        GgufValue::F64(v) => v.into_pyobject(py)?.into_any(),
+        GgufValue::Array(Array::String(v)) => v.into_pyobject(py)?.into_any(),
+        GgufValue::Array(Array::F32(v)) => v.into_pyobject(py)?.into_any(),
+        GgufValue::Array(Array::I32(v)) => v.into_pyobject(py)?.into_any(),
+        GgufValue::Array(Array::U32(v)) => v.into_pyobject(py)?.into_any(),
+        GgufValue::Array(Array::Other { values, .. }) => {
+            let list = PyList::empty(py);
+            for v in values {
+                list.append(gguf_value(py, v)?)?;
+            }
+            list.into_any()
+        }
+    })
+}
+
+/// The header of a GGUF file, checked: its version, key-value pairs (key, value type id,
+/// value) and tensors (name, GGML type name, shape, bytes).
+#[pyfunction]
+fn read_gguf_header(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyDict>> {
+    let header = py
+        .detach(|| ryzq_core::gguf::read::read_file_header(&path))
+        .map_err(to_py)?;
+    let d = PyDict::new(py);
+    d.set_item("version", header.version)?;
+    let kvs = PyList::empty(py);
+    for (key, value) in &header.kvs {
+        kvs.append((key, value.type_id(), gguf_value(py, value)?))?;
+    }
+    d.set_item("kvs", kvs)?;
+    let tensors = PyList::empty(py);
+    for t in &header.tensors {
+        let name = ryzq_core::gguf::read::type_name(t.ggml_type).unwrap_or("unknown");
+        tensors.append((&t.name, name, t.shape.clone(), t.range.len()))?;
+    }
+    d.set_item("tensors", tensors)?;
+    d.set_item("size", std::fs::metadata(&path).map_or(0, |m| m.len()))?;
+    Ok(d)
+}
+
 /// What quantizing would do, without writing anything: the plan as a dict (files, each
 /// tensor's action and outputs, the config of a folder, warnings).
 #[pyfunction]
@@ -626,6 +681,7 @@ fn _ryzq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(plan_quantize, m)?)?;
     m.add_function(wrap_pyfunction!(dequantize_checkpoint, m)?)?;
     m.add_function(wrap_pyfunction!(read_header, m)?)?;
+    m.add_function(wrap_pyfunction!(read_gguf_header, m)?)?;
     m.add_function(wrap_pyfunction!(read_model_folder, m)?)?;
     m.add_function(wrap_pyfunction!(default_granularity, m)?)?;
     m.add_function(wrap_pyfunction!(layouts, m)?)?;

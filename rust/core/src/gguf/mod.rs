@@ -3,6 +3,7 @@
 //! the pairs' encoding, [`types`] the GGML tensor types ryzq writes; the sink that lays out a
 //! whole file is [`crate::sink::gguf`].
 
+pub mod read;
 pub mod types;
 pub mod value;
 

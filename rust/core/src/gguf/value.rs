@@ -30,6 +30,11 @@ pub enum Array {
     F32(Vec<f32>),
     I32(Vec<i32>),
     U32(Vec<u32>),
+    /// An array of another element type, as read from a file.
+    Other {
+        element: u32,
+        values: Vec<Value>,
+    },
 }
 
 impl Value {
@@ -75,12 +80,14 @@ impl Value {
 
 impl Array {
     fn put(&self, out: &mut Vec<u8>) {
-        let (element_type, len) = match self {
-            Array::String(v) => (8u32, v.len()),
-            Array::F32(v) => (6, v.len()),
-            Array::I32(v) => (5, v.len()),
-            Array::U32(v) => (4, v.len()),
+        let element_type = match self {
+            Array::String(_) => 8u32,
+            Array::F32(_) => 6,
+            Array::I32(_) => 5,
+            Array::U32(_) => 4,
+            Array::Other { element, .. } => *element,
         };
+        let len = self.len();
         out.extend_from_slice(&element_type.to_le_bytes());
         out.extend_from_slice(&(len as u64).to_le_bytes());
         match self {
@@ -94,6 +101,7 @@ impl Array {
             Array::U32(v) => v
                 .iter()
                 .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Array::Other { values, .. } => values.iter().for_each(|v| v.put(out)),
         }
     }
 
@@ -104,6 +112,7 @@ impl Array {
             Array::F32(v) => v.len(),
             Array::I32(v) => v.len(),
             Array::U32(v) => v.len(),
+            Array::Other { values, .. } => values.len(),
         }
     }
 
