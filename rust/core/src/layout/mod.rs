@@ -13,6 +13,7 @@ use crate::simd::SimdLevel;
 
 pub mod bitnet;
 pub mod i2;
+pub mod i2_s;
 pub mod q2_0;
 pub mod t1;
 pub mod tq;
@@ -277,6 +278,12 @@ registry! {
     Tq1_0 => tq::TQ1_0,
     /// GGUF Q2_0: blocks of 64 values in 18 bytes, a float16 scale each.
     Q2_0 => q2_0::Q2_0,
+    /// bitnet.cpp's I2_S for its x86 builds: blocks of 128 values, one float32 scale after the
+    /// codes.
+    I2S => i2_s::X86,
+    /// bitnet.cpp's I2_S for its ARM builds: blocks of 64 values, one float32 scale after the
+    /// codes.
+    I2SArm => i2_s::ARM,
 }
 
 impl Layout {
