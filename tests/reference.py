@@ -213,6 +213,15 @@ def pack_q8_0(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
     return np.concatenate([d, qs], axis=1).reshape(-1)
 
 
+def pack_i2_s(codes: np.ndarray, scale: np.float32, block: int) -> np.ndarray:
+    """bitnet.cpp's I2_S: per block of the flat tensor (128 values x86, 64 ARM), byte m holds
+    values m + block/4 * j at bits 6 - 2j; then the float32 scale and 28 zero bytes."""
+    c = (codes.astype(np.int16) + 1).astype(np.uint8).reshape(-1, 4, block // 4)
+    qs = (c[:, 0] << 6) | (c[:, 1] << 4) | (c[:, 2] << 2) | c[:, 3]
+    tail = np.concatenate([np.float32(scale).reshape(1).view(np.uint8), np.zeros(28, np.uint8)])
+    return np.concatenate([qs.reshape(-1), tail])
+
+
 def block_scales(scales: np.ndarray, numel: int, block: int = 256) -> np.ndarray:
     """The scale of each block of `block` values: that of the group holding it (groups are
     whole blocks)."""
@@ -228,6 +237,8 @@ PACKERS = {
     "tq1_0": lambda c, s: pack_tq1_0(c, block_scales(s, c.size)),
     "q2_0": lambda c, s: pack_q2_0(c, block_scales(s, c.size, 64)),
     "q8_0": lambda c, s: pack_q8_0(c, block_scales(s, c.size, 32)),
+    "i2_s": lambda c, s: pack_i2_s(c, s[0], 128),
+    "i2_s_arm": lambda c, s: pack_i2_s(c, s[0], 64),
 }
 
 
@@ -241,6 +252,8 @@ def packed_nbytes(shape: tuple[int, ...], layout: str) -> int:
         "tq1_0": n // 256 * 54,
         "q2_0": n // 64 * 18,
         "q8_0": n // 32 * 34,
+        "i2_s": n // 4 + 32,
+        "i2_s_arm": n // 4 + 32,
     }[layout]
 
 

@@ -22,18 +22,34 @@ DTYPES = {
 #: block stores its scale.
 BLOCKS = {name: info["block"] for name, info in LAYOUT_INFO.items() if info["block"]}
 BLOCK_LAYOUTS = tuple(BLOCKS)
+#: bitnet.cpp's I2_S layouts and the values of each block: rows are whole blocks, and the
+#: tensor's one float32 scale follows the codes (granularity tensor only).
+I2_S = {"i2_s": 128, "i2_s_arm": 64}
+#: The layouts whose rows are whole blocks, and their block.
+ROW_BLOCKS = {**BLOCKS, **I2_S}
 
 
 def block_scales(layout: str, size: int, scale: float = 1.0):
-    """One scale per block of ``layout`` for ``size`` values, None for the other layouts."""
+    """The scales ``pack`` takes for ``size`` values of ``layout``: one per block of the GGUF
+    block layouts, the tensor's one for I2_S, None for the other layouts."""
+    if layout in I2_S:
+        return np.full(1, scale, np.float32)
     if layout not in BLOCKS:
         return None
     return np.full(size // BLOCKS[layout], scale, np.float32)
 
 
+def finest_granularity(layout: str) -> str:
+    """The granularity of the most scales ``layout`` stores for any shape it takes: its block
+    in the GGUF blocks, the tensor in I2_S, a row elsewhere."""
+    if layout in BLOCKS:
+        return f"group:{BLOCKS[layout]}"
+    return "tensor" if layout in I2_S else "row"
+
+
 def shapes(layout: str, max_side: int = 70) -> st.SearchStrategy[tuple[int, ...]]:
-    if layout in BLOCK_LAYOUTS:
-        block = BLOCKS[layout]
+    if layout in ROW_BLOCKS:
+        block = ROW_BLOCKS[layout]
         row = st.integers(1, 768 // block).map(lambda k: block * k)
         return st.one_of(
             row.map(lambda r: (r,)),
@@ -82,7 +98,10 @@ def codes(draw, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def granularities(layout: str, shape: tuple[int, ...]) -> st.SearchStrategy[str]:
-    """The granularities `layout` takes for `shape`: GGUF blocks take groups of whole blocks."""
+    """The granularities `layout` takes for `shape`: GGUF blocks take groups of whole blocks,
+    I2_S one scale per tensor."""
+    if layout in I2_S:
+        return st.just("tensor")
     sizes = tuple(BLOCKS[layout] * k for k in (1, 2, 4)) if layout in BLOCKS else (32, 64, 128, 256)
     groups = [f"group:{n}" for n in sizes if shape[-1] % n == 0]
     return st.sampled_from(["tensor", "row", *groups])

@@ -275,6 +275,27 @@ def test_info_lists_layouts_with_bits_and_defaults():
     assert lines["tq2_0"] == ["2.062", "tensor", "/", "group:256", "/", "tensor"]
     assert lines["q2_0"] == ["2.25", "tensor", "/", "group:64", "/", "tensor"]
     assert lines["t1"][0] == "1.6"
+    # 2 bits and, per tensor, a float32 scale and 28 zero bytes.
+    for layout in ("i2_s", "i2_s_arm"):
+        assert lines[layout] == ["2.002", "tensor", "/", "tensor", "/", "tensor"]
+    assert "garbage to an ARM build of bitnet.cpp, which reads i2_s_arm" in result.stdout
+
+
+def test_the_i2_s_layouts_are_choices_and_inspect_says_where_their_scale_is(tmp_path):
+    src = write(tmp_path / "in.safetensors", tiny_model("F32", hidden=64))
+    dst = tmp_path / "o.safetensors"
+    result = run("quantize", src, dst, "--layout", "I2_S_ARM", "--quiet")
+    assert result.returncode == 0, result.stderr
+    shown = run("inspect", dst)
+    assert shown.returncode == 0, shown.stderr
+    row = next(line for line in shown.stdout.splitlines() if "q_proj.weight" in line)
+    assert "i2_s_arm of float32 [64, 64], absmean per tensor, its scale after the codes" in row
+    # Rows of 64 are not whole x86 blocks: one error line naming the tensor and i2_s_arm.
+    refused = run("quantize", src, tmp_path / "x.safetensors", "--layout", "i2_s")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "i2_s_arm takes them" in refused.stderr and 'tensor "model.layers.' in refused.stderr
+    helped = " ".join(run("quantize", "--help").stdout.split())
+    assert "{bitnet,i2,t1,tq2_0,tq1_0,q2_0,q8_0,i2_s,i2_s_arm}" in helped
 
 
 def test_the_bitnet_granularity_warning_is_one_line_on_stderr(tmp_path):

@@ -1,5 +1,6 @@
-"""write_gguf: TQ2_0 / TQ1_0 files gguf-py reads back. Q2_0, which gguf-py 0.19 cannot name: a
-clear error (its bytes are held to ggml's in golden/test_q2_0.py)."""
+"""write_gguf: TQ2_0 / TQ1_0 files gguf-py reads back. Q2_0, which gguf-py 0.19 cannot name, and
+I2_S, which gguf-py's writer cannot size: a clear error (their bytes are held to ggml's and
+bitnet.cpp's in golden/)."""
 
 import os
 
@@ -67,3 +68,15 @@ def test_write_gguf_writes_q2_0_where_gguf_py_names_it_else_says_why(tmp_path):
     (q,) = GGUFReader(path).tensors
     assert q.tensor_type == GGMLQuantizationType.Q2_0
     np.testing.assert_array_equal(np.asarray(q.data).reshape(-1), t.data.reshape(-1))
+
+
+@pytest.mark.parametrize("layout", ["i2_s", "i2_s_arm"])
+def test_write_gguf_refuses_i2_s_before_writing_anything(tmp_path, layout):
+    t = ryzq.quantize(np.ones((4, 256), np.float32), layout=layout)
+    with pytest.raises(
+        ryzq.RyzqError,
+        match=rf"tensor 'w': layout {layout} is GGML type 36, whose data \(the codes, then one "
+        r"scale\) gguf-py's writer cannot size, so write_gguf cannot write it; it writes tq2_0",
+    ):
+        ryzq.write_gguf(tmp_path / "x.gguf", {"norm": np.ones(256, np.float32), "w": t})
+    assert not any(tmp_path.iterdir())

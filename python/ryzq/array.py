@@ -16,7 +16,7 @@ from ryzq._ryzq import QuantizationStats, RyzqError
 #: the default granularity of each method.
 LAYOUT_INFO: dict[str, dict[str, Any]] = {info["name"]: info for info in _ryzq.layouts()}
 LAYOUTS = tuple(LAYOUT_INFO)
-#: The layouts that store a float16 scale in every block (GGUF's).
+#: The layouts that store a float16 scale in every block (GGUF's TQ1_0, TQ2_0 and Q2_0).
 BLOCK_LAYOUTS = tuple(name for name, info in LAYOUT_INFO.items() if info["block"])
 METHODS = tuple(LAYOUT_INFO[LAYOUTS[0]]["default_granularity"])
 #: ``group:N`` takes N from 32 to 4096.
@@ -181,7 +181,10 @@ def quantize(
     ``"tensor"``, the quantizer BitNet models are trained with, in every layout (the GGUF
     layouts ``tq2_0``, ``tq1_0`` and ``q2_0`` store the tensor's scale in each block), except
     ``method="absmax"`` in the GGUF layouts: their block (``"group:256"``, ``"group:64"`` for
-    ``q2_0``), ggml's own quantizer. ``simd``
+    ``q2_0``), ggml's own quantizer. bitnet.cpp's ``i2_s`` (x86 builds) and ``i2_s_arm`` (ARM
+    builds) store one float32 scale after the codes, so they take ``"tensor"`` only: absmean
+    from the master weights, or absmax from weights already ternary x scale, gives the bytes
+    bitnet.cpp writes. ``simd``
     forces a kernel level (``"scalar"``, ``"avx2"``, ``"avx512"``) for this call; by default
     ``RYZQ_SIMD`` or the best the processor has. ``threads`` sets how many threads the kernels
     use (default: ``RYZQ_NUM_THREADS``, else every core); the result never depends on it.
@@ -235,7 +238,9 @@ def pack(
     threads: int | None = None,
 ) -> np.ndarray:
     """Pack int8 ternary codes (-1, 0, 1) into ``layout``; returns uint8 in the packed shape.
-    The GGUF layouts store a scale in every block of 256 values: give those ``scales``."""
+    The GGUF block layouts store a scale in every block (of 256 values, 64 in ``q2_0``): give
+    those ``scales``. ``i2_s`` and ``i2_s_arm`` store the tensor's one scale after the codes:
+    give that one."""
     arr = _as_codes(codes)
     if scales is not None:
         scales = np.ascontiguousarray(scales, dtype=np.float32).reshape(-1)

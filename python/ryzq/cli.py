@@ -137,7 +137,7 @@ def _inspect_file(path: Path) -> None:
     for t in header["tensors"]:
         q = quantized.get(t["name"])
         if q:
-            where = f"scale {q['scale']}" if q.get("scale") else "scales in its blocks"
+            where = f"scale {q['scale']}" if q.get("scale") else _scales_in_packed(q["layout"])
             how = (
                 f"{q['layout']} of {_dtype_printed(q['dtype'])} {q['shape']}, {q['method']} per "
                 f"{q['granularity']}, {where} ({q['scale_convention']})"
@@ -179,6 +179,13 @@ def _inspect_gguf(path: Path) -> None:
     print(f"{pad('name', width)}  {'type':>7}  {'shape':<16} {'bytes':>11}")
     for name, ggml_type, shape, nbytes in tensors:
         print(f"{pad(name, width)}  {ggml_type:>7}  {shape!s:<16} {nbytes:>11,}")
+
+
+def _scales_in_packed(layout: str) -> str:
+    """Where a tensor's packed data holds its scales, as the registry says for ``layout``."""
+    if LAYOUT_INFO.get(layout, {}).get("scales") == "float32 once, after the codes":
+        return "its scale after the codes"
+    return "scales in its blocks"
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -256,13 +263,14 @@ def _demo(args: argparse.Namespace) -> int:
             rows.append((layout, report, ok))
         print("\nverdict (absmean, one scale per tensor: the quantizer BitNet models train with)")
         print(
-            f"  {'layout':<7} {'bits/w':>6} {'output':>11} {'ratio':>7} {'quantized':>10} "
+            f"  {'layout':<{_NAME}} {'bits/w':>6} {'output':>11} {'ratio':>7} {'quantized':>10} "
             f"{'NMSE mean':>10} {'seconds':>8} {'dequantized':>12}"
         )
         for layout, report, ok in rows:
             nmse = report.to_dict()["summary"]["nmse"]["mean"]
             print(
-                f"  {layout:<7} {bits_per_value(layout):>6.2f} {_size(report.file_bytes_out):>11} "
+                f"  {layout:<{_NAME}} {bits_per_value(layout):>6.2f} "
+                f"{_size(report.file_bytes_out):>11} "
                 f"{report.compression_ratio:>6.2f}x {report.quantized_compression_ratio:>9.2f}x "
                 f"{nmse if nmse is not None else math.nan:>10.4f} {report.seconds:>8.2f} "
                 f"{'ok' if ok else 'FAILED':>12}"
@@ -304,6 +312,10 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The width of the layout column: the longest name.
+_NAME = max(len(name) for name in LAYOUTS)
+
+
 def _takes(layout: str, shape: list[int]) -> bool:
     try:
         ryzq._ryzq.packed_shape(shape, layout)
@@ -318,8 +330,8 @@ def _info(_: argparse.Namespace) -> int:
     print("layouts (bits per weight; default granularity of absmean / absmax / optimal):")
     for layout, info in LAYOUT_INFO.items():
         defaults = " / ".join(info["default_granularity"][m] for m in METHODS)
-        print(f"  {layout:<7} {bits_per_value(layout):.4g}  {defaults}")
-        print(f"          {info['description']}; {info['shape_rule']}")
+        print(f"  {layout:<{_NAME}} {bits_per_value(layout):.4g}  {defaults}")
+        print(f"{'':<{_NAME + 3}}{info['description']}; {info['shape_rule']}")
     return 0
 
 

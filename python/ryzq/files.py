@@ -107,8 +107,10 @@ def quantize_file(
     transformers' BitNet layout (``X.weight`` packed, ``X.weight_scale`` in the weight's dtype,
     ``1/absmean`` for ``linear_class="bitlinear"``, ``absmean`` for ``"autobitlinear"``, whose
     biases are stored divided by ``weight_scale``); ``"i2"`` and ``"t1"`` write ryzq's own
-    layouts with float32 scales, ``"tq2_0"`` and ``"tq1_0"`` GGUF's blocks. The granularity
-    defaults to one scale per tensor, except absmax in the GGUF layouts (one per block). Every
+    layouts with float32 scales, ``"tq2_0"``, ``"tq1_0"`` and ``"q2_0"`` GGUF's blocks,
+    ``"i2_s"`` and ``"i2_s_arm"`` bitnet.cpp's I2_S tensor data (its one float32 scale after
+    the codes; one scale per tensor only). The granularity defaults to one scale per tensor,
+    except absmax in the GGUF block layouts (one per block). Every
     file records how it was written in its metadata, so :func:`dequantize_file` and ``ryzq
     inspect`` need nothing else. ``dst`` appears only when everything succeeded. Returns the
     error report; with ``dry_run=True``, writes nothing and returns the

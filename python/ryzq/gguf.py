@@ -31,7 +31,8 @@ def write_gguf(
 ) -> None:
     """Write ``tensors`` to the GGUF file ``path``: ``TernaryTensor`` values of layout
     ``tq2_0`` / ``tq1_0`` (and ``q2_0``, where the installed gguf-py names its type) as raw
-    blocks of that GGML type, float16 / float32 arrays as they
+    blocks of that GGML type (not ``i2_s``, whose one scale after the codes gguf-py cannot
+    size), float16 / float32 arrays as they
     are. Needs gguf-py (``pip install gguf``). ``path`` appears only once complete."""
     try:
         import gguf
@@ -49,6 +50,15 @@ def write_gguf(
                 raise RyzqError(
                     f"tensor {name!r}: layout {t.layout} has no GGUF type; quantize it with "
                     f"a layout that has one: {', '.join(ggufs)}"
+                )
+            if LAYOUT_INFO[t.layout]["block"] is None:
+                # gguf-py's writer takes a quantized tensor's shape from its bytes, counted in
+                # blocks of its type; I2_S data (the codes, then one scale) is not blocks.
+                blocks = [n for n, info in LAYOUT_INFO.items() if info["block"]]
+                raise RyzqError(
+                    f"tensor {name!r}: layout {t.layout} is GGML type {type_id}, whose data "
+                    f"(the codes, then one scale) gguf-py's writer cannot size, so write_gguf "
+                    f"cannot write it; it writes {', '.join(blocks)}"
                 )
             try:
                 qtype = gguf.GGMLQuantizationType(type_id)

@@ -1,5 +1,7 @@
 """Bad input raises RyzqError (a ValueError) with a message that says what and where."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -53,6 +55,28 @@ def test_non_finite_bfloat16_is_found_too():
             np.ones((4, 128), np.float32),
             {"layout": "q2_0", "granularity": "group:32"},
             "multiple of 64, not group:32",
+        ),
+        (
+            np.ones((4, 320), np.float32),
+            {"layout": "i2_s"},
+            r"i2_s layout packs rows in blocks of 128 values, but the rows of shape \[4, 320\] "
+            r"hold 320: .*; i2_s_arm takes them \(for bitnet.cpp's ARM builds only\), i2 any",
+        ),
+        (
+            np.ones((4, 96), np.float32),
+            {"layout": "i2_s_arm"},
+            r"i2_s_arm layout packs rows in blocks of 64 values, .*\[4, 96\].*; i2 takes any",
+        ),
+        (
+            np.ones((4, 128), np.float32),
+            {"layout": "i2_s", "granularity": "row"},
+            "the i2_s layout stores one float32 scale per tensor, after its codes, so it takes "
+            "granularity tensor only, not row",
+        ),
+        (
+            np.ones((4, 128), np.float32),
+            {"layout": "i2_s_arm", "method": "absmax", "granularity": "group:64"},
+            "i2_s_arm layout .* granularity tensor only, not group:64",
         ),
         (np.ones((6, 4), np.float32), {"layout": "bitnet"}, "multiple of 4"),
         (np.ones((4, 4, 4), np.float32), {"layout": "bitnet"}, "1-D or 2-D"),
@@ -113,6 +137,22 @@ def test_pack_refuses_block_scales_float16_cannot_hold(scale, message):
         match=rf"the scale of block 1 {message} there|the scale of block 1 {message}: it",
     ):
         ryzq.pack(codes, "tq2_0", scales=scales)
+
+
+@pytest.mark.parametrize("layout", ["i2_s", "i2_s_arm"])
+def test_i2_s_pack_takes_the_tensors_one_finite_scale(layout):
+    codes = np.zeros((2, 128), np.int8)
+    one = "stores the tensor's one scale after its codes: give that scale, one value"
+    with pytest.raises(ryzq.RyzqError, match=rf"the {layout} layout {one}$"):
+        ryzq.pack(codes, layout)
+    with pytest.raises(ryzq.RyzqError, match=rf"the {layout} layout {one}, not 2$"):
+        ryzq.pack(codes, layout, scales=np.ones(2, np.float32))
+    for bad, shown in [(np.nan, "NaN"), (np.inf, "inf"), (-np.inf, "-inf")]:
+        with pytest.raises(ryzq.RyzqError, match=rf"the scale is {shown}: it does not fit"):
+            ryzq.pack(codes, layout, scales=np.float32(bad))
+    t = ryzq.quantize(np.ones((2, 128), np.float32), layout=layout)
+    with pytest.raises(ryzq.RyzqError, match="granularity tensor only, not row"):
+        dataclasses.replace(t, granularity="row", scales=np.ones(2, np.float32)).dequantize()
 
 
 def test_granularity_row_of_a_1d_tensor_is_one_row():

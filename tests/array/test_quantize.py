@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 import reference as ref
 import ryzq
 from strategies import (
-    BLOCKS,
     default_granularity,
+    finest_granularity,
     granularities,
     quantize_or_reject,
     shapes,
@@ -73,7 +73,7 @@ def test_gaussian_nmse_is_bitnets():
 def test_dequantize_is_code_times_scale_in_each_dtype(layout, dtype):
     w = np.random.default_rng(1).standard_normal((64, 256)).astype(np.float32)
     w = w.astype(np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else dtype)
-    granularity = f"group:{BLOCKS[layout]}" if layout in BLOCKS else "row"
+    granularity = finest_granularity(layout)
     t = ryzq.quantize(w, layout=layout, granularity=granularity)
     expected32 = ref.dequantize(t.codes(), t.scales)
     np.testing.assert_array_equal(t.dequantize(np.float32), expected32)

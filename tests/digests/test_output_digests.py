@@ -22,6 +22,9 @@ RUNS = {
     "tq1_0-row-optimal": {"layout": "tq1_0", "method": "optimal", "granularity": "row"},
     "q2_0": {"layout": "q2_0"},
     "q2_0-absmax": {"layout": "q2_0", "method": "absmax"},
+    "i2_s": {"layout": "i2_s"},
+    "i2_s-absmax": {"layout": "i2_s", "method": "absmax"},
+    "i2_s_arm": {"layout": "i2_s_arm"},
 }
 
 EXPECTED = {
@@ -49,6 +52,12 @@ EXPECTED = {
     "dequantize q2_0": "ee989f2eaed5e71b2c6e06f9224adfd52b298c5686d69d183698d2795041201e",
     "file q2_0-absmax": "d21d87da1b785e5a00ac1d8cb0b421c53cd818a77ccf75afc2369e967168e503",
     "dequantize q2_0-absmax": "96edeb64770289fbf75260f878da42599b1702f1b023bf88d839a8d22fef7c73",
+    "file i2_s": "502c009e33079ef3f6fa66334767d5b6f1901e9489848a761d9a8e40a2138fe6",
+    "dequantize i2_s": "ee989f2eaed5e71b2c6e06f9224adfd52b298c5686d69d183698d2795041201e",
+    "file i2_s-absmax": "63c5c8a329612c63e33f4741a947994f1901946305e4f966e6614fb5f31ee089",
+    "dequantize i2_s-absmax": "1af5686b6dc22a00563e6feadd8dafa0527900bc28f67141300e005b6e7cc111",
+    "file i2_s_arm": "3aad302a7f99366618e58d752d545bb6fca32170c1895a8930cd002829c45762",
+    "dequantize i2_s_arm": "ee989f2eaed5e71b2c6e06f9224adfd52b298c5686d69d183698d2795041201e",
     "folder bitnet-autobitlinear config.json": "8773a9d3a86f3a5d4d0df8d4cb44de7e425ca61d40c1161d97873079de6be213",
     "folder bitnet-autobitlinear model-00001-of-00003.safetensors": "bce00b2b07c7819055c70c0d5c52fd464e99ded9a835729afb00bd87a2ffc521",
     "folder bitnet-autobitlinear model-00002-of-00003.safetensors": "f130fe9a3b2b9a26bb9e0c7ebd473202f78ce9f219adc1261d16afea2bc310bf",

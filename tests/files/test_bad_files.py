@@ -313,3 +313,19 @@ def test_ryzq_metadata_of_the_wrong_shape_is_one_error_line(tmp_path):
     assert result.stderr.count("\n") == 1 and "unreadable ryzq metadata" in result.stderr
     with pytest.raises(ryzq.RyzqError, match="unreadable ryzq metadata"):
         ryzq.dequantize_file(bad, tmp_path / "d.safetensors")
+
+
+def test_rows_i2_s_cannot_take_name_the_file_the_tensor_and_the_layout_that_takes_them(tmp_path):
+    state = tiny_model("F32", hidden=64)  # rows of 64 (q, k, v, o, gate, up) and 128 (down)
+    src = write(tmp_path / "in.safetensors", state)
+    with pytest.raises(ryzq.RyzqError) as caught:
+        ryzq.quantize_file(src, tmp_path / "out.safetensors", layout="i2_s")
+    assert caught.value.kind == "bad_shape" and caught.value.path == str(src)
+    assert caught.value.tensor in {
+        name for name, w in state.items() if name.endswith("proj.weight") and w.shape[1] == 64
+    }
+    assert str(caught.value).startswith(f'{src}: tensor "{caught.value.tensor}": the i2_s layout')
+    assert "i2_s_arm takes them (for bitnet.cpp's ARM builds only)" in str(caught.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.safetensors"]
+    report = ryzq.quantize_file(src, tmp_path / "out.safetensors", layout="i2_s_arm")
+    assert len(report.quantized) == 14

@@ -12,7 +12,7 @@ from safetensors import safe_open
 
 import ryzq
 from checkpoints import DTYPES, digest, tiny_model, write
-from strategies import BLOCKS
+from strategies import BLOCKS, I2_S, ROW_BLOCKS
 
 
 def load(path):
@@ -24,7 +24,7 @@ LINEAR = "model.layers.1.self_attn.q_proj.weight"
 
 #: The granularity each layout is quantized with here, given rather than left to the default:
 #: one scale per tensor, except for GGUF's blocks, one scale per block (of 256 values, 64 in
-#: q2_0).
+#: q2_0). I2_S stores one per tensor only.
 GRANULARITY = {
     "bitnet": "tensor",
     "i2": "tensor",
@@ -33,6 +33,8 @@ GRANULARITY = {
     "tq1_0": "group:256",
     "q2_0": "group:64",
     "q8_0": "group:32",
+    "i2_s": "tensor",
+    "i2_s_arm": "tensor",
 }
 
 
@@ -47,11 +49,14 @@ GRANULARITY = {
         ("tq2_0", "bitlinear"),
         ("tq1_0", "bitlinear"),
         ("q2_0", "bitlinear"),
+        ("i2_s", "bitlinear"),
+        ("i2_s_arm", "bitlinear"),
     ],
 )
 def test_quantize_file_writes_what_quantize_computes(tmp_path, dtype, layout, linear_class):
-    # GGUF's blocks take rows of whole blocks (256 values, 64 in q2_0).
-    state = tiny_model(dtype, hidden=BLOCKS.get(layout, 32))
+    # GGUF's blocks and I2_S take rows of whole blocks (256 values, 64 in q2_0 and i2_s_arm,
+    # 128 in i2_s).
+    state = tiny_model(dtype, hidden=ROW_BLOCKS.get(layout, 32))
     src = write(tmp_path / "in.safetensors", state)
     before = digest(src)
     dst = tmp_path / "out.safetensors"
@@ -99,6 +104,15 @@ def test_quantize_file_writes_what_quantize_computes(tmp_path, dtype, layout, li
             assert "scale" not in d and name + "_scale" not in out
             assert d["granularity"] == granularity
             continue
+        if layout in I2_S:
+            # The tensor's one float32 scale follows the codes, then 28 zero bytes, as in
+            # bitnet.cpp's GGUF tensor data; no scale tensor is written.
+            assert "scale" not in d and name + "_scale" not in out
+            assert d["granularity"] == "tensor" and out[name].shape == (w.size // 4 + 32,)
+            tail = out[name][w.size // 4 :]
+            assert tail[:4].tobytes() == t.scales.astype("<f4").tobytes()
+            assert not tail[4:].any()
+            continue
         scale = out[name + "_scale"]
         if layout == "bitnet":
             # In the weight's dtype: 1/absmean (bitlinear) or absmean (autobitlinear).
@@ -118,7 +132,7 @@ def test_quantize_file_writes_what_quantize_computes(tmp_path, dtype, layout, li
 @pytest.mark.parametrize("layout", ryzq.LAYOUTS)
 @pytest.mark.parametrize("linear_class", ["bitlinear", "autobitlinear"])
 def test_report_is_the_error_of_the_file_as_written(tmp_path, layout, linear_class):
-    state = tiny_model("BF16", hidden=BLOCKS.get(layout, 64))
+    state = tiny_model("BF16", hidden=ROW_BLOCKS.get(layout, 64))
     src = write(tmp_path / "in.safetensors", state)
     dst = tmp_path / "out.safetensors"
     granularity = GRANULARITY[layout]

@@ -11,7 +11,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ryzq
-from strategies import BLOCKS, block_scales, codes, granularities, shapes, weights
+from strategies import (
+    ROW_BLOCKS,
+    block_scales,
+    codes,
+    finest_granularity,
+    granularities,
+    shapes,
+    weights,
+)
 
 LEVELS = ryzq.simd_levels()
 SIMD_LEVELS = [level for level in LEVELS if level != "scalar"]
@@ -85,9 +93,9 @@ def test_pack_and_unpack_equal_scalar(data, layout):
 def test_large_tensors_equal_scalar(layout):
     levels = simd_levels()
     rng = np.random.default_rng(11)
-    cols = 5120 if layout in BLOCKS else 5003
+    cols = 5120 if layout in ROW_BLOCKS else 5003
     w = (rng.standard_normal((132, cols)) * 0.05).astype(np.float32)
-    granularity = f"group:{BLOCKS[layout]}" if layout in BLOCKS else "row"
+    granularity = finest_granularity(layout)
     expected = ryzq.quantize(w, layout=layout, granularity=granularity, simd="scalar")
     for level in levels:
         assert_same_quantization(

@@ -261,8 +261,17 @@ pub(crate) fn check_stored_scales(
 
 /// Refuses a granularity the layout cannot store: a layout with a scale in every block takes
 /// any granularity whose groups are whole blocks (one per tensor, per row, or `group:N` with
-/// `N` a multiple of the block), and stores each group's scale in each of its blocks.
+/// `N` a multiple of the block), and stores each group's scale in each of its blocks; a layout
+/// that stores one scale after the codes takes granularity tensor only.
 pub fn check_granularity(layout: Layout, granularity: Granularity) -> Result<()> {
+    if layout.get().tensor_scale_len() > 0 && granularity != Granularity::Tensor {
+        return Err(Error::InvalidArgument(format!(
+            "the {} layout stores one float32 scale per tensor, after its codes, so it takes \
+             granularity tensor only, not {}",
+            layout.name(),
+            granularity.name()
+        )));
+    }
     match (layout.get().block(), granularity) {
         (Some(block), Granularity::Group(n)) if !n.is_multiple_of(block) => {
             Err(Error::InvalidArgument(format!(
@@ -433,6 +442,7 @@ fn quantize_tiles(
             .collect();
         per_tile.extend(stats?);
     }
+    put_tensor_scale(layout, &stored, &mut packed);
     let mut stats = ErrorStats::default();
     for s in &per_tile {
         stats.merge(s);
@@ -443,6 +453,17 @@ fn quantize_tiles(
         scales: stored,
         stats,
     })
+}
+
+/// Writes the one stored scale into the last bytes of `packed`, for a layout that keeps it
+/// there.
+fn put_tensor_scale(layout: &dyn PackedLayout, stored: &[f32], packed: &mut [u8]) {
+    let len = layout.tensor_scale_len();
+    if len > 0 {
+        assert_eq!(stored.len(), 1, "one scale per tensor");
+        let at = packed.len() - len;
+        layout.put_tensor_scale(stored[0], &mut packed[at..]);
+    }
 }
 
 fn check_packed_len(layout: &dyn PackedLayout, shape: &[usize], packed: &[u8]) -> Result<()> {
@@ -456,7 +477,8 @@ fn check_packed_len(layout: &dyn PackedLayout, shape: &[usize], packed: &[u8]) -
 }
 
 /// Packs int8 codes (each -1, 0 or 1) of a tensor of `shape`. Layouts that store a scale in
-/// every block take those `scales` (one per block); the others take none.
+/// every block take those `scales` (one per block), layouts that store the tensor's scale
+/// after the codes take that one; the others take none.
 pub fn pack(
     codes: &[i8],
     shape: &[usize],
@@ -494,6 +516,21 @@ pub fn pack(
                  scales too"
             )));
         }
+        (None, scales) if layout.tensor_scale_len() > 0 => match scales {
+            Some(&[scale]) => {
+                check_stored_scales(&[scale], &[scale], "tensor", || {
+                    format!("the {name} layout's float32 tensor scale")
+                })?;
+                vec![scale]
+            }
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "the {name} layout stores the tensor's one scale after its codes: give \
+                     that scale, one value{}",
+                    scales.map_or(String::new(), |s| format!(", not {}", s.len()))
+                )));
+            }
+        },
         (None, Some(_)) => {
             return Err(Error::InvalidArgument(format!(
                 "the {name} layout keeps its scales apart from the codes: give no scales"
@@ -501,17 +538,15 @@ pub fn pack(
         }
         (None, None) => Vec::new(),
     };
-    let block = layout.block().unwrap_or(1);
     let tiles = layout.tiles(shape);
     let mut packed = vec![0u8; packed_shape.iter().product()];
     let mut valid = true;
     for part in tiles.chunk_by(|a, b| a.part == b.part) {
         let outs = split_by_tiles(&mut packed, part);
         valid &= part.par_iter().zip(outs).all(|(tile, out)| {
-            let tile_scales = if stored.is_empty() {
-                &[][..]
-            } else {
-                &stored[tile.values.start / block..tile.values.end / block]
+            let tile_scales = match layout.block() {
+                Some(block) => &stored[tile.values.start / block..tile.values.end / block],
+                None => &[][..],
             };
             layout.pack(
                 level,
@@ -522,6 +557,7 @@ pub fn pack(
             )
         });
     }
+    put_tensor_scale(layout, &stored, &mut packed);
     if !valid {
         let (i, &value) = codes
             .iter()

@@ -33,7 +33,10 @@ fn layouts_pack_and_unpack_match_scalar_and_round_trip() {
             if layout.get().packed_shape(shape).is_err() {
                 continue;
             }
-            let scales = layout.get().block().map(|b| vec![0.5f32; n / b]);
+            let scales = layout
+                .get()
+                .packed_granularity()
+                .map(|g| vec![0.5f32; g.groups(shape).unwrap().0]);
             let expected =
                 ryzq_core::pack(&codes, shape, layout, scales.as_deref(), SimdLevel::SCALAR)
                     .unwrap();

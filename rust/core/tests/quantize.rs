@@ -22,13 +22,14 @@ fn options(layout: Layout, granularity: Granularity) -> QuantizeOptions {
 
 #[test]
 fn tiles_partition_the_tensor_and_the_packed_bytes() {
-    let shapes: [&[usize]; 6] = [
+    let shapes: [&[usize]; 7] = [
         &[4],
         &[8, 3],
         &[4, 5000],
         &[400, 64],
         &[33_333],
         &[7, 9, 11],
+        &[300, 128],
     ];
     for shape in shapes {
         let numel: usize = shape.iter().product();
@@ -49,7 +50,10 @@ fn tiles_partition_the_tensor_and_the_packed_bytes() {
                         seen[i] = true;
                     }
                 }
-                assert_eq!(next_byte, packed_shape.iter().product::<usize>());
+                assert_eq!(
+                    next_byte + layout.tensor_scale_len(),
+                    packed_shape.iter().product::<usize>()
+                );
             }
             let parts: Vec<usize> = tiles.iter().map(|t| t.part).collect();
             assert!(parts.is_sorted(), "tiles are listed by part");
@@ -66,8 +70,8 @@ fn quantize_then_dequantize_gives_code_times_scale() {
     let bytes = f32_bytes(&values);
     let shape = [64, 512];
     for &layout in Layout::ALL {
-        let granularities = match layout.get().block() {
-            Some(block) => vec![Granularity::Group(block)],
+        let granularities = match layout.get().packed_granularity() {
+            Some(granularity) => vec![granularity],
             None => vec![
                 Granularity::Tensor,
                 Granularity::Row,
@@ -172,7 +176,8 @@ fn zero_weights_get_the_clamped_scale() {
 fn corrupt_packed_bytes_are_named_with_their_layout_and_value() {
     let corrupt = |layout: Layout, shape: &[usize], byte: usize, value: u8| {
         let n: usize = shape.iter().product();
-        let scales = layout.get().block().map(|b| vec![1.0f32; n / b]);
+        let packed_granularity = layout.get().packed_granularity();
+        let scales = packed_granularity.map(|g| vec![1.0f32; g.groups(shape).unwrap().0]);
         let mut packed = ryzq_core::pack(
             &vec![0; n],
             shape,
@@ -195,10 +200,7 @@ fn corrupt_packed_bytes_are_named_with_their_layout_and_value() {
                 scales.as_deref().unwrap_or(&[1.0]),
                 shape,
                 layout,
-                layout
-                    .get()
-                    .block()
-                    .map_or(Granularity::Tensor, Granularity::Group),
+                packed_granularity.unwrap_or(Granularity::Tensor),
                 FloatDType::F32,
                 level,
             );
@@ -234,6 +236,15 @@ fn corrupt_packed_bytes_are_named_with_their_layout_and_value() {
     assert_eq!(
         corrupt(Layout::Q2_0, &[2, 128], 2 * 18 + 2 + 5, 0xd5),
         format!("corrupt packed q2_0 data: byte 43 (0xd5){tail}")
+    );
+    // In the codes, before the tensor's scale.
+    assert_eq!(
+        corrupt(Layout::I2S, &[2, 128], 40, 0x7f),
+        format!("corrupt packed i2_s data: byte 40 (0x7f){tail}")
+    );
+    assert_eq!(
+        corrupt(Layout::I2SArm, &[3, 64], 47, 0xc0),
+        format!("corrupt packed i2_s_arm data: byte 47 (0xc0){tail}")
     );
 }
 

@@ -237,10 +237,10 @@ fn layouts(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
             d.set_item("block", l.block())?;
             d.set_item(
                 "scales",
-                if l.block().is_some() {
-                    "float16 in every block"
-                } else {
-                    "apart"
+                match l.packed_granularity() {
+                    Some(Granularity::Tensor) => "float32 once, after the codes",
+                    Some(_) => "float16 in every block",
+                    None => "apart",
                 },
             )?;
             d.set_item("bits_per_value", l.bits_per_value())?;

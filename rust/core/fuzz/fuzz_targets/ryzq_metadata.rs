@@ -31,8 +31,9 @@ fn packed_tensor(name: &str, layout: Option<Layout>, shape: &[usize], seed: u8) 
         let codes: Vec<i8> = (0..numel).map(|i| (i % 3) as i8 - 1).collect();
         let scales = layout
             .get()
-            .block()
-            .map(|block| vec![1.0f32; numel / block]);
+            .packed_granularity()
+            .and_then(|g| g.groups(shape).ok())
+            .map(|(groups, _)| vec![1.0f32; groups]);
         if let Ok(data) =
             ryzq_core::pack(&codes, shape, layout, scales.as_deref(), SimdLevel::SCALAR)
         {

@@ -119,6 +119,7 @@ fn check(data: &[u8]) {
     let layout = Layout::ALL[input.below(Layout::ALL.len())];
     let fit = !input.u8().is_multiple_of(8);
     let block = layout.get().block();
+    let packed_granularity = layout.get().packed_granularity();
     let mut granularity = match input.u8() % 4 {
         0 => Granularity::Tensor,
         1 => Granularity::Row,
@@ -127,6 +128,10 @@ fn check(data: &[u8]) {
     };
     if let (true, Some(b), Granularity::Group(n)) = (fit, block, granularity) {
         granularity = Granularity::Group(n.div_ceil(b) * b);
+    }
+    // A layout with one scale after the codes takes granularity tensor only.
+    if let (true, Some(Granularity::Tensor)) = (fit, packed_granularity) {
+        granularity = Granularity::Tensor;
     }
     let dtype = FloatDType::ALL[input.below(FloatDType::ALL.len())];
     // 0: the rest as packed bytes; 1: packed from codes; 2: packed from codes, then edited;
@@ -140,7 +145,10 @@ fn check(data: &[u8]) {
         Vec::new()
     };
     let shape = if fit {
-        let mut row_unit = block.unwrap_or(1);
+        // The shortest row the layout takes (its block, where rows are whole blocks).
+        let mut row_unit = (1..=256)
+            .find(|&k| layout.get().packed_shape(&[4, k]).is_ok())
+            .unwrap_or(1);
         if let Granularity::Group(n) = granularity {
             row_unit = lcm(row_unit, n);
         }
@@ -155,9 +163,10 @@ fn check(data: &[u8]) {
     let small_numel = numel.filter(|&n| n <= MAX_VALUES);
     let groups = granularity.groups(&shape).ok();
 
-    // Block scales for pack, one per block, that float16 holds.
-    let block_scales: Option<Vec<f32>> = match (block, small_numel) {
-        (Some(b), Some(n)) => Some((0..n / b).map(|_| finite_f16(&mut input)).collect()),
+    // The scales pack stores: one per block, that float16 holds, or the tensor's one.
+    let block_scales: Option<Vec<f32>> = match (block, packed_granularity, small_numel) {
+        (Some(b), _, Some(n)) => Some((0..n / b).map(|_| finite_f16(&mut input)).collect()),
+        (None, Some(Granularity::Tensor), Some(_)) => Some(vec![finite_f32(&mut input)]),
         _ => None,
     };
     // The scales for dequantize: one per group, finite, where the shape fits; else any.
@@ -237,10 +246,11 @@ fn check(data: &[u8]) {
             "unpack(pack(codes)) != codes"
         );
     }
-    // Packing what unpacked: the same bytes, but for the padding of i2's last byte, which
-    // unpacking does not read, and block scales float16 cannot hold.
+    // Packing what unpacked: the same bytes, but for the padding of i2's last byte and the
+    // bytes after an I2_S scale, which unpacking does not read, and block scales float16
+    // cannot hold.
     if let Ok(codes) = &unpacked {
-        let stored = block.map(|_| layout.get().block_scales(&packed));
+        let stored = packed_granularity.map(|_| layout.get().block_scales(&packed));
         if stored
             .as_ref()
             .is_none_or(|s| s.iter().all(|v| v.is_finite()))
@@ -253,6 +263,11 @@ fn check(data: &[u8]) {
                 let last = expected.last_mut().expect("a byte for the tail");
                 let low = (1u8 << (2 * tail)) - 1;
                 *last = (*last & low) | (0b0101_0101 & !low);
+            }
+            let trailer = layout.get().tensor_scale_len();
+            if trailer > 0 {
+                let len = expected.len();
+                expected[len - trailer + 4..].fill(0);
             }
             assert!(again == expected, "pack(unpack(bytes)) != bytes");
         }

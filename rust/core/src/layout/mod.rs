@@ -13,6 +13,7 @@ use crate::simd::SimdLevel;
 
 pub mod bitnet;
 pub mod i2;
+pub mod i2_s;
 pub mod q2_0;
 pub mod q8_0;
 pub mod t1;
@@ -29,7 +30,8 @@ pub const TILE_VALUES: usize = 16 * 1024;
 /// rows) packs each byte in `parts`: tile of part `k` writes its own bits of its bytes, which
 /// start zeroed. Tiles of one part write disjoint bytes and may run in parallel; parts run one
 /// after the other. [`PackedLayout::tiles`] lists tiles by part, and within a part in the order
-/// of their `packed` ranges, which cover the packed tensor. Every value is in exactly one tile.
+/// of their `packed` ranges, which cover the packed tensor but its
+/// [`PackedLayout::tensor_scale_len`] last bytes. Every value is in exactly one tile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tile {
     pub values: Range<usize>,
@@ -84,9 +86,33 @@ pub trait PackedLayout: Sync {
     /// Replaces each scale by the value it has once stored (GGUF blocks keep it as float16).
     fn store_scales(&self, _scales: &mut [f32]) {}
 
-    /// The scales stored in packed data, for layouts that have [`Self::block`].
+    /// The scales stored in packed data: each block's for a layout that has [`Self::block`],
+    /// the tensor's one for a layout that has [`Self::tensor_scale_len`].
     fn block_scales(&self, _packed: &[u8]) -> Vec<f32> {
         Vec::new()
+    }
+
+    /// For a layout that stores the tensor's one scale in its packed data, after the codes
+    /// (bitnet.cpp's I2_S), the number of bytes that hold it; 0 for the others. They are the
+    /// last bytes of the packed tensor, in no tile; [`Self::put_tensor_scale`] writes them.
+    /// Such a layout takes granularity tensor only.
+    fn tensor_scale_len(&self) -> usize {
+        0
+    }
+
+    /// Writes the tensor's stored `scale` into `out`, its last [`Self::tensor_scale_len`]
+    /// bytes.
+    fn put_tensor_scale(&self, _scale: f32, _out: &mut [u8]) {}
+
+    /// The granularity of the scales the packed data holds: each block's for a layout that
+    /// has [`Self::block`], the tensor's for one that has [`Self::tensor_scale_len`]; `None`
+    /// where the scales are kept apart, in a tensor of their own.
+    fn packed_granularity(&self) -> Option<Granularity> {
+        match (self.block(), self.tensor_scale_len()) {
+            (Some(block), _) => Some(Granularity::Group(block)),
+            (None, 0) => None,
+            (None, _) => Some(Granularity::Tensor),
+        }
     }
 
     /// The number of bytes the codes of a tile of `values` values pack into: the length of
@@ -278,6 +304,12 @@ registry! {
     Q2_0 => q2_0::Q2_0,
     /// GGUF Q8_0 holding ternary codes: blocks of 32 values in 34 bytes, a float16 scale each.
     Q8_0 => q8_0::Q8_0,
+    /// bitnet.cpp's I2_S for its x86 builds: blocks of 128 values, one float32 scale after the
+    /// codes.
+    I2S => i2_s::X86,
+    /// bitnet.cpp's I2_S for its ARM builds: blocks of 64 values, one float32 scale after the
+    /// codes.
+    I2SArm => i2_s::ARM,
 }
 
 impl Layout {

@@ -89,7 +89,7 @@ pub fn scale_name(name: &str) -> String {
 pub enum ScaleSource {
     /// In the tensor of this name, in the same file.
     Tensor(String),
-    /// In the packed blocks.
+    /// In the packed data: in its blocks, or after its codes.
     Blocks,
 }
 
@@ -416,8 +416,9 @@ fn quantize_action(tensor: &StoredTensor, request: &QuantizeRequest) -> Result<A
     match layout.packed_shape(&tensor.shape) {
         Ok(_) => {}
         // GGUF files need every linear weight in blocks, so a row that does not split into
-        // them is an error; bitnet keeps the tensor, which transformers loads unconverted.
-        Err(e) if layout.block().is_some() => return Err(e),
+        // them is an error (in the layouts that hold their scales, GGUF's); bitnet keeps the
+        // tensor, which transformers loads unconverted.
+        Err(e) if layout.packed_granularity().is_some() => return Err(e),
         Err(e) => {
             return Ok(Action::Copy(format!(
                 "cannot use layout {}: {e}",
@@ -430,7 +431,7 @@ fn quantize_action(tensor: &StoredTensor, request: &QuantizeRequest) -> Result<A
         (Layout::Bitnet, LinearClass::AutoBitLinear) => (tensor.dtype, ScaleConvention::Multiply),
         _ => (StoredType::F32, ScaleConvention::Multiply),
     };
-    let scale = layout.block().is_none().then(|| ScaleStorage {
+    let scale = layout.packed_granularity().is_none().then(|| ScaleStorage {
         name: scale_name(&tensor.name),
         dtype,
         convention,
@@ -609,14 +610,13 @@ fn dequantize_tensor(
         let scales = if let Some(name) = &q.scale {
             ScaleSource::Tensor(name.clone())
         } else {
-            // The blocks hold the scales: dequantize with each block's own, as readers do.
-            let block = layout.get().block().ok_or_else(|| {
+            // The packed data holds the scales: dequantize with those, as readers do.
+            granularity = layout.get().packed_granularity().ok_or_else(|| {
                 Error::Format(format!(
                     "the {} layout keeps its scales apart, but no scale tensor is named",
                     layout.name()
                 ))
             })?;
-            granularity = Granularity::Group(block);
             ScaleSource::Blocks
         };
         let out = dtype.unwrap_or(original);

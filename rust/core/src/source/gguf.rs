@@ -49,13 +49,16 @@ pub fn open(path: &Path) -> Result<SafetensorsFile> {
                         type_name(t.ggml_type).unwrap_or("unknown")
                     )))
                 })?;
-            let block = layout.get().block().unwrap_or(1);
+            let granularity = layout
+                .get()
+                .packed_granularity()
+                .expect("layouts with a GGML type keep their scales in the packed data");
             description.quantized.insert(
                 t.name.clone(),
                 QuantizedTensor {
                     layout: layout.name().into(),
                     method: method.clone(),
-                    granularity: format!("group:{block}"),
+                    granularity: granularity.name(),
                     dtype: "F32".into(),
                     shape: t.shape.clone(),
                     scale: None,
