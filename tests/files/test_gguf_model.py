@@ -201,3 +201,32 @@ def test_every_prefix_of_a_gguf_file_is_an_error_not_a_crash(tmp_path):
             ryzq.dequantize_file(path, tmp_path / "out.safetensors")
         assert err.value.kind in ("truncated", "bad_format"), (n, str(err.value))
         assert not (tmp_path / "out.safetensors").exists()
+
+
+@pytest.mark.parametrize(("hidden_act", "arch"), [("relu2", "bitnet-b1.58"), ("silu", "bitnet")])
+def test_i2_s_files_are_for_bitnet_cpp(tmp_path, hidden_act, arch):
+    root = tmp_path / "m"
+    root.mkdir()
+    state = llama_state()
+    for i in range(2):
+        state[f"model.layers.{i}.self_attn.attn_sub_norm.weight"] = np.ones(256, np.float32)
+        state[f"model.layers.{i}.mlp.ffn_sub_norm.weight"] = np.ones(512, np.float32)
+    save_file(state, str(root / "model.safetensors"))
+    config = {**CONFIG, "architectures": ["BitNetForCausalLM"], "model_type": "bitnet"}
+    (root / "config.json").write_text(json.dumps({**config, "hidden_act": hidden_act}))
+    dst = tmp_path / "m.gguf"
+    to_gguf(root, dst, layout="i2_s")
+    header = ryzq._ryzq.read_gguf_header(str(dst))
+    kvs = {key: value for key, _, value in header["kvs"]}
+    assert kvs["general.architecture"] == arch
+    assert kvs[f"{arch}.hidden_activation"] == hidden_act
+    assert kvs["general.file_type"] == 40
+    types = {name: (ggml_type, nbytes) for name, ggml_type, _, nbytes in header["tensors"]}
+    assert types["blk.0.ffn_down.weight"] == ("I2_S", 256 * 512 // 4 + 32)
+    assert types["blk.1.ffn_sub_norm.weight"] == ("F32", 512 * 4)
+    back = tmp_path / "back.safetensors"
+    ryzq.dequantize_file(dst, back)
+    restored = load_file(back)
+    w = state["model.layers.1.mlp.down_proj.weight"]
+    expected = ryzq.quantize(w, layout="i2_s").dequantize()
+    np.testing.assert_array_equal(restored["blk.1.ffn_down.weight"], expected)
