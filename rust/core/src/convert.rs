@@ -209,10 +209,11 @@ fn convert_tensor(
         }
         Action::ConvertFloat { from, to, factor } => {
             report.kept_because = Some(format!("not quantized; written as {}", to.name()));
-            computed(
-                convert_float(run.level, *from, *to, &bytes, *factor),
-                &mut report,
-            )?;
+            let out = crate::threads::run(run.threads, || {
+                convert_float(run.level, *from, *to, &bytes, *factor)
+            })?
+            .0;
+            computed(out, &mut report)?;
         }
         Action::Dequantize {
             layout,

@@ -440,6 +440,58 @@ fn read_gguf_header(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyDict>
     Ok(d)
 }
 
+/// Writes the GGUF file `path` with `general.architecture = arch` and `tensors`, each
+/// (name, type, shape, bytes): type a float dtype or a layout with a GGML type, shape the
+/// logical one. The file appears only once complete.
+#[pyfunction]
+fn write_gguf_file(
+    py: Python<'_>,
+    path: PathBuf,
+    arch: String,
+    tensors: Vec<(String, String, Vec<usize>, PyReadonlyArray1<'_, u8>)>,
+) -> PyResult<()> {
+    use ryzq_core::gguf::GgmlType;
+    use ryzq_core::sink::gguf::GgufTensor;
+    use ryzq_core::sink::{GgufPlacement, GgufWriter};
+    let mut placements = Vec::with_capacity(tensors.len());
+    for (name, kind, shape, _) in &tensors {
+        let in_tensor = |e: ryzq_core::Error| to_py(e.in_file(&path, Some(name)));
+        let ggml_type = match FloatDType::parse(kind) {
+            Ok(dtype) => GgmlType::from_float(dtype),
+            Err(_) => Layout::parse(kind)
+                .and_then(GgmlType::of_layout)
+                .map_err(in_tensor)?,
+        };
+        placements.push(GgufPlacement {
+            ggml_type,
+            shape: shape.clone(),
+        });
+    }
+    let data: Vec<&[u8]> = tensors
+        .iter()
+        .map(|t| t.3.as_slice())
+        .collect::<Result<_, _>>()?;
+    let infos: Vec<GgufTensor<'_>> = tensors
+        .iter()
+        .zip(&placements)
+        .zip(&data)
+        .map(|(((name, ..), placement), bytes)| GgufTensor {
+            name,
+            placement,
+            nbytes: bytes.len(),
+        })
+        .collect();
+    let kvs = vec![("general.architecture".to_owned(), GgufValue::from(arch))];
+    py.detach(|| {
+        let mut file = GgufWriter::create(&path, &kvs, &infos)?;
+        for (t, bytes) in infos.iter().zip(&data) {
+            file.write(t.name, bytes)?;
+        }
+        file.finish()
+    })
+    .map_err(|e| to_py(e.in_file(&path, None)))
+}
+
 /// What quantizing would do, without writing anything: the plan as a dict (files, each
 /// tensor's action and outputs, the config of a folder, warnings).
 #[pyfunction]
@@ -682,6 +734,7 @@ fn _ryzq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dequantize_checkpoint, m)?)?;
     m.add_function(wrap_pyfunction!(read_header, m)?)?;
     m.add_function(wrap_pyfunction!(read_gguf_header, m)?)?;
+    m.add_function(wrap_pyfunction!(write_gguf_file, m)?)?;
     m.add_function(wrap_pyfunction!(read_model_folder, m)?)?;
     m.add_function(wrap_pyfunction!(default_granularity, m)?)?;
     m.add_function(wrap_pyfunction!(layouts, m)?)?;
