@@ -262,6 +262,96 @@ def folder_seeds() -> None:
         put("model_folder", struct.pack("<BH", flags, len(c)) + c + i)
 
 
+def protobuf_field(field: int, wire: int, payload: bytes) -> bytes:
+    """A protobuf field: its key, then for length-delimited fields the length."""
+
+    def varint(v: int) -> bytes:
+        out = bytearray()
+        while v >= 0x80:
+            out.append(v & 0x7F | 0x80)
+            v >>= 7
+        return bytes(out + bytes([v]))
+
+    key = varint(field << 3 | wire)
+    return key + (varint(len(payload)) + payload if wire == 2 else payload)
+
+
+def sentencepiece_model(pieces: list[tuple[str, float, int]], model_type: int = 2) -> bytes:
+    """A SentencePiece ModelProto: pieces (piece, score, type), a trainer spec, a normalizer."""
+    out = b""
+    for text, score, kind in pieces:
+        piece = protobuf_field(1, 2, text.encode())
+        piece += protobuf_field(2, 5, struct.pack("<f", score))
+        piece += protobuf_field(3, 0, bytes([kind]))
+        out += protobuf_field(1, 2, piece)
+    out += protobuf_field(2, 2, protobuf_field(3, 0, bytes([model_type])))
+    out += protobuf_field(3, 2, protobuf_field(3, 0, b"\x01"))
+    return out
+
+
+def tokenizer_seeds() -> None:
+    """Folders as fuzz_targets/tokenizer.rs reads them: flags, rows, then each file."""
+
+    def seed(rows: int, files: list[bytes | None]) -> bytes:
+        flags = sum(1 << i for i, f in enumerate(files) if f is not None)
+        present = [f for f in files if f is not None]
+        out = struct.pack("<BH", flags, rows - 1)
+        for f in present[:-1]:
+            out += struct.pack("<H", len(f)) + f
+        return out + (present[-1] if present else b"")
+
+    regex = (
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
+        r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    )
+    bpe = {
+        "added_tokens": [
+            {"id": 6, "content": "<|bos|>", "special": True, "normalized": False},
+            {"id": 7, "content": "\u010a", "special": False, "normalized": False},
+        ],
+        "pre_tokenizer": {
+            "type": "Sequence",
+            "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated"},
+                {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False},
+            ],
+        },
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<|bos|>"}}, {"Sequence": {"id": "A"}}],
+            "pair": [
+                {"SpecialToken": {"id": "<|bos|>"}},
+                {"Sequence": {"id": "A"}},
+                {"SpecialToken": {"id": "<|bos|>"}},
+                {"Sequence": {"id": "B"}},
+            ],
+        },
+        "decoder": {"type": "ByteLevel"},
+        "model": {
+            "type": "BPE",
+            "vocab": {"a": 0, "b": 1, "\u0120": 2, "ab": 3, "\u0120ab": 4, "c": 5},
+            "merges": [["a", "b"], "\u0120 ab"],
+        },
+    }
+    config = {
+        "bos_token": "<|bos|>",
+        "eos_token": {"content": "<|bos|>"},
+        "add_bos_token": True,
+        "chat_template": [
+            {"name": "default", "template": "{{ m }}"},
+            {"name": "x", "template": ""},
+        ],
+        "added_tokens_decoder": {"1": {"content": "<s>", "special": True}},
+    }
+    pieces = [("<unk>", 0.0, 2), ("<s>", 0.0, 3), ("</s>", 0.0, 3), ("<0x0A>", 0.0, 6)]
+    spm = sentencepiece_model([*pieces, ("\u2581a", -1.0, 1)])
+    jsons = [json.dumps(bpe).encode(), json.dumps(config).encode()]
+    put("tokenizer", seed(12, [None, jsons[0], jsons[1], None, None, None]))
+    put("tokenizer", seed(8, [None, jsons[0], None, None, b"{{ x }}", b'{"eos_token_id": 6}']))
+    put("tokenizer", seed(9, [spm, None, jsons[1], b'{"<x>": 6}', None, None]))
+    put("tokenizer", seed(5, [spm, jsons[0], None, None, None, b'{"vocab_size": 5}']))
+
+
 def main() -> None:
     # The reproducers of bugs the fuzzers found (regress-*) stay; the seeds are made anew.
     for f in CORPUS.rglob("*"):
@@ -272,6 +362,7 @@ def main() -> None:
     metadata_seeds(texts)
     unpack_seeds()
     folder_seeds()
+    tokenizer_seeds()
     total = sum(f.stat().st_size for f in CORPUS.rglob("*") if f.is_file())
     count = sum(1 for f in CORPUS.rglob("*") if f.is_file())
     print(f"{count} seeds, {total} bytes", file=sys.stderr)

@@ -18,6 +18,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use ryzq_core::gguf::Value as GgufValue;
 use ryzq_core::plan::gguf::{Fallback, GgufOptions};
+use ryzq_core::model::tokenizer;
 use ryzq_core::plan::{Action, LinearClass, Plan, QuantizeRequest, Selection};
 use ryzq_core::report::TensorReport;
 use ryzq_core::sink::{OutputTensor, SafetensorsWriter, TensorFile};
@@ -648,6 +649,39 @@ fn read_model_folder(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyDict
     Ok(d)
 }
 
+/// The vocabulary of a model folder as the values of GGUF's `tokenizer.*` keys, for an
+/// embedding of `n_vocab` rows: `ryzq_core::model::tokenizer::Vocab` as a dict, token types as
+/// their GGUF integers and special ids by `SpecialVocab`'s names ("bos", "eos", ...).
+#[pyfunction]
+fn read_vocab(py: Python<'_>, dir: PathBuf, n_vocab: usize) -> PyResult<Bound<'_, PyDict>> {
+    let vocab = py
+        .detach(|| {
+            let config = ryzq_core::source::folder::read_config(&dir)?;
+            tokenizer::read_vocab(&dir, &config, n_vocab)
+        })
+        .map_err(to_py)?;
+    let d = PyDict::new(py);
+    d.set_item("model", vocab.model.gguf_name())?;
+    d.set_item("pre", &vocab.pre)?;
+    d.set_item("tokens", &vocab.tokens)?;
+    d.set_item("scores", &vocab.scores)?;
+    let types: Vec<i32> = vocab.token_types.iter().map(|t| t.gguf_value()).collect();
+    d.set_item("token_types", types)?;
+    d.set_item("merges", &vocab.merges)?;
+    let special = PyDict::new(py);
+    for (which, id) in &vocab.special_ids {
+        special.set_item(which.name(), id)?;
+    }
+    d.set_item("special_ids", special)?;
+    d.set_item("add_bos", vocab.add_bos)?;
+    d.set_item("add_eos", vocab.add_eos)?;
+    d.set_item("add_sep", vocab.add_sep)?;
+    d.set_item("add_space_prefix", vocab.add_space_prefix)?;
+    d.set_item("chat_template", &vocab.chat_template)?;
+    d.set_item("named_chat_templates", &vocab.named_chat_templates)?;
+    Ok(d)
+}
+
 /// Writes a safetensors file one tensor at a time: the layout is fixed up front, each tensor
 /// is written as it comes, and the file appears at its path only when `finish` succeeds.
 #[pyclass(module = "ryzq._ryzq")]
@@ -736,6 +770,7 @@ fn _ryzq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_gguf_header, m)?)?;
     m.add_function(wrap_pyfunction!(write_gguf_file, m)?)?;
     m.add_function(wrap_pyfunction!(read_model_folder, m)?)?;
+    m.add_function(wrap_pyfunction!(read_vocab, m)?)?;
     m.add_function(wrap_pyfunction!(default_granularity, m)?)?;
     m.add_function(wrap_pyfunction!(layouts, m)?)?;
     m.add_function(wrap_pyfunction!(parse_ryzq_metadata, m)?)?;

@@ -50,6 +50,13 @@ impl<'a> Input<'a> {
         (self.u32() as usize) % n
     }
 
+    /// The next `n` bytes, or as many as are left.
+    pub fn take(&mut self, n: usize) -> &'a [u8] {
+        let (taken, rest) = self.data.split_at(n.min(self.data.len()));
+        self.data = rest;
+        taken
+    }
+
     /// The bytes not read yet.
     #[must_use]
     pub fn rest(&self) -> &'a [u8] {

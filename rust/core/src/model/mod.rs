@@ -3,6 +3,8 @@
 //! entry says whether the architecture is trained the BitNet b1.58 way (it computes with one
 //! absmean scale per weight matrix); the GGUF writer adds its keys and tensor names here.
 
+pub mod tokenizer;
+
 use serde_json::{Map, Value, json};
 
 use crate::method::{Granularity, Method};

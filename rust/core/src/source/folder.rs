@@ -24,7 +24,9 @@ pub struct ModelFolder {
 /// that a hostile one cannot exhaust memory. (serde_json also refuses nesting over 128 deep.)
 pub const MAX_JSON_BYTES: u64 = 100_000_000;
 
-fn read_json(path: &Path, what: &str) -> Result<Value> {
+/// A JSON file of a model folder, refused over [`MAX_JSON_BYTES`]; `what` names it in errors
+/// ("a config").
+pub(crate) fn read_json(path: &Path, what: &str) -> Result<Value> {
     let size = std::fs::metadata(path)
         .map_err(|e| Error::io(path, e))?
         .len();
@@ -60,6 +62,21 @@ pub fn check_plain_name(name: &str, named_in: &Path) -> Result<()> {
     }
 }
 
+/// The `config.json` of the model folder `dir`, its keys in their order.
+pub fn read_config(dir: &Path) -> Result<Map<String, Value>> {
+    let config_path = dir.join(CONFIG);
+    if !config_path.is_file() {
+        return Err(Error::InvalidArgument(format!(
+            "{}: no config.json, so not a model folder",
+            dir.display()
+        )));
+    }
+    let Value::Object(config) = read_json(&config_path, "a config")? else {
+        return Err(Error::Format("not a JSON object".into()).in_file(&config_path, None));
+    };
+    Ok(config)
+}
+
 impl ModelFolder {
     pub fn open(dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
@@ -68,16 +85,7 @@ impl ModelFolder {
                 dir.display()
             )));
         }
-        let config_path = dir.join(CONFIG);
-        if !config_path.is_file() {
-            return Err(Error::InvalidArgument(format!(
-                "{}: no config.json, so not a model folder",
-                dir.display()
-            )));
-        }
-        let Value::Object(config) = read_json(&config_path, "a config")? else {
-            return Err(Error::Format("not a JSON object".into()).in_file(&config_path, None));
-        };
+        let config = read_config(dir)?;
         let index_path = dir.join(INDEX);
         let (index, shards) = if index_path.is_file() {
             let not_index = || {
