@@ -41,4 +41,12 @@ def write_gguf(
                 raise RyzqError(f"tensor {name!r}: GGUF takes float32 or float16, not {arr.dtype}")
             kind = "float32" if arr.dtype == np.float32 else "float16"
             entries.append((name, kind, list(arr.shape), arr.reshape(-1).view(np.uint8)))
-    _ryzq.write_gguf_file(os.fspath(path), arch, entries)
+    layouts = {kind for _, kind, _, _ in entries if kind in LAYOUT_INFO}
+    if {"i2_s", "i2_s_arm"} <= layouts:
+        raise RyzqError(
+            "i2_s and i2_s_arm tensors in one file: bitnet.cpp reads I2_S one way per build "
+            "(x86 or ARM), so a file holds one of them"
+        )
+    # Readers tell I2_S's two byte orders apart by the layout the file was written in.
+    layout = next(iter(layouts)) if len(layouts) == 1 else None
+    _ryzq.write_gguf_file(os.fspath(path), arch, entries, layout)

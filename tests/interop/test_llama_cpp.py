@@ -282,3 +282,118 @@ def test_a_dry_run_plans_the_gguf_file(models, tmp_path):
     assert not dst.exists()
     outputs = {o[0] for t in plan.tensors for o in t.outputs}
     assert "blk.0.attn_q.weight" in outputs and "output.weight" in outputs
+
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog. It's 12:45, isn't it?",
+    "Ternary weights: -1, 0 and +1; 1.58 bits each.\n\n  Indented\tline",
+    "Grüße aus Köln, ça va? 東京 🚀 — ok 1234567",
+]
+LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
+    r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def with_files(folder, dst, files):
+    dst.mkdir()
+    for p in folder.iterdir():
+        (dst / p.name).symlink_to(p)
+    for name, write in files.items():
+        write(dst / name)
+    return dst
+
+
+def test_llama_cpp_tokenizes_as_the_byte_level_bpe_tokenizer_does(models, tmp_path):
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers import Regex, decoders, pre_tokenizers, processors, trainers
+
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE(ignore_merges=True))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    bos, eos = "<|begin_of_text|>", "<|end_of_text|>"
+    trainer = trainers.BpeTrainer(
+        vocab_size=310,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=[bos, eos],
+    )
+    tok.train_from_iterator(TEXTS * 50, trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", special_tokens=[(bos, tok.token_to_id(bos))]
+    )
+    config = {"bos_token": bos, "eos_token": eos, "chat_template": "{{ messages }}"}
+    folder = with_files(
+        models["llama"],
+        tmp_path / "m",
+        {
+            "tokenizer.json": lambda p: p.write_text(tok.to_str()),
+            "tokenizer_config.json": lambda p: p.write_text(json.dumps(config)),
+        },
+    )
+    dst = tmp_path / "m.gguf"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ryzq.RyzqWarning)
+        ryzq.quantize_model(folder, dst, layout="tq2_0")
+    fields = gguf.GGUFReader(dst).fields
+    assert fields["tokenizer.ggml.model"].contents() == "gpt2"
+    assert fields["tokenizer.ggml.pre"].contents() == "llama-bpe"
+    assert fields["tokenizer.chat_template"].contents() == "{{ messages }}"
+    llm = llama_cpp.Llama(model_path=str(dst), n_ctx=64, verbose=False, vocab_only=True)
+    assert llm.token_bos() == tok.token_to_id(bos)
+    assert llm.token_eos() == tok.token_to_id(eos)
+    for text in TEXTS:
+        ids = tok.encode(text).ids
+        assert ids[0] == tok.token_to_id(bos)
+        assert llm.tokenize(text.encode(), add_bos=True, special=False) == ids
+        assert llm.detokenize(ids[1:]).decode() == text
+    llm.close()
+
+
+def test_llama_cpp_tokenizes_as_the_sentencepiece_model_does(models, tmp_path):
+    spm = pytest.importorskip("sentencepiece")
+    corpus = tmp_path / "corpus.txt"
+    # One line of ASCII: every character is a piece within the model's 320 rows (llama.cpp
+    # aborts on a character a model without byte pieces cannot spell).
+    texts = [TEXTS[0], "Ternary weights: -1, 0 and +1; 1.58 bits each."]
+    corpus.write_text("\n".join(texts * 50))
+    prefix = tmp_path / "spm"
+    spm.SentencePieceTrainer.train(
+        input=str(corpus),
+        model_prefix=str(prefix),
+        vocab_size=200,
+        model_type="bpe",
+        character_coverage=1.0,
+        bos_id=1,
+        eos_id=2,
+        unk_id=0,
+        minloglevel=2,
+    )
+    model_file = tmp_path / "spm.model"
+    folder = with_files(
+        models["bitnet"],
+        tmp_path / "m",
+        {"tokenizer.model": lambda p: p.write_bytes(model_file.read_bytes())},
+    )
+    dst = tmp_path / "m.gguf"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ryzq.RyzqWarning)
+        ryzq.quantize_model(folder, dst, layout="tq1_0")
+    assert gguf.GGUFReader(dst).fields["tokenizer.ggml.model"].contents() == "llama"
+    sp = spm.SentencePieceProcessor(model_file=str(model_file))
+    llm = llama_cpp.Llama(model_path=str(dst), n_ctx=64, verbose=False, vocab_only=True)
+    for text in texts:
+        ids = [sp.bos_id(), *sp.encode(text)]
+        assert llm.tokenize(text.encode(), add_bos=True, special=False) == ids
+    llm.close()
+
+
+def test_a_folder_without_a_tokenizer_is_an_error_unless_asked(models, tmp_path):
+    with pytest.raises(ryzq.RyzqError, match=r"tokenizer") as err:
+        ryzq.quantize_model(models["llama"], tmp_path / "m.gguf", layout="tq2_0")
+    assert not (tmp_path / "m.gguf").exists()
+    assert "tokenizer" in str(err.value)

@@ -17,8 +17,8 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use ryzq_core::gguf::Value as GgufValue;
-use ryzq_core::plan::gguf::{Fallback, GgufOptions};
 use ryzq_core::model::tokenizer;
+use ryzq_core::plan::gguf::{Fallback, GgufOptions};
 use ryzq_core::plan::{Action, LinearClass, Plan, QuantizeRequest, Selection};
 use ryzq_core::report::TensorReport;
 use ryzq_core::sink::{OutputTensor, SafetensorsWriter, TensorFile};
@@ -443,13 +443,16 @@ fn read_gguf_header(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyDict>
 
 /// Writes the GGUF file `path` with `general.architecture = arch` and `tensors`, each
 /// (name, type, shape, bytes): type a float dtype or a layout with a GGML type, shape the
-/// logical one. The file appears only once complete.
+/// logical one; `layout`, where every packed tensor has one, as `ryzq.layout`. The file
+/// appears only once complete.
 #[pyfunction]
+#[pyo3(signature = (path, arch, tensors, layout=None))]
 fn write_gguf_file(
     py: Python<'_>,
     path: PathBuf,
     arch: String,
     tensors: Vec<(String, String, Vec<usize>, PyReadonlyArray1<'_, u8>)>,
+    layout: Option<Name<Layout>>,
 ) -> PyResult<()> {
     use ryzq_core::gguf::GgmlType;
     use ryzq_core::sink::gguf::GgufTensor;
@@ -482,7 +485,10 @@ fn write_gguf_file(
             nbytes: bytes.len(),
         })
         .collect();
-    let kvs = vec![("general.architecture".to_owned(), GgufValue::from(arch))];
+    let mut kvs = vec![("general.architecture".to_owned(), GgufValue::from(arch))];
+    if let Some(layout) = layout {
+        kvs.push(("ryzq.layout".to_owned(), layout.0.name().into()));
+    }
     py.detach(|| {
         let mut file = GgufWriter::create(&path, &kvs, &infos)?;
         for (t, bytes) in infos.iter().zip(&data) {

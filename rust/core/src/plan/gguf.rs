@@ -7,10 +7,12 @@ use serde_json::Value as Json;
 use super::{Action, OutputFile, Plan, PlannedTensor, QuantizeRequest};
 use crate::dtype::{FloatDType, StoredType};
 use crate::error::{Error, Result};
+use crate::gguf::value::Array;
 use crate::gguf::{GgmlType, Value};
 use crate::layout::Layout;
 use crate::method::Granularity;
 use crate::model::gguf::{GgufName, Hyperparameters, Role, Runtime, gguf_architecture};
+use crate::model::tokenizer::{Vocab, read_vocab};
 use crate::sink::{GgufPlacement, OutputTensor};
 use crate::source::folder::OtherFiles;
 use crate::source::{Source, StoredTensor};
@@ -115,6 +117,68 @@ fn file_type(layout: Layout) -> Option<u32> {
         name if name.starts_with("i2_s") => Some(40),
         _ => None,
     }
+}
+
+/// The `tokenizer.*` keys of `vocab`, typed as llama.cpp's loader reads them (token types
+/// i32, scores f32, special ids u32); a key the folder gives no value for is left out.
+fn tokenizer_kvs(vocab: Vocab) -> Vec<(String, Value)> {
+    let mut kvs: Vec<(String, Value)> = vec![
+        (
+            "tokenizer.ggml.model".into(),
+            vocab.model.gguf_name().into(),
+        ),
+        ("tokenizer.ggml.pre".into(), vocab.pre.into()),
+        (
+            "tokenizer.ggml.tokens".into(),
+            Value::Array(Array::String(vocab.tokens)),
+        ),
+    ];
+    if let Some(scores) = vocab.scores {
+        kvs.push((
+            "tokenizer.ggml.scores".into(),
+            Value::Array(Array::F32(scores)),
+        ));
+    }
+    let types = vocab.token_types.iter().map(|t| t.gguf_value()).collect();
+    kvs.push((
+        "tokenizer.ggml.token_type".into(),
+        Value::Array(Array::I32(types)),
+    ));
+    if !vocab.merges.is_empty() {
+        let merges = Value::Array(Array::String(vocab.merges));
+        kvs.push(("tokenizer.ggml.merges".into(), merges));
+    }
+    for (which, id) in vocab.special_ids {
+        kvs.push((which.gguf_key().into(), Value::U32(id)));
+    }
+    for (key, flag) in [
+        ("tokenizer.ggml.add_bos_token", vocab.add_bos),
+        ("tokenizer.ggml.add_eos_token", vocab.add_eos),
+        ("tokenizer.ggml.add_sep_token", vocab.add_sep),
+        ("tokenizer.ggml.add_space_prefix", vocab.add_space_prefix),
+    ] {
+        if let Some(flag) = flag {
+            kvs.push((key.into(), Value::Bool(flag)));
+        }
+    }
+    if let Some(template) = vocab.chat_template {
+        kvs.push(("tokenizer.chat_template".into(), template.into()));
+    }
+    if !vocab.named_chat_templates.is_empty() {
+        let names = vocab
+            .named_chat_templates
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect();
+        for (name, template) in vocab.named_chat_templates {
+            kvs.push((format!("tokenizer.chat_template.{name}"), template.into()));
+        }
+        kvs.push((
+            "tokenizer.chat_templates".into(),
+            Value::Array(Array::String(names)),
+        ));
+    }
+    kvs
 }
 
 /// A float output of `t` as `to`.
@@ -386,14 +450,17 @@ impl Plan {
         kvs.push(("ryzq.method".into(), request.method.name().into()));
         kvs.push(("ryzq.granularity".into(), request.granularity.name().into()));
         if options.tokenizer {
-            return Err(Error::InvalidArgument(
-                "writing the tokenizer is not available yet; pass --no-tokenizer".into(),
-            ));
+            let vocab = read_vocab(folder.dir(), config, n_vocab)?;
+            kvs.extend(tokenizer_kvs(vocab));
+        } else {
+            // Loaders need a tokenizer model; "none" is llama.cpp's word for a file without one.
+            kvs.push(("tokenizer.ggml.model".into(), "none".into()));
+            warnings.push(
+                "no tokenizer written (tokenizer=False, --no-tokenizer): runtimes take token \
+                 ids, not text"
+                    .into(),
+            );
         }
-        // Loaders need a tokenizer model; "none" is llama.cpp's word for a file without one.
-        kvs.push(("tokenizer.ggml.model".into(), "none".into()));
-        warnings
-            .push("no tokenizer written (no_tokenizer): runtimes take token ids, not text".into());
 
         Ok(Plan {
             files: vec![OutputFile {

@@ -22,6 +22,7 @@ pub fn open(path: &Path) -> Result<SafetensorsFile> {
     let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
     let header = read_header(&map).map_err(|e| e.in_file(path, None))?;
     let method = header.string("ryzq.method").unwrap_or("absmean").to_owned();
+    let written_in = header.string("ryzq.layout");
     let mut description = RyzqMetadata {
         version: metadata::VERSION,
         ..RyzqMetadata::default()
@@ -38,10 +39,19 @@ pub fn open(path: &Path) -> Result<SafetensorsFile> {
         let (dtype, shape) = if let Some(dtype) = float {
             (dtype, t.shape.clone())
         } else {
-            let layout = Layout::ALL
+            // Layouts that share a GGML type (I2_S for x86 and for ARM builds) are told apart
+            // by the layout the file says it was written in, else the first (x86, the build
+            // bitnet.cpp makes by default).
+            let sharing: Vec<Layout> = Layout::ALL
                 .iter()
                 .copied()
-                .find(|l| l.get().gguf_type() == Some(t.ggml_type))
+                .filter(|l| l.get().gguf_type() == Some(t.ggml_type))
+                .collect();
+            let layout = sharing
+                .iter()
+                .copied()
+                .find(|l| Some(l.name()) == written_in)
+                .or_else(|| sharing.first().copied())
                 .ok_or_else(|| {
                     in_file(Error::Format(format!(
                         "GGML type {} ({}), which is none of ryzq's layouts",
