@@ -118,7 +118,7 @@ METHOD_REFERENCES = {
 def quantize(w: np.ndarray, layout: str, method: str, granularity: str):
     """(codes, stored scales) as ryzq's layout stores them (GGUF blocks: float16 scales)."""
     codes, scales = METHOD_REFERENCES[method](w, granularity)
-    if layout in ("tq2_0", "tq1_0", "q2_0"):
+    if layout in ("tq2_0", "tq1_0", "q2_0", "q8_0"):
         scales = scales.astype(np.float16).astype(np.float32)
     return codes, scales
 
@@ -206,6 +206,13 @@ def pack_q2_0(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
     return np.concatenate([d, qs], axis=1).reshape(-1)
 
 
+def pack_q8_0(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """GGUF Q8_0: per 32 values d FIRST, then one int8 per value (here the code itself)."""
+    qs = codes.astype(np.int8).view(np.uint8).reshape(-1, 32)
+    d = scales.astype(np.float16).view(np.uint8).reshape(-1, 2)
+    return np.concatenate([d, qs], axis=1).reshape(-1)
+
+
 def pack_i2_s(codes: np.ndarray, scale: np.float32, block: int) -> np.ndarray:
     """bitnet.cpp's I2_S: per block of the flat tensor (128 values x86, 64 ARM), byte m holds
     values m + block/4 * j at bits 6 - 2j; then the float32 scale and 28 zero bytes."""
@@ -229,6 +236,7 @@ PACKERS = {
     "tq2_0": lambda c, s: pack_tq2_0(c, block_scales(s, c.size)),
     "tq1_0": lambda c, s: pack_tq1_0(c, block_scales(s, c.size)),
     "q2_0": lambda c, s: pack_q2_0(c, block_scales(s, c.size, 64)),
+    "q8_0": lambda c, s: pack_q8_0(c, block_scales(s, c.size, 32)),
     "i2_s": lambda c, s: pack_i2_s(c, s[0], 128),
     "i2_s_arm": lambda c, s: pack_i2_s(c, s[0], 64),
 }
@@ -243,6 +251,7 @@ def packed_nbytes(shape: tuple[int, ...], layout: str) -> int:
         "tq2_0": n // 256 * 66,
         "tq1_0": n // 256 * 54,
         "q2_0": n // 64 * 18,
+        "q8_0": n // 32 * 34,
         "i2_s": n // 4 + 32,
         "i2_s_arm": n // 4 + 32,
     }[layout]

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import ryzq
+from ryzq.array import LAYOUT_INFO
 
 DTYPES = {
     "float32": np.dtype(np.float32),
@@ -19,7 +20,7 @@ DTYPES = {
 
 #: The GGUF block layouts and the values of each block: rows are whole blocks, and each
 #: block stores its scale.
-BLOCKS = {"tq2_0": 256, "tq1_0": 256, "q2_0": 64}
+BLOCKS = {name: info["block"] for name, info in LAYOUT_INFO.items() if info["block"]}
 BLOCK_LAYOUTS = tuple(BLOCKS)
 #: bitnet.cpp's I2_S layouts and the values of each block: rows are whole blocks, and the
 #: tensor's one float32 scale follows the codes (granularity tensor only).

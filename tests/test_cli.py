@@ -295,7 +295,7 @@ def test_the_i2_s_layouts_are_choices_and_inspect_says_where_their_scale_is(tmp_
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
     assert "i2_s_arm takes them" in refused.stderr and 'tensor "model.layers.' in refused.stderr
     helped = " ".join(run("quantize", "--help").stdout.split())
-    assert "{bitnet,i2,t1,tq2_0,tq1_0,q2_0,i2_s,i2_s_arm}" in helped
+    assert "{bitnet,i2,t1,tq2_0,tq1_0,q2_0,q8_0,i2_s,i2_s_arm}" in helped
 
 
 def test_the_bitnet_granularity_warning_is_one_line_on_stderr(tmp_path):

@@ -1,6 +1,5 @@
-"""write_gguf: TQ2_0 / TQ1_0 files gguf-py reads back. Q2_0, which gguf-py 0.19 cannot name, and
-I2_S, which gguf-py's writer cannot size: a clear error (their bytes are held to ggml's and
-bitnet.cpp's in golden/)."""
+"""write_gguf: TQ2_0 / TQ1_0 files gguf-py reads back; Q2_0, Q8_0 and I2_S, which gguf-py 0.19
+cannot name, read back by ryzq (their bytes are held to ggml's and bitnet.cpp's in golden/)."""
 
 import os
 
@@ -48,35 +47,42 @@ def test_write_gguf_refuses_layouts_gguf_lacks(tmp_path):
     assert gguf.GGMLQuantizationType.TQ2_0 == 35 and gguf.GGMLQuantizationType.TQ1_0 == 34
 
 
-def test_write_gguf_writes_q2_0_where_gguf_py_names_it_else_says_why(tmp_path):
-    w = (np.random.default_rng(4).standard_normal((8, 320)) * 0.02).astype(np.float32)
-    t = ryzq.quantize(w, layout="q2_0", method="absmax")
+def read_back(path):
+    """Every tensor of a GGUF file as ryzq's reader lists it, with its bytes."""
+    header = ryzq._ryzq.read_gguf_header(str(path))
+    data = path.read_bytes()
+    out = {}
+    end = len(data)
+    for name, ggml_type, shape, nbytes in reversed(header["tensors"]):
+        # Tensors lie back to back, each padded to 32 bytes; the last ends the file.
+        start = end - (-(-nbytes // 32) * 32)
+        out[name] = (ggml_type, shape, data[start : start + nbytes])
+        end = start
+    return out
+
+
+@pytest.mark.parametrize("layout", ["q2_0", "q8_0", "i2_s", "i2_s_arm"])
+def test_write_gguf_writes_the_layouts_gguf_py_cannot(tmp_path, layout):
+    # gguf-py 0.19 names neither Q2_0 (42) nor I2_S (36); ryzq's own writer lays them out.
+    w = (np.random.default_rng(4).standard_normal((8, 256)) * 0.02).astype(np.float32)
+    t = ryzq.quantize(w, layout=layout)
     path = tmp_path / "model.gguf"
-    if not hasattr(GGMLQuantizationType, "Q2_0"):
-        # gguf-py 0.19, PyPI's newest: no type 42. Nothing is written, not even a partial file.
-        with pytest.raises(
-            ryzq.RyzqError,
-            match=r"tensor 'w': layout q2_0 is GGML type Q2_0 \(42\), which this gguf-py "
-            r"\(.*\) cannot name, so write_gguf cannot write it",
-        ):
-            ryzq.write_gguf(path, {"w": t, "norm": np.ones(320, np.float32)})
-        assert not any(tmp_path.iterdir())
-        return
-    # llama.cpp's own gguf-py names it (42) and stores the raw blocks.
-    assert GGMLQuantizationType.Q2_0 == 42
-    ryzq.write_gguf(path, {"w": t})
-    (q,) = GGUFReader(path).tensors
-    assert q.tensor_type == GGMLQuantizationType.Q2_0
-    np.testing.assert_array_equal(np.asarray(q.data).reshape(-1), t.data.reshape(-1))
+    ryzq.write_gguf(path, {"norm": np.ones(256, np.float32), "w": t})
+    tensors = read_back(path)
+    ggml_type, shape, data = tensors["w"]
+    assert ggml_type == layout.upper().removesuffix("_ARM") and shape == [8, 256]
+    assert data == t.data.tobytes()
+    assert tensors["norm"] == ("F32", [256], np.ones(256, np.float32).tobytes())
+    back = tmp_path / "back.safetensors"
+    ryzq.dequantize_file(path, back)
+    from safetensors.numpy import load_file
+
+    np.testing.assert_array_equal(load_file(back)["w"], t.dequantize(np.float32))
 
 
-@pytest.mark.parametrize("layout", ["i2_s", "i2_s_arm"])
-def test_write_gguf_refuses_i2_s_before_writing_anything(tmp_path, layout):
-    t = ryzq.quantize(np.ones((4, 256), np.float32), layout=layout)
-    with pytest.raises(
-        ryzq.RyzqError,
-        match=rf"tensor 'w': layout {layout} is GGML type 36, whose data \(the codes, then one "
-        r"scale\) gguf-py's writer cannot size, so write_gguf cannot write it; it writes tq2_0",
-    ):
-        ryzq.write_gguf(tmp_path / "x.gguf", {"norm": np.ones(256, np.float32), "w": t})
+def test_write_gguf_refuses_both_i2_s_byte_orders_in_one_file(tmp_path):
+    w = np.ones((4, 256), np.float32)
+    x86, arm = ryzq.quantize(w, layout="i2_s"), ryzq.quantize(w, layout="i2_s_arm")
+    with pytest.raises(ryzq.RyzqError, match="one way per build"):
+        ryzq.write_gguf(tmp_path / "x.gguf", {"a": x86, "b": arm})
     assert not any(tmp_path.iterdir())

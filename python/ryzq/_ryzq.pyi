@@ -10,6 +10,7 @@ import numpy.typing as npt
 from ryzq.report import GroupReport
 
 __version__: str
+FALLBACKS: list[str]
 
 class RyzqError(ValueError):
     kind: str

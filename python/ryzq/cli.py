@@ -12,8 +12,11 @@ import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import ryzq
+from ryzq import _ryzq
+from ryzq._ryzq import FALLBACKS
 from ryzq.array import LAYOUT_INFO, LAYOUTS, METHODS, bits_per_value
 from ryzq.files import (
     LINEAR_CLASSES,
@@ -73,6 +76,10 @@ def _quantize(args: argparse.Namespace) -> int:
     )
     if args.granularity is not None:
         options["granularity"] = args.granularity
+    gguf_options = dict(fallback=args.fallback, embeddings=args.embeddings)
+    options.update({k: v for k, v in gguf_options.items() if v is not None})
+    if args.no_tokenizer:
+        options["tokenizer"] = False
     convert = quantize_model if Path(args.src).is_dir() else quantize_file
     if args.copy_also:
         if convert is quantize_file:
@@ -80,7 +87,7 @@ def _quantize(args: argparse.Namespace) -> int:
         options["copy_also"] = args.copy_also
     _check_report_path(args.report, args.src, None if args.dry_run else args.dst)
     if args.dry_run:
-        print(convert(args.src, None, dry_run=True, **options).summary())
+        print(convert(args.src, args.dst, dry_run=True, **options).summary())
         return 0
     if args.dst is None:
         raise ryzq.RyzqError("give the output (dst), or --dry-run")
@@ -148,6 +155,32 @@ def _inspect_file(path: Path) -> None:
         )
 
 
+def _gguf_value(value: Any) -> str:
+    if isinstance(value, list) and len(value) > 8:
+        kind = type(value[0]).__name__ if value else "value"
+        return f"[{len(value):,} {kind} values: {', '.join(map(repr, value[:3]))}, ...]"
+    if isinstance(value, str) and len(value) > 120:
+        return repr(value[:117] + "...")
+    if isinstance(value, float):
+        return f"{value:.7g}"  # float32 values, without float64's extra digits
+    return repr(value)
+
+
+def _inspect_gguf(path: Path) -> None:
+    header = _ryzq.read_gguf_header(os.fspath(path))
+    tensors = header["tensors"]
+    print(
+        f"{path}: GGUF v{header['version']}, {plural(len(header['kvs']), 'key')}, "
+        f"{plural(len(tensors), 'tensor')}, {_size(header['size'])}"
+    )
+    for key, _, value in header["kvs"]:
+        print(f"  {key}: {_gguf_value(value)}")
+    width = max([display_width(t[0]) for t in tensors] + [4])
+    print(f"{pad('name', width)}  {'type':>7}  {'shape':<16} {'bytes':>11}")
+    for name, ggml_type, shape, nbytes in tensors:
+        print(f"{pad(name, width)}  {ggml_type:>7}  {shape!s:<16} {nbytes:>11,}")
+
+
 def _scales_in_packed(layout: str) -> str:
     """Where a tensor's packed data holds its scales, as the registry says for ``layout``."""
     if LAYOUT_INFO.get(layout, {}).get("scales") == "float32 once, after the codes":
@@ -157,6 +190,9 @@ def _scales_in_packed(layout: str) -> str:
 
 def _inspect(args: argparse.Namespace) -> int:
     path = Path(args.file)
+    if path.suffix.lower() == ".gguf" and not path.is_dir():
+        _inspect_gguf(path)
+        return 0
     if not path.is_dir():
         _inspect_file(path)
         return 0
@@ -376,6 +412,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="GLOB",
         help="model folders: also copy files matching GLOB that look like other copies of the "
         "weights (*.bin, *.pth, *.gguf, ...) and are left out by default (repeatable)",
+    )
+    q.add_argument(
+        "--fallback",
+        type=str.lower,
+        choices=FALLBACKS,
+        help="GGUF outputs: the type of a linear weight whose rows do not split into the "
+        "layout's blocks (default: q2_0, then q8_0, then f16, the smallest that keeps its "
+        "ternary weights exact; q8_0 for i2_s); error refuses it",
+    )
+    q.add_argument(
+        "--embeddings",
+        type=str.lower,
+        choices=("f16", "bf16", "f32"),
+        help="GGUF outputs: the type of the token embeddings (default: f16)",
+    )
+    q.add_argument(
+        "--no-tokenizer",
+        action="store_true",
+        help="GGUF outputs: write no tokenizer (runtimes then take token ids only)",
     )
     q.add_argument("--threads", type=int, help="threads for the kernels (default: all cores)")
     q.add_argument("--report", metavar="JSON", help="write the full report here")

@@ -54,9 +54,10 @@ def _quantize(
 ) -> QuantizationReport | ConversionPlan:
     # The keywords, their defaults and their checks are the request's, in the native module.
     request = _ryzq.QuantizeRequest(**options)
+    to_gguf = dst is not None and Path(dst).suffix.lower() == ".gguf"
     if dry_run:
         plan = ConversionPlan._from_native(
-            _ryzq.plan_quantize(os.fspath(src), folder=folder, request=request)
+            _ryzq.plan_quantize(os.fspath(src), folder=folder, request=request, to_gguf=to_gguf)
         )
         _warn(plan.warnings)
         return plan
@@ -138,7 +139,15 @@ def quantize_model(
     ``copy_also`` matches their path in the folder. ``dst_dir`` must not exist or be empty; it
     appears complete or not at all. Returns one report for all shards (or, with
     ``dry_run=True``, the plan). Asking a BitNet model for absmean at another granularity than
-    per tensor warns (:class:`RyzqWarning`, and in the report)."""
+    per tensor warns (:class:`RyzqWarning`, and in the report).
+
+    A ``dst_dir`` ending in ``.gguf`` is one complete GGUF model file instead, for llama.cpp
+    (layouts ``tq2_0``, ``tq1_0``, ``q2_0``, ``q8_0``) or bitnet.cpp (``i2_s``): the linear
+    weights in ``layout``; a weight whose rows do not split into its blocks in the type
+    ``fallback`` names (by default ``q2_0``, then ``q8_0``, then ``f16``: the smallest that
+    holds its ternary weights exactly; ``"error"`` refuses it); the token embeddings in
+    ``embeddings`` (default ``"float16"``); norms in float32; the hyperparameters from
+    ``config.json`` and the folder's tokenizer (``tokenizer=False`` writes none)."""
     return _quantize(
         src_dir, dst_dir, folder=True, progress=progress, dry_run=dry_run, options=options
     )

@@ -38,6 +38,12 @@ class PlannedTensor:
         return sum(o[3] for o in self.outputs)
 
 
+def _output(source: str, output: tuple[str, str, list[int], int]) -> str:
+    """An output's type and shape, and its name where it is not the source's (GGUF)."""
+    name, dtype, shape, _ = output
+    return f"{dtype} {shape}" + ("" if name == source else f" {name}")
+
+
 @dataclass(frozen=True)
 class ConversionPlan:
     layout: str
@@ -94,7 +100,7 @@ class ConversionPlan:
             f"{pad('name', width)}  {'action':<10} {'bytes out':>11}  outputs",
         ]
         for t in self.tensors:
-            outs = ", ".join(f"{o[1]} {o[2]}" for o in t.outputs) or "-"
+            outs = ", ".join(_output(t.name, o) for o in t.outputs) or "-"
             why = f"  ({t.why})" if t.why else ""
             lines.append(f"{pad(t.name, width)}  {t.action:<10} {t.bytes_out:>11,}  {outs}{why}")
         if self.config is not None:

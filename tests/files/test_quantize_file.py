@@ -32,6 +32,7 @@ GRANULARITY = {
     "tq2_0": "group:256",
     "tq1_0": "group:256",
     "q2_0": "group:64",
+    "q8_0": "group:32",
     "i2_s": "tensor",
     "i2_s_arm": "tensor",
 }

@@ -2,6 +2,7 @@
 //! [`Sink`], one tensor at a time, with a report of what happened to each.
 //! `quantize_file`, `quantize_model`, `dequantize_file` and `dequantize_model` are calls to it.
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::time::Instant;
 
@@ -9,11 +10,12 @@ use crate::dtype::FloatDType;
 use crate::error::{Error, Result};
 use crate::kernels::widen::widen;
 use crate::metadata::ScaleConvention;
+use crate::model::gguf::permute_rows;
 use crate::plan::scales::{convert_float, divide_bias, stored_scales, stored_type};
 use crate::plan::{Action, Plan, PlannedTensor, QuantizeRequest, ScaleSource};
 use crate::report::{FileReport, TensorReport};
 use crate::simd::SimdLevel;
-use crate::sink::{SafetensorsWriter, Sink};
+use crate::sink::{Sink, TensorFile};
 use crate::source::{SafetensorsFile, Source};
 use crate::tensor::TensorView;
 use crate::{group_scales, quantize_with_scales};
@@ -52,7 +54,7 @@ pub fn convert(
     let mut reports = Vec::with_capacity(total);
     let mut bytes_out = 0;
     for file in &plan.files {
-        let mut writer = sink.create(file)?;
+        let mut writer = sink.create(plan, file)?;
         for t in &file.tensors {
             let holder = source.file(t.source);
             let report = convert_tensor(holder, t, run, &mut writer)
@@ -79,7 +81,7 @@ pub fn quantize(
     let threads = crate::threads::resolve(request.threads)?;
     let source = open(src, folder)?;
     let sink = Sink::for_source(&source, dst)?;
-    let mut plan = Plan::quantize(&source, request)?;
+    let mut plan = Plan::for_output(&source, crate::sink::is_gguf(dst), request)?;
     let stale = crate::sink::atomic::remove_stale(dst);
     if !stale.is_empty() {
         plan.warnings.push(format!(
@@ -144,16 +146,22 @@ fn convert_tensor(
     file: &SafetensorsFile,
     planned: &PlannedTensor,
     run: &Run<'_>,
-    writer: &mut SafetensorsWriter,
+    writer: &mut TensorFile,
 ) -> Result<TensorReport> {
     let t = &file.tensors()[planned.source.index];
     let t0 = Instant::now();
-    let bytes = if matches!(planned.action, Action::Copy(_) | Action::Drop) {
-        // Copies go through read calls, which report a short file themselves.
-        file.bytes(t)
-    } else {
-        file.read(t)?
-    };
+    let mut bytes = Cow::Borrowed(
+        if matches!(planned.action, Action::Copy(_) | Action::Drop) {
+            // Copies go through read calls, which report a short file themselves.
+            file.bytes(t)
+        } else {
+            file.read(t)?
+        },
+    );
+    if let Some(n_head) = planned.permute_heads {
+        let rows = t.shape[0];
+        bytes = Cow::Owned(permute_rows(&bytes, rows, bytes.len() / rows, n_head)?);
+    }
     let t1 = Instant::now();
     let mut report = TensorReport {
         name: t.name.clone(),
@@ -170,7 +178,7 @@ fn convert_tensor(
     };
     let mut computed = |out: Vec<u8>, report: &mut TensorReport| -> Result<()> {
         let t2 = Instant::now();
-        writer.write(&t.name, &out)?;
+        writer.write(&planned.outputs[0].name, &out)?;
         report.quantize_seconds = (t2 - t1).as_secs_f64();
         report.write_seconds = t2.elapsed().as_secs_f64();
         report.bytes_out = out.len() as u64;
@@ -179,7 +187,8 @@ fn convert_tensor(
     match &planned.action {
         Action::Copy(reason) => {
             report.kept_because = Some(reason.clone());
-            writer.copy_from(&t.name, file.file(), t.range.start as u64, bytes.len())?;
+            let name = &planned.outputs[0].name;
+            writer.copy_from(name, file.file(), t.range.start as u64, bytes.len())?;
             report.write_seconds = t1.elapsed().as_secs_f64();
         }
         Action::Drop => {
@@ -193,14 +202,18 @@ fn convert_tensor(
                     .into(),
             );
             let dtype = t.dtype.float().expect("planned for float biases");
-            computed(divide_bias(run.level, dtype, bytes, *divisor)?, &mut report)?;
+            computed(
+                divide_bias(run.level, dtype, &bytes, *divisor)?,
+                &mut report,
+            )?;
         }
         Action::ConvertFloat { from, to, factor } => {
             report.kept_because = Some(format!("not quantized; written as {}", to.name()));
-            computed(
-                convert_float(run.level, *from, *to, bytes, *factor),
-                &mut report,
-            )?;
+            let out = crate::threads::run(run.threads, || {
+                convert_float(run.level, *from, *to, &bytes, *factor)
+            })?
+            .0;
+            computed(out, &mut report)?;
         }
         Action::Dequantize {
             layout,
@@ -210,7 +223,7 @@ fn convert_tensor(
             dtype,
         } => {
             let stored = match scales {
-                ScaleSource::Blocks => layout.get().block_scales(bytes),
+                ScaleSource::Blocks => layout.get().block_scales(&bytes),
                 ScaleSource::Tensor(name) => {
                     let scale_tensor = file.tensor(name).ok_or_else(|| {
                         Error::Format(format!("its scale tensor {name:?} is missing"))
@@ -239,7 +252,7 @@ fn convert_tensor(
             let shape = &planned.outputs[0].shape;
             let out = crate::threads::run(run.threads, || {
                 crate::dequantize(
-                    bytes,
+                    &bytes,
                     &scales,
                     shape,
                     *layout,
@@ -251,26 +264,25 @@ fn convert_tensor(
             .0?;
             computed(out, &mut report)?;
         }
-        Action::Quantize { scale } => {
+        Action::Quantize {
+            layout,
+            granularity,
+            scale,
+        } => {
             let request = run.request.expect("quantize plans come with their request");
             let dtype: FloatDType = t.dtype.float().expect("planned for float tensors");
-            let view = TensorView::new(bytes, dtype, &t.shape)?;
+            let view = TensorView::new(&bytes, dtype, &t.shape)?;
             let work = || -> Result<_> {
-                let mut scales = group_scales(
-                    &view,
-                    request.layout,
-                    request.method,
-                    request.granularity,
-                    request.level,
-                )?;
+                let mut scales =
+                    group_scales(&view, *layout, request.method, *granularity, request.level)?;
                 let stored = match scale {
                     Some(scale) => stored_scales(scale, &mut scales)?,
                     None => Vec::new(),
                 };
                 let q = quantize_with_scales(
                     &view,
-                    request.layout,
-                    request.granularity,
+                    *layout,
+                    *granularity,
                     request.method.ties(),
                     &scales,
                     request.level,
@@ -279,7 +291,7 @@ fn convert_tensor(
             };
             let (stored, q) = crate::threads::run(run.threads, work)?.0?;
             let t2 = Instant::now();
-            writer.write(&t.name, &q.packed)?;
+            writer.write(&planned.outputs[0].name, &q.packed)?;
             let mut scale_bytes = Vec::new();
             if let Some(scale) = scale {
                 scale_bytes = stored_type(scale.dtype).encode(&stored);

@@ -11,6 +11,7 @@ compile_error!(
 pub mod convert;
 pub mod dtype;
 pub mod error;
+pub mod gguf;
 pub mod kernels;
 pub mod layout;
 pub mod metadata;

@@ -4,6 +4,7 @@
 
 use pyo3::prelude::*;
 use ryzq_core::plan::LinearClass;
+use ryzq_core::plan::gguf::Fallback;
 use ryzq_core::{FloatDType, Granularity, Layout, Method, SimdLevel};
 
 use crate::{RyzqError, to_py};
@@ -47,6 +48,13 @@ impl Named for FloatDType {
     const WHAT: &'static str = "dtype";
     fn parse(name: &str) -> ryzq_core::Result<Self> {
         FloatDType::parse(name)
+    }
+}
+
+impl Named for Fallback {
+    const WHAT: &'static str = "fallback";
+    fn parse(name: &str) -> ryzq_core::Result<Self> {
+        Fallback::parse(name)
     }
 }
 

@@ -16,10 +16,12 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
+use ryzq_core::gguf::Value as GgufValue;
 use ryzq_core::model::tokenizer;
+use ryzq_core::plan::gguf::{Fallback, GgufOptions};
 use ryzq_core::plan::{Action, LinearClass, Plan, QuantizeRequest, Selection};
 use ryzq_core::report::TensorReport;
-use ryzq_core::sink::{OutputTensor, SafetensorsWriter};
+use ryzq_core::sink::{OutputTensor, SafetensorsWriter, TensorFile};
 use ryzq_core::source::folder::INDEX;
 use ryzq_core::source::{ModelFolder, SafetensorsFile};
 use ryzq_core::{
@@ -292,7 +294,7 @@ struct PyQuantizeRequest(QuantizeRequest);
 #[pymethods]
 impl PyQuantizeRequest {
     #[new]
-    #[pyo3(signature = (*, layout=Name(Layout::Bitnet), method=Name(Method::AbsMean), granularity=None, linear_class=Name(LinearClass::BitLinear), include=Patterns::default(), exclude=Patterns::default(), copy_also=Patterns::default(), threads=Threads(None), simd=None))]
+    #[pyo3(signature = (*, layout=Name(Layout::Bitnet), method=Name(Method::AbsMean), granularity=None, linear_class=Name(LinearClass::BitLinear), include=Patterns::default(), exclude=Patterns::default(), copy_also=Patterns::default(), threads=Threads(None), simd=None, fallback=None, embeddings=None, tokenizer=true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         layout: Name<Layout>,
@@ -304,6 +306,9 @@ impl PyQuantizeRequest {
         copy_also: Patterns,
         threads: Threads,
         simd: Option<Name<SimdLevel>>,
+        fallback: Option<Name<Fallback>>,
+        embeddings: Option<Name<FloatDType>>,
+        tokenizer: bool,
     ) -> PyResult<Self> {
         let (layout, method) = (layout.0, method.0);
         let copy_also = copy_also
@@ -323,6 +328,11 @@ impl PyQuantizeRequest {
             level: args::level(simd)?,
             threads: threads.0,
             copy_also,
+            gguf: GgufOptions {
+                fallback: fallback.map(|f| f.0),
+                embeddings: embeddings.map_or(FloatDType::F16, |e| e.0),
+                tokenizer,
+            },
         }))
     }
 }
@@ -377,21 +387,134 @@ fn quantize_checkpoint(
     }
 }
 
+/// A GGUF value as Python sees it; long arrays stay whole (the caller summarizes them).
+fn gguf_value<'py>(py: Python<'py>, value: &GgufValue) -> PyResult<Bound<'py, PyAny>> {
+    use ryzq_core::gguf::value::Array;
+    Ok(match value {
+        GgufValue::U8(v) => v.into_pyobject(py)?.into_any(),
+        GgufValue::I8(v) => v.into_pyobject(py)?.into_any(),
+        GgufValue::U16(v) => v.into_pyobject(py)?.into_any(),
+        GgufValue::I16(v) => v.into_pyobject(py)?.into_any(),
+        GgufValue::U32(v) => v.into_pyobject(py)?.into_any(),
+        GgufValue::I32(v) => v.into_pyobject(py)?.into_any(),
+        GgufValue::F32(v) => v.into_pyobject(py)?.into_any(),
+        GgufValue::Bool(v) => v.into_pyobject(py)?.to_owned().into_any(),
+        GgufValue::String(v) => v.into_pyobject(py)?.into_any(),
+        GgufValue::U64(v) => v.into_pyobject(py)?.into_any(),
+        GgufValue::I64(v) => v.into_pyobject(py)?.into_any(),
+        GgufValue::F64(v) => v.into_pyobject(py)?.into_any(),
+        GgufValue::Array(Array::String(v)) => v.into_pyobject(py)?.into_any(),
+        GgufValue::Array(Array::F32(v)) => v.into_pyobject(py)?.into_any(),
+        GgufValue::Array(Array::I32(v)) => v.into_pyobject(py)?.into_any(),
+        GgufValue::Array(Array::U32(v)) => v.into_pyobject(py)?.into_any(),
+        GgufValue::Array(Array::Other { values, .. }) => {
+            let list = PyList::empty(py);
+            for v in values {
+                list.append(gguf_value(py, v)?)?;
+            }
+            list.into_any()
+        }
+    })
+}
+
+/// The header of a GGUF file, checked: its version, key-value pairs (key, value type id,
+/// value) and tensors (name, GGML type name, shape, bytes).
+#[pyfunction]
+fn read_gguf_header(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyDict>> {
+    let header = py
+        .detach(|| ryzq_core::gguf::read::read_file_header(&path))
+        .map_err(to_py)?;
+    let d = PyDict::new(py);
+    d.set_item("version", header.version)?;
+    let kvs = PyList::empty(py);
+    for (key, value) in &header.kvs {
+        kvs.append((key, value.type_id(), gguf_value(py, value)?))?;
+    }
+    d.set_item("kvs", kvs)?;
+    let tensors = PyList::empty(py);
+    for t in &header.tensors {
+        let name = ryzq_core::gguf::read::type_name(t.ggml_type).unwrap_or("unknown");
+        tensors.append((&t.name, name, t.shape.clone(), t.range.len()))?;
+    }
+    d.set_item("tensors", tensors)?;
+    d.set_item("size", std::fs::metadata(&path).map_or(0, |m| m.len()))?;
+    Ok(d)
+}
+
+/// Writes the GGUF file `path` with `general.architecture = arch` and `tensors`, each
+/// (name, type, shape, bytes): type a float dtype or a layout with a GGML type, shape the
+/// logical one; `layout`, where every packed tensor has one, as `ryzq.layout`. The file
+/// appears only once complete.
+#[pyfunction]
+#[pyo3(signature = (path, arch, tensors, layout=None))]
+fn write_gguf_file(
+    py: Python<'_>,
+    path: PathBuf,
+    arch: String,
+    tensors: Vec<(String, String, Vec<usize>, PyReadonlyArray1<'_, u8>)>,
+    layout: Option<Name<Layout>>,
+) -> PyResult<()> {
+    use ryzq_core::gguf::GgmlType;
+    use ryzq_core::sink::gguf::GgufTensor;
+    use ryzq_core::sink::{GgufPlacement, GgufWriter};
+    let mut placements = Vec::with_capacity(tensors.len());
+    for (name, kind, shape, _) in &tensors {
+        let in_tensor = |e: ryzq_core::Error| to_py(e.in_file(&path, Some(name)));
+        let ggml_type = match FloatDType::parse(kind) {
+            Ok(dtype) => GgmlType::from_float(dtype),
+            Err(_) => Layout::parse(kind)
+                .and_then(GgmlType::of_layout)
+                .map_err(in_tensor)?,
+        };
+        placements.push(GgufPlacement {
+            ggml_type,
+            shape: shape.clone(),
+        });
+    }
+    let data: Vec<&[u8]> = tensors
+        .iter()
+        .map(|t| t.3.as_slice())
+        .collect::<Result<_, _>>()?;
+    let infos: Vec<GgufTensor<'_>> = tensors
+        .iter()
+        .zip(&placements)
+        .zip(&data)
+        .map(|(((name, ..), placement), bytes)| GgufTensor {
+            name,
+            placement,
+            nbytes: bytes.len(),
+        })
+        .collect();
+    let mut kvs = vec![("general.architecture".to_owned(), GgufValue::from(arch))];
+    if let Some(layout) = layout {
+        kvs.push(("ryzq.layout".to_owned(), layout.0.name().into()));
+    }
+    py.detach(|| {
+        let mut file = GgufWriter::create(&path, &kvs, &infos)?;
+        for (t, bytes) in infos.iter().zip(&data) {
+            file.write(t.name, bytes)?;
+        }
+        file.finish()
+    })
+    .map_err(|e| to_py(e.in_file(&path, None)))
+}
+
 /// What quantizing would do, without writing anything: the plan as a dict (files, each
 /// tensor's action and outputs, the config of a folder, warnings).
 #[pyfunction]
-#[pyo3(signature = (src, *, folder, request))]
+#[pyo3(signature = (src, *, folder, request, to_gguf=false))]
 fn plan_quantize<'py>(
     py: Python<'py>,
     src: PathBuf,
     folder: bool,
     request: &Bound<'py, PyQuantizeRequest>,
+    to_gguf: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let request = request.get().for_source(folder)?;
     let (plan, size) = py
         .detach(|| {
             let source = ryzq_core::convert::open(&src, folder)?;
-            let plan = Plan::quantize(&source, request)?;
+            let plan = Plan::for_output(&source, to_gguf, request)?;
             Ok::<_, ryzq_core::Error>((plan, source.size()))
         })
         .map_err(to_py)?;
@@ -432,7 +555,12 @@ fn plan_dict<'py>(
             e.set_item("why", why)?;
             let outputs = PyList::empty(py);
             for o in &t.outputs {
-                outputs.append((&o.name, o.dtype.name(), o.shape.clone(), o.nbytes()))?;
+                // A GGUF tensor by its GGML type and logical shape, as GGUF readers show it.
+                let (dtype, shape) = match &o.gguf {
+                    Some(p) => (p.ggml_type.name(), p.shape.clone()),
+                    None => (o.dtype.name().to_owned(), o.shape.clone()),
+                };
+                outputs.append((&o.name, dtype, shape, o.nbytes()))?;
             }
             e.set_item("outputs", outputs)?;
             tensors.append(e)?;
@@ -564,7 +692,7 @@ fn read_vocab(py: Python<'_>, dir: PathBuf, n_vocab: usize) -> PyResult<Bound<'_
 /// is written as it comes, and the file appears at its path only when `finish` succeeds.
 #[pyclass(module = "ryzq._ryzq")]
 struct SafetensorsFileWriter {
-    inner: Option<SafetensorsWriter>,
+    inner: Option<TensorFile>,
 }
 
 #[pymethods]
@@ -585,6 +713,7 @@ impl SafetensorsFileWriter {
                     name,
                     dtype: StoredType::parse(&dtype).map_err(to_py)?,
                     shape,
+                    gguf: None,
                 })
             })
             .collect::<PyResult<Vec<_>>>()?;
@@ -644,6 +773,8 @@ fn _ryzq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(plan_quantize, m)?)?;
     m.add_function(wrap_pyfunction!(dequantize_checkpoint, m)?)?;
     m.add_function(wrap_pyfunction!(read_header, m)?)?;
+    m.add_function(wrap_pyfunction!(read_gguf_header, m)?)?;
+    m.add_function(wrap_pyfunction!(write_gguf_file, m)?)?;
     m.add_function(wrap_pyfunction!(read_model_folder, m)?)?;
     m.add_function(wrap_pyfunction!(read_vocab, m)?)?;
     m.add_function(wrap_pyfunction!(default_granularity, m)?)?;
@@ -656,5 +787,6 @@ fn _ryzq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyTensorReport>()?;
     m.add_class::<PyFileReport>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("FALLBACKS", Fallback::NAMES)?;
     Ok(())
 }

@@ -194,6 +194,7 @@ pub fn quantize_into(src: &Path, dst: &str, folder: bool, pick: u32) -> bool {
         level: SimdLevel::best(),
         threads: Some(1),
         copy_also: Vec::new(),
+        gguf: ryzq_core::plan::gguf::GgufOptions::default(),
     };
     let dst = fresh(dst);
     convert::quantize(src, &dst, folder, &request, &mut |_, _, _| Ok(())).is_ok()

@@ -15,6 +15,7 @@ pub mod bitnet;
 pub mod i2;
 pub mod i2_s;
 pub mod q2_0;
+pub mod q8_0;
 pub mod t1;
 pub mod tq;
 
@@ -240,6 +241,29 @@ pub(crate) fn put_f16_scales(scales: &[f32], out: &mut [u8], block_bytes: usize,
     }
 }
 
+/// Rounds `scales` to float16 and back, as blocks that store a float16 scale keep them.
+pub(crate) fn round_to_f16(scales: &mut [f32]) {
+    // Whole slices: one conversion call (and one check of the processor's F16C) for many.
+    let mut halves = [half::f16::ZERO; 64];
+    for chunk in scales.chunks_mut(halves.len()) {
+        let halves = &mut halves[..chunk.len()];
+        halves.convert_from_f32_slice(chunk);
+        halves.convert_to_f32_slice(chunk);
+    }
+}
+
+/// The float16 scales at bytes `at..at + 2` of each block of `block_bytes` bytes of `packed`.
+pub(crate) fn read_f16_scales(packed: &[u8], block_bytes: usize, at: usize) -> Vec<f32> {
+    let halves: Vec<half::f16> = packed
+        .chunks_exact(block_bytes)
+        .map(|b| half::f16::from_le_bytes([b[at], b[at + 1]]))
+        .collect();
+    // One conversion call for all: one at a time costs more than the rest of a block.
+    let mut scales = vec![0.0; halves.len()];
+    halves.convert_to_f32_slice(&mut scales);
+    scales
+}
+
 /// The registry of layouts: one line per layout names its variant of [`Layout`] and its
 /// [`PackedLayout`]. Everything else ryzq says about a layout (in Python, the CLI's help, `ryzq
 /// info`, the demo and the tests) is read from that implementation.
@@ -278,6 +302,8 @@ registry! {
     Tq1_0 => tq::TQ1_0,
     /// GGUF Q2_0: blocks of 64 values in 18 bytes, a float16 scale each.
     Q2_0 => q2_0::Q2_0,
+    /// GGUF Q8_0 holding ternary codes: blocks of 32 values in 34 bytes, a float16 scale each.
+    Q8_0 => q8_0::Q8_0,
     /// bitnet.cpp's I2_S for its x86 builds: blocks of 128 values, one float32 scale after the
     /// codes.
     I2S => i2_s::X86,

@@ -7,11 +7,9 @@
 //! llama.cpp reads the field `0b11` as +2, but no ternary code packs to it: unpack refuses it
 //! as corrupt data, as it does in ryzq's other 2-bit layouts.
 
-use half::slice::HalfFloatSliceExt;
-
 use super::{
     PackedLayout, Tile, first_0b11_byte, first_in_blocks, flat_tiles, i2, put_f16_scales,
-    require_nonempty,
+    read_f16_scales, require_nonempty, round_to_f16,
 };
 use crate::error::{Error, Result};
 use crate::kernels::dispatch;
@@ -67,24 +65,11 @@ impl PackedLayout for Q2_0 {
     }
 
     fn store_scales(&self, scales: &mut [f32]) {
-        // Whole slices: one conversion call (and one check of the processor's F16C) for many.
-        let mut halves = [half::f16::ZERO; 64];
-        for chunk in scales.chunks_mut(halves.len()) {
-            let halves = &mut halves[..chunk.len()];
-            halves.convert_from_f32_slice(chunk);
-            halves.convert_to_f32_slice(chunk);
-        }
+        round_to_f16(scales);
     }
 
     fn block_scales(&self, packed: &[u8]) -> Vec<f32> {
-        let halves: Vec<half::f16> = packed
-            .chunks_exact(BLOCK_BYTES)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]))
-            .collect();
-        // One conversion call for all: one at a time costs more than the rest of a block.
-        let mut scales = vec![0.0; halves.len()];
-        halves.convert_to_f32_slice(&mut scales);
-        scales
+        read_f16_scales(packed, BLOCK_BYTES, 0)
     }
 
     fn packed_len(&self, values: usize) -> usize {

@@ -13,11 +13,9 @@
 //! A TQ1_0 block's `qs` bytes are refused unless [`t1::is_code_byte`], its `qh` bytes unless
 //! one of the 81 values some four digits and a fifth digit 0 pack to ([`is_qh_byte`]).
 
-use half::slice::HalfFloatSliceExt;
-
 use super::{
     PackedLayout, Tile, first_0b11_byte, first_in_blocks, flat_tiles, put_f16_scales,
-    require_nonempty, t1,
+    read_f16_scales, require_nonempty, round_to_f16, t1,
 };
 use crate::error::{Error, Result};
 use crate::kernels::dispatch;
@@ -116,25 +114,11 @@ impl PackedLayout for Blocks {
     }
 
     fn store_scales(&self, scales: &mut [f32]) {
-        // Whole slices: one conversion call (and one check of the processor's F16C) for many.
-        let mut halves = [half::f16::ZERO; 64];
-        for chunk in scales.chunks_mut(halves.len()) {
-            let halves = &mut halves[..chunk.len()];
-            halves.convert_from_f32_slice(chunk);
-            halves.convert_to_f32_slice(chunk);
-        }
+        round_to_f16(scales);
     }
 
     fn block_scales(&self, packed: &[u8]) -> Vec<f32> {
-        let n = self.block_bytes;
-        let halves: Vec<half::f16> = packed
-            .chunks_exact(n)
-            .map(|b| half::f16::from_le_bytes([b[n - 2], b[n - 1]]))
-            .collect();
-        // One conversion call for all: one at a time costs more than the rest of a block.
-        let mut scales = vec![0.0; halves.len()];
-        halves.convert_to_f32_slice(&mut scales);
-        scales
+        read_f16_scales(packed, self.block_bytes, self.block_bytes - 2)
     }
 
     fn packed_len(&self, values: usize) -> usize {

@@ -10,13 +10,17 @@ use serde_json::{Map, Value, json};
 use crate::method::{Granularity, Method};
 use crate::plan::{LinearClass, QuantizeRequest};
 
+pub mod gguf;
+
 /// One architecture, by the names `config.json` gives it.
 pub struct Architecture {
     /// `architectures` entries of `config.json`.
     pub classes: &'static [&'static str],
     /// `model_type` of `config.json`.
     pub model_type: &'static str,
-    /// Trained with ternary weights, one absmean scale per weight matrix.
+    /// Trained with ternary weights, one absmean scale per weight matrix; in GGUF, BitNet's
+    /// graph: sub-norms after attention and before `ffn_down`, rotary pairs in NEOX order
+    /// (HF's `rotate_half`), no output head of its own and no biases.
     pub bitnet: bool,
 }
 

@@ -4,6 +4,7 @@
 //! shapes and sizes. [`Plan::quantize`] and [`Plan::dequantize`] make them from the selection
 //! rule and the layout registry; [`crate::convert`] carries them out.
 
+pub mod gguf;
 pub mod scales;
 pub mod select;
 
@@ -70,6 +71,8 @@ pub struct QuantizeRequest {
     /// Files of a model folder to copy although they look like other copies of the weights
     /// (glob patterns on their paths inside the folder).
     pub copy_also: Vec<glob::Pattern>,
+    /// What a GGUF output holds besides the linear weights.
+    pub gguf: gguf::GgufOptions,
 }
 
 /// The name under which the scales of quantized tensor `name` are stored.
@@ -95,8 +98,13 @@ pub enum ScaleSource {
 pub enum Action {
     /// Copied byte for byte, and why.
     Copy(String),
-    /// Quantized into the request's layout; its scales stored apart, or in its blocks.
-    Quantize { scale: Option<ScaleStorage> },
+    /// Quantized into `layout` (the request's, or a GGUF file's fallback for rows the
+    /// request's cannot take) at `granularity`; its scales stored apart, or in its blocks.
+    Quantize {
+        layout: Layout,
+        granularity: Granularity,
+        scale: Option<ScaleStorage>,
+    },
     /// The bias of a weight written for transformers' `AutoBitLinear`, which computes
     /// `linear(x, codes, bias) * weight_scale`: stored as `bias / weight_scale` (the `divisor`,
     /// the weight's scale as stored) so that the layer adds the original bias.
@@ -128,6 +136,9 @@ pub struct PlannedTensor {
     pub action: Action,
     /// The output tensors it gives: none, itself, or itself and its scales.
     pub outputs: Vec<OutputTensor>,
+    /// For llama's GGUF graph: the number of heads whose rows are reordered (see
+    /// [`crate::model::gguf::permute_rows`]) before the action.
+    pub permute_heads: Option<usize>,
 }
 
 /// One output file: the source file's tensors, in its order, and its header metadata.
@@ -156,6 +167,8 @@ pub struct Plan {
     pub other_files: OtherFiles,
     /// What is likely not what the model needs.
     pub warnings: Vec<String>,
+    /// For a GGUF file: its key-value pairs, in order.
+    pub gguf_kvs: Vec<(String, crate::gguf::Value)>,
 }
 
 impl Plan {
@@ -174,7 +187,23 @@ impl Plan {
             .sum()
     }
 
-    /// Plans quantizing `source` as `request` asks.
+    /// Plans quantizing `source` as `request` asks, into a GGUF model file or else into
+    /// safetensors (a file for a file, a folder for a folder).
+    pub fn for_output(source: &Source, to_gguf: bool, request: &QuantizeRequest) -> Result<Plan> {
+        if to_gguf {
+            Plan::gguf(source, request, &request.gguf)
+        } else if request.gguf != gguf::GgufOptions::default() {
+            Err(Error::InvalidArgument(
+                "fallback, embeddings and tokenizer are options of GGUF outputs: give a \
+                 destination ending in .gguf"
+                    .into(),
+            ))
+        } else {
+            Plan::quantize(source, request)
+        }
+    }
+
+    /// Plans quantizing `source` into safetensors as `request` asks.
     pub fn quantize(source: &Source, request: &QuantizeRequest) -> Result<Plan> {
         if request.layout == Layout::Bitnet && request.granularity != Granularity::Tensor {
             return Err(Error::InvalidArgument(
@@ -207,6 +236,7 @@ impl Plan {
                     name: t.name.clone(),
                     action,
                     outputs,
+                    permute_heads: None,
                 });
             }
             let mut header = file.metadata().clone();
@@ -223,6 +253,7 @@ impl Plan {
             config: None,
             other_files: OtherFiles::default(),
             warnings: Vec::new(),
+            gguf_kvs: Vec::new(),
         };
         if let Some(folder) = source.folder() {
             plan.other_files = folder.other_files(&request.copy_also)?;
@@ -289,6 +320,7 @@ impl Plan {
                     name: t.name.clone(),
                     action,
                     outputs,
+                    permute_heads: None,
                 });
             }
             for name in scale_names.keys() {
@@ -322,6 +354,7 @@ impl Plan {
             config,
             other_files,
             warnings: Vec::new(),
+            gguf_kvs: Vec::new(),
         })
     }
 }
@@ -403,7 +436,11 @@ fn quantize_action(tensor: &StoredTensor, request: &QuantizeRequest) -> Result<A
         dtype,
         convention,
     });
-    Ok(Action::Quantize { scale })
+    Ok(Action::Quantize {
+        layout: request.layout,
+        granularity: request.granularity,
+        scale,
+    })
 }
 
 /// The plan for a bias whose weight is quantized for `AutoBitLinear`, or `None` for any other
@@ -429,6 +466,7 @@ fn bias_action(
     let in_holder = |e: Error| e.in_file(holder.path(), Some(&weight.name));
     let Action::Quantize {
         scale: Some(storage),
+        ..
     } = quantize_action(weight, request).map_err(in_holder)?
     else {
         return Ok(None);
@@ -483,9 +521,10 @@ fn quantize_outputs(
         name: t.name.clone(),
         dtype: t.dtype,
         shape: t.shape.clone(),
+        gguf: None,
     };
     match action {
-        Action::Quantize { scale } => {
+        Action::Quantize { scale, .. } => {
             if let Some(scale) = scale
                 && source.find(&scale.name).is_some()
             {
@@ -499,12 +538,14 @@ fn quantize_outputs(
                 name: t.name.clone(),
                 dtype: StoredType::U8,
                 shape: request.layout.get().packed_shape(&t.shape)?,
+                gguf: None,
             }];
             if let Some(scale) = scale {
                 outputs.push(OutputTensor {
                     name: scale.name.clone(),
                     dtype: scale.dtype,
                     shape: vec![groups],
+                    gguf: None,
                 });
             }
             description.quantized.insert(
@@ -590,6 +631,7 @@ fn dequantize_tensor(
             name: t.name.clone(),
             dtype: out.into(),
             shape: q.shape.clone(),
+            gguf: None,
         };
         return Ok((action, vec![output]));
     }
@@ -622,6 +664,7 @@ fn dequantize_tensor(
             name: t.name.clone(),
             dtype: out_dtype,
             shape: t.shape.clone(),
+            gguf: None,
         }],
     ))
 }

@@ -85,7 +85,8 @@ pub fn divide_bias(
 }
 
 /// `bytes` of a `from` tensor as `to`, each value multiplied by `factor` (if any) in float32
-/// and rounded to nearest.
+/// and rounded to nearest. In chunks, in parallel: an embedding of hundreds of megabytes is
+/// never widened whole.
 pub fn convert_float(
     level: SimdLevel,
     from: FloatDType,
@@ -93,12 +94,21 @@ pub fn convert_float(
     bytes: &[u8],
     factor: Option<f32>,
 ) -> Vec<u8> {
-    let mut values = vec![0f32; bytes.len() / from.size()];
-    widen(level, from, bytes, &mut values);
-    if let Some(factor) = factor {
-        for v in &mut values {
-            *v *= factor;
-        }
-    }
-    to.encode(&values)
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 14;
+    let n = bytes.len() / from.size();
+    let mut out = vec![0u8; n * to.size()];
+    out.par_chunks_mut(CHUNK * to.size())
+        .zip(bytes.par_chunks(CHUNK * from.size()))
+        .for_each(|(out, input)| {
+            let mut values = vec![0f32; input.len() / from.size()];
+            widen(level, from, input, &mut values);
+            if let Some(factor) = factor {
+                for v in &mut values {
+                    *v *= factor;
+                }
+            }
+            to.encode_into(&values, out);
+        });
+    out
 }

@@ -62,10 +62,19 @@ impl Selection {
         })
     }
 
+    /// The `exclude` pattern that matches `name`, if any.
+    #[must_use]
+    pub fn excluded_by(&self, name: &str) -> Option<&str> {
+        self.exclude
+            .iter()
+            .find(|p| p.matches(name))
+            .map(Pattern::as_str)
+    }
+
     #[must_use]
     pub fn decide(&self, name: &str, dtype: StoredType, shape: &[usize]) -> Decision {
-        if let Some(p) = self.exclude.iter().find(|p| p.matches(name)) {
-            return Decision::Keep(format!("excluded by pattern {:?}", p.as_str()));
+        if let Some(p) = self.excluded_by(name) {
+            return Decision::Keep(format!("excluded by pattern {p:?}"));
         }
         if dtype.float().is_none() {
             return Decision::Keep(format!(

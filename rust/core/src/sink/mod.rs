@@ -1,14 +1,19 @@
-//! Sinks: where a conversion writes. A safetensors file, or a Hugging Face model folder (its
-//! shards under their names, an index, `config.json`, the model's other files). Every sink
-//! writes through [`atomic`]: nothing appears at the destination until it is complete.
+//! Sinks: where a conversion writes. A safetensors file, a Hugging Face model folder (its
+//! shards under their names, an index, `config.json`, the model's other files), or a GGUF
+//! model file. Every sink writes through [`atomic`]: nothing appears at the destination until
+//! it is complete.
 
 pub mod atomic;
 pub mod folder;
+pub mod gguf;
 pub mod safetensors;
+pub mod tensor_file;
 
 use std::path::{Path, PathBuf};
 
+pub use gguf::{GgufPlacement, GgufWriter};
 pub use safetensors::{OutputTensor, SafetensorsWriter};
+pub use tensor_file::TensorFile;
 
 use crate::error::{Error, Result};
 use crate::plan::{OutputFile, Plan};
@@ -20,6 +25,15 @@ pub enum Sink {
     File { dst: PathBuf },
     /// A model folder, written in a temporary folder beside it.
     Folder(folder::FolderSink),
+    /// One GGUF model file.
+    Gguf { dst: PathBuf },
+}
+
+/// Whether `dst` names a GGUF file, by its extension.
+#[must_use]
+pub fn is_gguf(dst: &Path) -> bool {
+    dst.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
 }
 
 /// Refuses `dst` when it is `src` itself (or a link to it), or when its folder is missing.
@@ -72,10 +86,19 @@ fn check_outside(src_dir: &Path, dst: &Path) -> Result<()> {
 }
 
 impl Sink {
-    /// A sink for `source`'s kind: a file for a file, a folder for a folder.
+    /// A sink for `source`'s kind: a file for a file, a folder for a folder, and a GGUF
+    /// file for a `.gguf` destination.
     pub fn for_source(source: &Source, dst: &Path) -> Result<Self> {
         check_destination(source.path(), dst)?;
-        if let Some(model) = source.folder() {
+        if is_gguf(dst) {
+            atomic::check_replaceable_file(dst)?;
+            if let Some(model) = source.folder() {
+                check_outside(model.dir(), dst)?;
+            }
+            Ok(Sink::Gguf {
+                dst: dst.to_path_buf(),
+            })
+        } else if let Some(model) = source.folder() {
             check_outside(model.dir(), dst)?;
             Ok(Sink::Folder(folder::FolderSink::create(dst)?))
         } else {
@@ -87,10 +110,27 @@ impl Sink {
     }
 
     /// Starts writing one output file of the plan.
-    pub fn create(&self, file: &OutputFile) -> Result<SafetensorsWriter> {
+    pub fn create(&self, plan: &Plan, file: &OutputFile) -> Result<TensorFile> {
+        if let Sink::Gguf { dst } = self {
+            let tensors = file
+                .outputs()
+                .map(|o| {
+                    let placement = o.gguf.as_ref().ok_or_else(|| {
+                        Error::Format(format!("output tensor {:?} has no GGML type", o.name))
+                    })?;
+                    Ok(gguf::GgufTensor {
+                        name: &o.name,
+                        placement,
+                        nbytes: o.nbytes(),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            return GgufWriter::create(dst, &plan.gguf_kvs, &tensors)
+                .map_err(|e| e.in_file(dst, None));
+        }
         let outputs: Vec<OutputTensor> = file.outputs().cloned().collect();
         let path = match (self, &file.shard) {
-            (Sink::File { dst }, _) => dst.clone(),
+            (Sink::File { dst } | Sink::Gguf { dst }, _) => dst.clone(),
             (Sink::Folder(folder), Some(shard)) => folder.path_of(shard),
             (Sink::Folder(_), None) => {
                 return Err(Error::InvalidArgument(
@@ -106,7 +146,7 @@ impl Sink {
     /// `config.json` and the model's other files, then the folder moved into place.
     pub fn finish(self, source: &Source, plan: &Plan) -> Result<()> {
         match self {
-            Sink::File { .. } => Ok(()),
+            Sink::File { .. } | Sink::Gguf { .. } => Ok(()),
             Sink::Folder(folder) => folder.finish(source, plan, &plan.other_files.copied),
         }
     }
@@ -115,7 +155,7 @@ impl Sink {
     #[must_use]
     pub fn dst(&self) -> &Path {
         match self {
-            Sink::File { dst } => dst,
+            Sink::File { dst } | Sink::Gguf { dst } => dst,
             Sink::Folder(folder) => folder.dst(),
         }
     }

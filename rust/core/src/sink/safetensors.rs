@@ -9,57 +9,30 @@
 //! [`SafetensorsWriter::finish`] succeeds; dropped unfinished, it is removed.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::Path;
 
 use safetensors::tensor::{Metadata, TensorInfo};
 
 use crate::dtype::StoredType;
 use crate::error::{Error, Result};
-use crate::sink::atomic::AtomicFile;
+use crate::sink::gguf::GgufPlacement;
+use crate::sink::tensor_file::TensorFile;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputTensor {
     pub name: String,
+    /// The type and shape of its bytes in a safetensors file (`uint8`, the packed shape, for
+    /// packed tensors).
     pub dtype: StoredType,
     pub shape: Vec<usize>,
+    /// Its GGML type and logical shape, for a GGUF file.
+    pub gguf: Option<GgufPlacement>,
 }
 
 impl OutputTensor {
     #[must_use]
     pub fn nbytes(&self) -> usize {
         self.shape.iter().product::<usize>() * self.dtype.bits() / 8
-    }
-}
-
-pub struct SafetensorsWriter {
-    file: AtomicFile,
-    data_start: u64,
-    /// name -> (offset in the data, length, written yet)
-    slots: HashMap<String, (u64, usize, bool)>,
-    size: u64,
-}
-
-fn write_at(file: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
-    }
-    #[cfg(windows)]
-    {
-        let mut done = 0;
-        while done < buf.len() {
-            let n = std::os::windows::fs::FileExt::seek_write(
-                file,
-                &buf[done..],
-                offset + done as u64,
-            )?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
-            done += n;
-        }
-        Ok(())
     }
 }
 
@@ -83,13 +56,16 @@ fn sorted_keys(value: serde_json::Value) -> serde_json::Value {
     }
 }
 
+/// Lays out safetensors files.
+pub struct SafetensorsWriter;
+
 impl SafetensorsWriter {
     /// Creates the temporary file beside `dst` and writes the header.
     pub fn create(
         dst: &Path,
         tensors: &[OutputTensor],
         metadata: HashMap<String, String>,
-    ) -> Result<Self> {
+    ) -> Result<TensorFile> {
         let mut order: Vec<&OutputTensor> = tensors.iter().collect();
         order.sort_by_key(|t| std::cmp::Reverse(t.dtype.bits()));
         let mut offset = 0usize;
@@ -105,10 +81,7 @@ impl SafetensorsWriter {
                     data_offsets: (offset, offset + n),
                 },
             ));
-            if slots
-                .insert(t.name.clone(), (offset as u64, n, false))
-                .is_some()
-            {
+            if slots.insert(t.name.clone(), (offset as u64, n)).is_some() {
                 return Err(Error::Format(format!(
                     "two output tensors are named {:?}",
                     t.name
@@ -126,74 +99,10 @@ impl SafetensorsWriter {
             .map_err(|e| Error::Format(format!("cannot write the output header: {e}")))?;
         header.resize(header.len().next_multiple_of(8), b' ');
 
-        let file = AtomicFile::create(dst)?;
         let data_start = 8 + header.len() as u64;
-        let size = data_start + offset as u64;
-        let f = file.file();
-        let dst = file.dst().to_path_buf();
-        write_at(f, &(header.len() as u64).to_le_bytes(), 0).map_err(|e| Error::io(&dst, e))?;
-        write_at(f, &header, 8).map_err(|e| Error::io(&dst, e))?;
-        f.set_len(size).map_err(|e| Error::io(&dst, e))?;
-        Ok(Self {
-            file,
-            data_start,
-            slots,
-            size,
-        })
-    }
-
-    /// Writes the data of the tensor `name`, which must have its planned size.
-    pub fn write(&mut self, name: &str, data: &[u8]) -> Result<()> {
-        let Some((offset, len, written)) = self.slots.get_mut(name) else {
-            return Err(Error::Format(format!("no output tensor is named {name:?}")));
-        };
-        Error::check_size(data.len(), *len, || format!("output tensor {name:?}"))?;
-        *written = true;
-        let at = self.data_start + *offset;
-        write_at(self.file.file(), data, at).map_err(|e| Error::io(self.file.dst(), e))
-    }
-
-    /// Writes tensor `name` with `len` bytes of `src` from `offset`, copied by the kernel
-    /// (`copy_file_range` where the system has it) without passing through this process.
-    pub fn copy_from(&mut self, name: &str, src: &File, offset: u64, len: usize) -> Result<()> {
-        use std::io::{Read, Seek, SeekFrom};
-        let Some((at, planned, written)) = self.slots.get_mut(name) else {
-            return Err(Error::Format(format!("no output tensor is named {name:?}")));
-        };
-        Error::check_size(len, *planned, || format!("output tensor {name:?}"))?;
-        *written = true;
-        let dst = self.file.dst().to_path_buf();
-        let mut reader = src;
-        reader
-            .seek(SeekFrom::Start(offset))
-            .map_err(|e| Error::io(&dst, e))?;
-        let mut out = self.file.file();
-        out.seek(SeekFrom::Start(self.data_start + *at))
-            .map_err(|e| Error::io(&dst, e))?;
-        let copied = std::io::copy(&mut reader.take(len as u64), &mut out)
-            .map_err(|e| Error::io(&dst, e))?;
-        if copied != len as u64 {
-            return Err(Error::Format(format!(
-                "tensor {name:?}: the input ended after {copied} of its {len} bytes"
-            )));
-        }
-        Ok(())
-    }
-
-    /// Size of the finished file in bytes.
-    #[must_use]
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
-    /// Renames the file into place once every tensor has been written.
-    pub fn finish(self) -> Result<()> {
-        if let Some((name, _)) = self.slots.iter().find(|(_, (_, _, w))| !w) {
-            return Err(Error::Format(format!(
-                "output tensor {name:?} was never written"
-            )));
-        }
-        self.file.finish()
+        let mut prefix = (header.len() as u64).to_le_bytes().to_vec();
+        prefix.extend_from_slice(&header);
+        TensorFile::create(dst, &prefix, data_start, slots, offset as u64)
     }
 }
 
@@ -209,11 +118,13 @@ mod tests {
                 name: "b".into(),
                 dtype: StoredType::U8,
                 shape: vec![3],
+                gguf: None,
             },
             OutputTensor {
                 name: "a".into(),
                 dtype: StoredType::F32,
                 shape: vec![2],
+                gguf: None,
             },
         ];
         let files: Vec<Vec<u8>> = (0..4)
@@ -244,6 +155,7 @@ mod tests {
             name: "a".into(),
             dtype: StoredType::U8,
             shape: vec![2],
+            gguf: None,
         }];
         let w = SafetensorsWriter::create(&path, &tensors, HashMap::new()).unwrap();
         assert!(w.finish().is_err());

@@ -3,6 +3,7 @@
 //! Packed, GGUF and Hub sources are more implementations of the same lists.
 
 pub mod folder;
+pub mod gguf;
 pub mod safetensors;
 
 use std::collections::HashMap;
@@ -39,7 +40,11 @@ impl Source {
             )));
         }
         folder::refuse_pickle(path)?;
-        let file = SafetensorsFile::open(path)?;
+        let file = if crate::sink::is_gguf(path) {
+            gguf::open(path)?
+        } else {
+            SafetensorsFile::open(path)?
+        };
         Self::new(path, vec![file], None)
     }
 

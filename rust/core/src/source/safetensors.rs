@@ -44,18 +44,42 @@ pub struct SafetensorsFile {
     size: u64,
 }
 
+/// Opens `path` for reading, if it is a regular file: opening a FIFO would wait for a writer,
+/// and a device is no checkpoint (links to regular files are read).
+pub(crate) fn open_regular(path: &Path) -> Result<File> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::UnsafePath(
+            "not a regular file (a folder, FIFO, device or socket), so not a checkpoint".into(),
+        )
+        .in_file(path, None));
+    }
+    File::open(path).map_err(|e| Error::io(path, e))
+}
+
 impl SafetensorsFile {
-    pub fn open(path: &Path) -> Result<Self> {
-        // Opening a FIFO would wait for a writer, and a device is no checkpoint: only regular
-        // files (links to them included) are read.
-        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-        if !meta.is_file() {
-            return Err(Error::UnsafePath(
-                "not a regular file (a folder, FIFO, device or socket), so not a checkpoint".into(),
-            )
-            .in_file(path, None));
+    /// A file of tensors read from another container (GGUF), with `metadata` describing them
+    /// as ryzq's own `__metadata__` would.
+    pub(crate) fn from_parts(
+        path: &Path,
+        file: File,
+        map: Mmap,
+        tensors: Vec<StoredTensor>,
+        metadata: HashMap<String, String>,
+    ) -> Self {
+        let size = map.len() as u64;
+        Self {
+            path: path.to_path_buf(),
+            file,
+            map,
+            tensors,
+            metadata,
+            size,
         }
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    }
+
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = open_regular(path)?;
         let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
         if size < LEN_BYTES as u64 {
             return Err(truncated_error(

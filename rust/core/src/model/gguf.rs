@@ -1,0 +1,427 @@
+//! How a Hugging Face model becomes a GGUF model file that llama.cpp and bitnet.cpp load: per
+//! architecture, the GGUF architecture name, the tensor names, the transforms (llama's q/k
+//! permutation) and the hyperparameter keys, as llama.cpp's converter registers its model
+//! classes (`conversion/bitnet.py`, `conversion/llama.py`) and its loader reads them
+//! (`src/llama-model.cpp`).
+
+use serde_json::{Map, Value as Json};
+
+use super::{ARCHITECTURES, Architecture};
+use crate::error::{Error, Result};
+use crate::gguf::Value;
+
+/// Which runtime a GGUF file is written for: they name the architectures differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// llama.cpp (TQ1_0, TQ2_0, Q2_0 blocks).
+    LlamaCpp,
+    /// bitnet.cpp (I2_S blocks), whose llama.cpp fork has its own BitNet graphs.
+    BitnetCpp,
+}
+
+/// What a tensor is in the GGUF graph, which decides its type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `token_embd.weight`.
+    Embedding,
+    /// `output.weight`, an output head of its own.
+    Output,
+    /// A normalization weight: float32, as every ggml kernel that reads norms needs.
+    Norm,
+    /// A linear layer's weight: ternary. Q and K of `llama` carry the head count their rows
+    /// are permuted by.
+    Linear { permute_heads: Option<usize> },
+    /// A linear layer's bias (`llama` only): float32, permuted like its weight.
+    Bias { permute_heads: Option<usize> },
+}
+
+/// A tensor of the GGUF file: its name and role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GgufName {
+    pub name: String,
+    pub role: Role,
+}
+
+/// The hyperparameters the graph needs, read once from `config.json`.
+#[derive(Debug, Clone)]
+pub struct Hyperparameters {
+    pub context_length: u32,
+    pub embedding_length: u32,
+    pub block_count: u32,
+    pub feed_forward_length: u32,
+    pub head_count: u32,
+    pub head_count_kv: u32,
+    pub rms_epsilon: f32,
+    pub rope_freq_base: f32,
+    pub head_dim: u32,
+    /// Whether `config.json` gives `head_dim` itself.
+    pub explicit_head_dim: bool,
+    pub hidden_act: String,
+    pub tied_embeddings: bool,
+}
+
+fn get<'a>(config: &'a Map<String, Json>, key: &str) -> Option<&'a Json> {
+    config.get(key).filter(|v| !v.is_null())
+}
+
+fn count(config: &Map<String, Json>, key: &str) -> Result<u32> {
+    let value = get(config, key).ok_or_else(|| {
+        Error::Format(format!(
+            "config.json has no {key:?}, which the GGUF file needs"
+        ))
+    })?;
+    value
+        .as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|&n| n > 0)
+        .ok_or_else(|| {
+            Error::Format(format!(
+                "config.json's {key:?} is {value}, not a positive integer"
+            ))
+        })
+}
+
+fn float(config: &Map<String, Json>, key: &str) -> Option<Result<f32>> {
+    get(config, key).map(|value| {
+        value
+            .as_f64()
+            .filter(|x| x.is_finite() && *x > 0.0)
+            .map(|x| x as f32)
+            .ok_or_else(|| {
+                Error::Format(format!(
+                    "config.json's {key:?} is {value}, not a positive number"
+                ))
+            })
+    })
+}
+
+impl Hyperparameters {
+    pub fn read(config: &Map<String, Json>) -> Result<Self> {
+        let embedding_length = count(config, "hidden_size")?;
+        let head_count = count(config, "num_attention_heads")?;
+        let head_count_kv = match get(config, "num_key_value_heads") {
+            Some(_) => count(config, "num_key_value_heads")?,
+            None => head_count,
+        };
+        let explicit_head_dim = get(config, "head_dim").is_some();
+        let head_dim = if explicit_head_dim {
+            count(config, "head_dim")?
+        } else if embedding_length.is_multiple_of(head_count) {
+            embedding_length / head_count
+        } else {
+            return Err(Error::Format(format!(
+                "config.json's hidden_size {embedding_length} is not a multiple of \
+                 num_attention_heads {head_count}, and it gives no head_dim"
+            )));
+        };
+        if !head_count.is_multiple_of(head_count_kv) {
+            return Err(Error::Format(format!(
+                "config.json's num_attention_heads {head_count} is not a multiple of \
+                 num_key_value_heads {head_count_kv}"
+            )));
+        }
+        // transformers 5 keeps RoPE under `rope_parameters`; a missing base would run with
+        // llama.cpp's default of 10000, silently wrong for most models.
+        let rope = get(config, "rope_parameters").and_then(Json::as_object);
+        let rope_scaling = get(config, "rope_scaling")
+            .and_then(Json::as_object)
+            .or(rope);
+        if let Some(kind) = rope_scaling
+            .and_then(|r| r.get("rope_type").or_else(|| r.get("type")))
+            .and_then(Json::as_str)
+            .filter(|k| *k != "default")
+        {
+            return Err(Error::Format(format!(
+                "config.json asks for RoPE scaling of type {kind:?}, which ryzq does not \
+                 write to GGUF yet"
+            )));
+        }
+        let rope_freq_base = match (
+            float(config, "rope_theta"),
+            rope.map(|r| float(r, "rope_theta")),
+        ) {
+            (Some(theta), _) | (None, Some(Some(theta))) => theta?,
+            _ => 10_000.0,
+        };
+        let rms_epsilon = float(config, "rms_norm_eps").ok_or_else(|| {
+            Error::Format("config.json has no \"rms_norm_eps\", which the GGUF file needs".into())
+        })??;
+        let hidden_act = get(config, "hidden_act")
+            .or_else(|| get(config, "hidden_activation"))
+            .and_then(Json::as_str)
+            .unwrap_or("silu")
+            .to_owned();
+        Ok(Self {
+            context_length: count(config, "max_position_embeddings")?,
+            embedding_length,
+            block_count: count(config, "num_hidden_layers")?,
+            feed_forward_length: count(config, "intermediate_size")?,
+            head_count,
+            head_count_kv,
+            rms_epsilon,
+            rope_freq_base,
+            head_dim,
+            explicit_head_dim,
+            hidden_act,
+            tied_embeddings: get(config, "tie_word_embeddings")
+                .and_then(Json::as_bool)
+                .unwrap_or(false),
+        })
+    }
+}
+
+/// The architecture `config` names, if ryzq writes it to GGUF, or an error listing those it
+/// writes.
+pub fn gguf_architecture(config: &Map<String, Json>) -> Result<&'static Architecture> {
+    super::architecture(config).ok_or_else(|| {
+        let classes: Vec<&str> = get(config, "architectures")
+            .and_then(Json::as_array)
+            .map(|a| a.iter().filter_map(Json::as_str).collect())
+            .unwrap_or_default();
+        let known: Vec<&str> = ARCHITECTURES
+            .iter()
+            .flat_map(|a| a.classes.iter().copied())
+            .collect();
+        Error::Format(format!(
+            "config.json names architecture {} (model_type {}), which ryzq does not write to \
+             GGUF; it writes {}",
+            if classes.is_empty() {
+                "none".to_owned()
+            } else {
+                classes.join(", ")
+            },
+            get(config, "model_type")
+                .and_then(Json::as_str)
+                .unwrap_or("none"),
+            known.join(", ")
+        ))
+    })
+}
+
+/// Per block: the HF name after `model.layers.N.`, its GGUF name after `blk.N.`, and whether
+/// only BitNet's graph has it. Both HF spellings of BitNet's sub-norms are here: 1bitLLM's
+/// (`inner_attn_ln`, `ffn_layernorm`) and transformers' (`attn_sub_norm`, `ffn_sub_norm`).
+const BLOCK_TENSORS: &[(&str, &str, bool)] = &[
+    ("input_layernorm.weight", "attn_norm.weight", false),
+    ("self_attn.q_proj.weight", "attn_q.weight", false),
+    ("self_attn.k_proj.weight", "attn_k.weight", false),
+    ("self_attn.v_proj.weight", "attn_v.weight", false),
+    ("self_attn.o_proj.weight", "attn_output.weight", false),
+    (
+        "self_attn.inner_attn_ln.weight",
+        "attn_sub_norm.weight",
+        true,
+    ),
+    (
+        "self_attn.attn_sub_norm.weight",
+        "attn_sub_norm.weight",
+        true,
+    ),
+    ("post_attention_layernorm.weight", "ffn_norm.weight", false),
+    ("mlp.gate_proj.weight", "ffn_gate.weight", false),
+    ("mlp.up_proj.weight", "ffn_up.weight", false),
+    ("mlp.down_proj.weight", "ffn_down.weight", false),
+    ("mlp.ffn_layernorm.weight", "ffn_sub_norm.weight", true),
+    ("mlp.ffn_sub_norm.weight", "ffn_sub_norm.weight", true),
+];
+
+/// Biases `llama`'s graph takes (each optional there); BitNet's has none.
+const BLOCK_BIASES: &[(&str, &str)] = &[
+    ("self_attn.q_proj.bias", "attn_q.bias"),
+    ("self_attn.k_proj.bias", "attn_k.bias"),
+    ("self_attn.v_proj.bias", "attn_v.bias"),
+    ("self_attn.o_proj.bias", "attn_output.bias"),
+    ("mlp.gate_proj.bias", "ffn_gate.bias"),
+    ("mlp.up_proj.bias", "ffn_up.bias"),
+    ("mlp.down_proj.bias", "ffn_down.bias"),
+];
+
+impl Architecture {
+    /// `general.architecture` for `runtime`: llama.cpp runs BitNet only as `bitnet`;
+    /// bitnet.cpp runs relu² models (2B-4T) as `bitnet-b1.58` and SiLU ones as `bitnet`.
+    #[must_use]
+    pub fn gguf_name(&self, runtime: Runtime, hidden_act: &str) -> &'static str {
+        match (self.bitnet, runtime) {
+            (false, _) => "llama",
+            (true, Runtime::BitnetCpp) if hidden_act == "relu2" => "bitnet-b1.58",
+            (true, _) => "bitnet",
+        }
+    }
+
+    /// What the HF tensor `name` becomes, or why the GGUF graph has no place for it.
+    pub fn tensor(&self, name: &str, hp: &Hyperparameters) -> Result<Option<GgufName>> {
+        let role_name = |gguf: &str, role| {
+            Ok(Some(GgufName {
+                name: gguf.to_owned(),
+                role,
+            }))
+        };
+        match name {
+            "model.embed_tokens.weight" => return role_name("token_embd.weight", Role::Embedding),
+            "model.norm.weight" => return role_name("output_norm.weight", Role::Norm),
+            "lm_head.weight" if hp.tied_embeddings => return Ok(None),
+            "lm_head.weight" if !self.bitnet => return role_name("output.weight", Role::Output),
+            "lm_head.weight" => {
+                return Err(Error::Format(
+                    "an output head of its own (tie_word_embeddings is false), which BitNet's \
+                     GGUF graph cannot hold: it computes the logits with token_embd"
+                        .into(),
+                ));
+            }
+            _ => {}
+        }
+        let no_place = || {
+            Error::Format(format!(
+                "the GGUF graph of {} has no place for this tensor",
+                if self.bitnet { "bitnet" } else { "llama" }
+            ))
+        };
+        let rest = name.strip_prefix("model.layers.").ok_or_else(no_place)?;
+        let (block, suffix) = rest.split_once('.').ok_or_else(no_place)?;
+        let block: u32 = block.parse().map_err(|_| no_place())?;
+        if block >= hp.block_count {
+            return Err(Error::Format(format!(
+                "block {block}, but config.json's num_hidden_layers is {}",
+                hp.block_count
+            )));
+        }
+        let permute = |gguf: &str| {
+            if self.bitnet {
+                None
+            } else if gguf.starts_with("attn_q.") {
+                Some(hp.head_count as usize)
+            } else if gguf.starts_with("attn_k.") {
+                Some(hp.head_count_kv as usize)
+            } else {
+                None
+            }
+        };
+        if let Some(&(_, gguf, _)) = BLOCK_TENSORS
+            .iter()
+            .find(|(hf, _, bitnet_only)| *hf == suffix && (self.bitnet || !bitnet_only))
+        {
+            let role = if gguf.contains("norm") {
+                Role::Norm
+            } else {
+                Role::Linear {
+                    permute_heads: permute(gguf),
+                }
+            };
+            return role_name(&format!("blk.{block}.{gguf}"), role);
+        }
+        if !self.bitnet
+            && let Some(&(_, gguf)) = BLOCK_BIASES.iter().find(|(hf, _)| *hf == suffix)
+        {
+            let role = Role::Bias {
+                permute_heads: permute(gguf),
+            };
+            return role_name(&format!("blk.{block}.{gguf}"), role);
+        }
+        if suffix.ends_with("rotary_emb.inv_freq") {
+            // Recomputed by every runtime from rope.freq_base.
+            return Ok(None);
+        }
+        Err(no_place())
+    }
+
+    /// The tensors every block must have, by GGUF name (after `blk.N.`).
+    #[must_use]
+    pub fn required_block_tensors(&self) -> Vec<&'static str> {
+        let mut names: Vec<&str> = BLOCK_TENSORS
+            .iter()
+            .filter(|(_, _, bitnet_only)| self.bitnet || !bitnet_only)
+            .map(|(_, gguf, _)| *gguf)
+            .collect();
+        names.dedup();
+        names
+    }
+
+    /// The hyperparameter keys, typed as the loader reads them.
+    #[must_use]
+    pub fn hyperparameters(
+        &self,
+        arch: &str,
+        hp: &Hyperparameters,
+        n_vocab: u32,
+    ) -> Vec<(String, Value)> {
+        let key = |k: &str| format!("{arch}.{k}");
+        let mut kvs = vec![
+            (key("vocab_size"), Value::U32(n_vocab)),
+            (key("context_length"), Value::U32(hp.context_length)),
+            (key("embedding_length"), Value::U32(hp.embedding_length)),
+            (key("block_count"), Value::U32(hp.block_count)),
+            (
+                key("feed_forward_length"),
+                Value::U32(hp.feed_forward_length),
+            ),
+            (key("rope.dimension_count"), Value::U32(hp.head_dim)),
+            (key("attention.head_count"), Value::U32(hp.head_count)),
+            (key("attention.head_count_kv"), Value::U32(hp.head_count_kv)),
+            (
+                key("attention.layer_norm_rms_epsilon"),
+                Value::F32(hp.rms_epsilon),
+            ),
+            (key("rope.freq_base"), Value::F32(hp.rope_freq_base)),
+        ];
+        if hp.explicit_head_dim {
+            kvs.push((key("attention.key_length"), Value::U32(hp.head_dim)));
+            kvs.push((key("attention.value_length"), Value::U32(hp.head_dim)));
+        }
+        // No loader reads it yet; the proposed fixes for relu² BitNet models read this key.
+        kvs.push((
+            key("hidden_activation"),
+            Value::from(hp.hidden_act.as_str()),
+        ));
+        kvs
+    }
+}
+
+/// llama.cpp's q/k row order for its `llama` graph, which rotates adjacent pairs where HF
+/// rotates halves: row `h*D + 2i + j` of the output is row `h*D + j*D/2 + i` of the input,
+/// for `n_head` heads of `D` rows. `row_bytes` is the size of one row.
+pub fn permute_rows(data: &[u8], rows: usize, row_bytes: usize, n_head: usize) -> Result<Vec<u8>> {
+    if n_head == 0 || !rows.is_multiple_of(2 * n_head) || data.len() != rows * row_bytes {
+        return Err(Error::Shape(format!(
+            "{rows} rows do not split into {n_head} heads of an even number of rows, as \
+             llama's rotary permutation needs"
+        )));
+    }
+    let d = rows / n_head;
+    let mut out = vec![0u8; data.len()];
+    for h in 0..n_head {
+        for i in 0..d / 2 {
+            for j in 0..2 {
+                let to = h * d + 2 * i + j;
+                let from = h * d + j * (d / 2) + i;
+                out[to * row_bytes..(to + 1) * row_bytes]
+                    .copy_from_slice(&data[from * row_bytes..(from + 1) * row_bytes]);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permutation_matches_the_converter_s_reshape() {
+        // LlamaModel.permute: reshape(n, 2, rows/n/2, ...).swapaxes(1, 2).reshape(...)
+        let (n_head, rows) = (2, 8);
+        let data: Vec<u8> = (0..rows as u8).collect();
+        let out = permute_rows(&data, rows, 1, n_head).unwrap();
+        let mut expected = Vec::new();
+        for h in 0..n_head {
+            let half = rows / n_head / 2;
+            for i in 0..half {
+                for j in 0..2 {
+                    expected.push((h * rows / n_head + j * half + i) as u8);
+                }
+            }
+        }
+        assert_eq!(out, expected);
+        assert_eq!(out, vec![0, 2, 1, 3, 4, 6, 5, 7]);
+        assert!(permute_rows(&data, rows, 1, 3).is_err());
+    }
+}

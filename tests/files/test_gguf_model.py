@@ -1,0 +1,232 @@
+"""GGUF model files: quantize_model into a .gguf file, read back by gguf-py and by ryzq
+(inspect, dequantize), from one file or shards; bad GGUF files are one RyzqError."""
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+try:
+    import gguf
+    from gguf import quants
+except ImportError:
+    if os.environ.get("RYZQ_REQUIRE_INTEROP"):
+        raise
+    pytest.skip("needs gguf-py", allow_module_level=True)
+
+from safetensors.numpy import load_file, save_file
+
+import ryzq
+
+CONFIG = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 256,
+    "intermediate_size": 512,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 64,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 500000.0,
+    "hidden_act": "silu",
+    "tie_word_embeddings": True,
+    "vocab_size": 96,
+}
+
+
+def llama_state(seed=0, hidden=256, intermediate=512, vocab=96, layers=2):
+    rng = np.random.default_rng(seed)
+    kv = hidden // 2
+    t = {"model.embed_tokens.weight": rng.standard_normal((vocab, hidden))}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        t[p + "input_layernorm.weight"] = 1 + 0.1 * rng.standard_normal(hidden)
+        t[p + "post_attention_layernorm.weight"] = 1 + 0.1 * rng.standard_normal(hidden)
+        t[p + "self_attn.q_proj.weight"] = rng.standard_normal((hidden, hidden))
+        t[p + "self_attn.k_proj.weight"] = rng.standard_normal((kv, hidden))
+        t[p + "self_attn.v_proj.weight"] = rng.standard_normal((kv, hidden))
+        t[p + "self_attn.o_proj.weight"] = rng.standard_normal((hidden, hidden))
+        t[p + "mlp.gate_proj.weight"] = rng.standard_normal((intermediate, hidden))
+        t[p + "mlp.up_proj.weight"] = rng.standard_normal((intermediate, hidden))
+        t[p + "mlp.down_proj.weight"] = rng.standard_normal((hidden, intermediate))
+    t["model.norm.weight"] = np.ones(hidden)
+    return {k: (0.05 * v).astype(np.float32) for k, v in t.items()}
+
+
+def llama_folder(root, shards=1, **config):
+    root.mkdir()
+    state = llama_state()
+    (root / "config.json").write_text(json.dumps({**CONFIG, **config}))
+    if shards == 1:
+        save_file(state, str(root / "model.safetensors"))
+        return root, state
+    names = sorted(state)
+    weight_map = {}
+    for k in range(shards):
+        shard = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
+        part = {n: state[n] for n in names[k::shards]}
+        save_file(part, str(root / shard))
+        weight_map.update(dict.fromkeys(part, shard))
+    index = {"metadata": {}, "weight_map": weight_map}
+    (root / "model.safetensors.index.json").write_text(json.dumps(index))
+    return root, state
+
+
+def to_gguf(src, dst, **options):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ryzq.RyzqWarning)
+        return ryzq.quantize_model(src, dst, tokenizer=False, **options)
+
+
+def test_the_file_from_shards_is_the_file_from_one(tmp_path):
+    one, _ = llama_folder(tmp_path / "one")
+    three, _ = llama_folder(tmp_path / "three", shards=3)
+    to_gguf(one, tmp_path / "a.gguf", layout="tq1_0")
+    report = to_gguf(three, tmp_path / "b.gguf", layout="tq1_0")
+    a = (tmp_path / "a.gguf").read_bytes()
+    b = (tmp_path / "b.gguf").read_bytes()
+    # The same tensors and bytes; only general.name (the folder's name) and the order of
+    # tensors (the shards' order) may differ.
+    ra, rb = gguf.GGUFReader(tmp_path / "a.gguf"), gguf.GGUFReader(tmp_path / "b.gguf")
+    da = {t.name: bytes(np.asarray(t.data).view(np.uint8).reshape(-1)) for t in ra.tensors}
+    db = {t.name: bytes(np.asarray(t.data).view(np.uint8).reshape(-1)) for t in rb.tensors}
+    assert da == db and len(da) == 2 * 9 + 2
+    assert report.file_bytes_out == len(b) and abs(len(a) - len(b)) < 8
+
+
+@pytest.mark.parametrize("layout", ["tq2_0", "tq1_0", "q8_0"])
+def test_dequantize_restores_what_gguf_py_reads(tmp_path, layout):
+    src, _ = llama_folder(tmp_path / "m")
+    dst = tmp_path / "m.gguf"
+    to_gguf(src, dst, layout=layout, method="absmax", embeddings="bf16")
+    back = tmp_path / "back.safetensors"
+    n = ryzq.dequantize_file(dst, back)
+    assert n == 14
+    restored = load_file(back)
+    reader = gguf.GGUFReader(dst)
+    assert len(restored) == len(reader.tensors)
+    for t in reader.tensors:
+        expected = quants.dequantize(t.data, t.tensor_type)
+        np.testing.assert_array_equal(restored[t.name].astype(np.float32), expected)
+    assert reader.fields["llama.rope.freq_base"].contents() == 500000.0
+    assert {t.name: t.tensor_type.name for t in reader.tensors}["token_embd.weight"] == "BF16"
+
+
+def test_inspect_lists_keys_and_tensors(tmp_path):
+    src, _ = llama_folder(tmp_path / "m")
+    dst = tmp_path / "m.gguf"
+    to_gguf(src, dst, layout="tq2_0")
+    out = subprocess.run(
+        [sys.executable, "-m", "ryzq", "inspect", str(dst)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "GGUF v3" in out and "20 tensors" in out
+    assert "llama.attention.head_count_kv: 2" in out
+    assert "blk.1.ffn_down.weight" in out and "TQ2_0" in out
+
+
+def test_quantizing_a_gguf_file_is_refused(tmp_path):
+    src, _ = llama_folder(tmp_path / "m")
+    dst = tmp_path / "m.gguf"
+    to_gguf(src, dst, layout="tq2_0")
+    with pytest.raises(ryzq.RyzqError, match="already packed"):
+        ryzq.quantize_file(dst, tmp_path / "x.safetensors")
+
+
+def gguf_bytes(kvs=(), tensors=(), version=3):
+    """A GGUF file: kvs of (key, u32 value), tensors of (name, shape, f32 data)."""
+    out = b"GGUF" + struct.pack("<IQQ", version, len(tensors), len(kvs))
+    for key, value in kvs:
+        out += struct.pack("<Q", len(key)) + key.encode() + struct.pack("<II", 4, value)
+    offset = 0
+    for name, shape, data in tensors:
+        out += struct.pack("<Q", len(name)) + name.encode() + struct.pack("<I", len(shape))
+        out += b"".join(struct.pack("<Q", n) for n in reversed(shape))
+        out += struct.pack("<IQ", 0, offset)
+        offset += -(-len(data) // 32) * 32
+    out += b"\0" * (-len(out) % 32)
+    for _, _, data in tensors:
+        out += data + b"\0" * (-len(data) % 32)
+    return out
+
+
+def test_a_hand_written_file_reads_as_gguf_py_reads_it(tmp_path):
+    data = np.arange(12, dtype=np.float32)
+    path = tmp_path / "x.gguf"
+    path.write_bytes(gguf_bytes([("a.b", 7)], [("t", (3, 4), data.tobytes())]))
+    reader = gguf.GGUFReader(path)
+    assert reader.fields["a.b"].contents() == 7
+    n = ryzq.dequantize_file(path, tmp_path / "x.safetensors")
+    assert n == 0
+    np.testing.assert_array_equal(load_file(tmp_path / "x.safetensors")["t"], data.reshape(3, 4))
+
+
+@pytest.mark.parametrize(
+    ("mutate", "kind", "message"),
+    [
+        (lambda b: b"GGUG" + b[4:], "bad_format", "not a GGUF file"),
+        (lambda b: b[:4] + struct.pack("<I", 2) + b[8:], "bad_format", "version 2"),
+        (lambda b: b[:16] + struct.pack("<Q", 2**40) + b[24:], "bad_format", "key-value count"),
+        (lambda b: b[:8] + struct.pack("<Q", 2**40) + b[16:], "bad_format", "tensor count"),
+        (lambda b: b[: len(b) - 40], "truncated", "ends at byte"),
+    ],
+)
+def test_bad_gguf_files_are_one_error(tmp_path, mutate, kind, message):
+    good = gguf_bytes([("a.b", 7)], [("t", (3, 4), np.zeros(12, np.float32).tobytes())])
+    path = tmp_path / "x.gguf"
+    path.write_bytes(mutate(good))
+    with pytest.raises(ryzq.RyzqError, match=message) as err:
+        ryzq.dequantize_file(path, tmp_path / "out.safetensors")
+    assert err.value.kind == kind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.gguf"]
+
+
+def test_every_prefix_of_a_gguf_file_is_an_error_not_a_crash(tmp_path):
+    src, _ = llama_folder(tmp_path / "m", num_hidden_layers=2)
+    dst = tmp_path / "m.gguf"
+    to_gguf(src, dst, layout="tq2_0")
+    whole = dst.read_bytes()
+    path = tmp_path / "cut.gguf"
+    for n in [*range(0, 1200, 7), len(whole) - 1]:
+        path.write_bytes(whole[:n])
+        with pytest.raises(ryzq.RyzqError) as err:
+            ryzq.dequantize_file(path, tmp_path / "out.safetensors")
+        assert err.value.kind in ("truncated", "bad_format"), (n, str(err.value))
+        assert not (tmp_path / "out.safetensors").exists()
+
+
+@pytest.mark.parametrize(("hidden_act", "arch"), [("relu2", "bitnet-b1.58"), ("silu", "bitnet")])
+def test_i2_s_files_are_for_bitnet_cpp(tmp_path, hidden_act, arch):
+    root = tmp_path / "m"
+    root.mkdir()
+    state = llama_state()
+    for i in range(2):
+        state[f"model.layers.{i}.self_attn.attn_sub_norm.weight"] = np.ones(256, np.float32)
+        state[f"model.layers.{i}.mlp.ffn_sub_norm.weight"] = np.ones(512, np.float32)
+    save_file(state, str(root / "model.safetensors"))
+    config = {**CONFIG, "architectures": ["BitNetForCausalLM"], "model_type": "bitnet"}
+    (root / "config.json").write_text(json.dumps({**config, "hidden_act": hidden_act}))
+    dst = tmp_path / "m.gguf"
+    to_gguf(root, dst, layout="i2_s")
+    header = ryzq._ryzq.read_gguf_header(str(dst))
+    kvs = {key: value for key, _, value in header["kvs"]}
+    assert kvs["general.architecture"] == arch
+    assert kvs[f"{arch}.hidden_activation"] == hidden_act
+    assert kvs["general.file_type"] == 40
+    types = {name: (ggml_type, nbytes) for name, ggml_type, _, nbytes in header["tensors"]}
+    assert types["blk.0.ffn_down.weight"] == ("I2_S", 256 * 512 // 4 + 32)
+    assert types["blk.1.ffn_sub_norm.weight"] == ("F32", 512 * 4)
+    back = tmp_path / "back.safetensors"
+    ryzq.dequantize_file(dst, back)
+    restored = load_file(back)
+    w = state["model.layers.1.mlp.down_proj.weight"]
+    expected = ryzq.quantize(w, layout="i2_s").dequantize()
+    np.testing.assert_array_equal(restored["blk.1.ffn_down.weight"], expected)
