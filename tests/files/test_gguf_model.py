@@ -230,3 +230,41 @@ def test_i2_s_files_are_for_bitnet_cpp(tmp_path, hidden_act, arch):
     w = state["model.layers.1.mlp.down_proj.weight"]
     expected = ryzq.quantize(w, layout="i2_s").dequantize()
     np.testing.assert_array_equal(restored["blk.1.ffn_down.weight"], expected)
+
+
+def test_i2_s_rows_it_cannot_take_fall_back_to_q8_0_or_are_refused(tmp_path):
+    root = tmp_path / "m"
+    root.mkdir()
+    state = llama_state(intermediate=320)  # down_proj rows of 320: not whole 128-blocks
+    save_file(state, str(root / "model.safetensors"))
+    (root / "config.json").write_text(json.dumps({**CONFIG, "intermediate_size": 320}))
+    dst = tmp_path / "m.gguf"
+    report = to_gguf(root, dst, layout="i2_s")
+    fell_back = [w for w in report.warnings if "fell back" in w]
+    assert len(fell_back) == 1 and "q8_0" in fell_back[0] and "bytes where i2_s" in fell_back[0]
+    types = {n: t for n, t, _, _ in ryzq._ryzq.read_gguf_header(str(dst))["tensors"]}
+    assert types["blk.0.ffn_down.weight"] == "Q8_0" and types["blk.0.ffn_up.weight"] == "I2_S"
+    with pytest.raises(ryzq.RyzqError, match=r"128.*i2_s_arm") as err:
+        to_gguf(root, tmp_path / "e.gguf", layout="i2_s", fallback="error")
+    assert err.value.tensor == "model.layers.0.mlp.down_proj.weight"
+    assert not (tmp_path / "e.gguf").exists()
+
+
+@pytest.mark.parametrize("granularity", ["row", "tensor"])
+def test_every_granularity_the_blocks_carry(tmp_path, granularity):
+    src, state = llama_folder(tmp_path / "m")
+    dst = tmp_path / "m.gguf"
+    to_gguf(src, dst, layout="tq2_0", method="absmax", granularity=granularity)
+    t = next(t for t in gguf.GGUFReader(dst).tensors if t.name == "blk.1.ffn_down.weight")
+    w = state["model.layers.1.mlp.down_proj.weight"]
+    expected = ryzq.quantize(w, layout="tq2_0", method="absmax", granularity=granularity)
+    np.testing.assert_array_equal(quants.dequantize(t.data, t.tensor_type), expected.dequantize())
+
+
+def test_a_tokenizer_that_does_not_parse_is_one_error_and_nothing_is_written(tmp_path):
+    src, _ = llama_folder(tmp_path / "m")
+    (src / "tokenizer.json").write_text('{"model": {"type": "BPE", "vocab": ')
+    with pytest.raises(ryzq.RyzqError, match="tokenizer.json") as err:
+        ryzq.quantize_model(src, tmp_path / "m.gguf", layout="tq2_0")
+    assert err.value.path is not None and "tokenizer.json" in err.value.path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]

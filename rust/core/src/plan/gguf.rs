@@ -246,15 +246,30 @@ fn linear_layout(
             layout.default_granularity(request.method)
         };
         if fits(layout, granularity) {
+            let bytes: usize = layout.get().packed_shape(shape)?.iter().product();
             let note = format!(
-                "{name}: {why}; written as {} ({granularity}) instead",
+                "{name}: {why}; written as {} ({granularity}), {}",
                 layout.name(),
-                granularity = granularity.name()
+                cost(request.layout, shape, bytes),
+                granularity = granularity.name(),
             );
             return Ok((Some((layout, granularity)), Some(note)));
         }
     }
-    Ok((None, Some(format!("{name}: {why}; written as F16 instead"))))
+    let bytes = shape.iter().product::<usize>() * 2;
+    let cost = cost(request.layout, shape, bytes);
+    Ok((None, Some(format!("{name}: {why}; written as F16, {cost}"))))
+}
+
+/// What a fallback of `bytes` costs against `layout`'s bits per value for a tensor of `shape`.
+fn cost(layout: Layout, shape: &[usize], bytes: usize) -> String {
+    let wanted = shape.iter().product::<usize>() as f64 * layout.get().bits_per_value() / 8.0;
+    format!(
+        "{bytes} bytes where {} would take {:.0} (+{:.0})",
+        layout.name(),
+        wanted,
+        bytes as f64 - wanted
+    )
 }
 
 /// An output tensor of a GGUF file.
