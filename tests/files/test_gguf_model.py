@@ -230,3 +230,131 @@ def test_i2_s_files_are_for_bitnet_cpp(tmp_path, hidden_act, arch):
     w = state["model.layers.1.mlp.down_proj.weight"]
     expected = ryzq.quantize(w, layout="i2_s").dequantize()
     np.testing.assert_array_equal(restored["blk.1.ffn_down.weight"], expected)
+
+
+def test_i2_s_rows_it_cannot_take_fall_back_to_q8_0_or_are_refused(tmp_path):
+    root = tmp_path / "m"
+    root.mkdir()
+    state = llama_state(intermediate=320)  # down_proj rows of 320: not whole 128-blocks
+    save_file(state, str(root / "model.safetensors"))
+    (root / "config.json").write_text(json.dumps({**CONFIG, "intermediate_size": 320}))
+    dst = tmp_path / "m.gguf"
+    report = to_gguf(root, dst, layout="i2_s")
+    fell_back = [w for w in report.warnings if "fell back" in w]
+    assert len(fell_back) == 1 and "q8_0" in fell_back[0] and "bytes where i2_s" in fell_back[0]
+    types = {n: t for n, t, _, _ in ryzq._ryzq.read_gguf_header(str(dst))["tensors"]}
+    assert types["blk.0.ffn_down.weight"] == "Q8_0" and types["blk.0.ffn_up.weight"] == "I2_S"
+    with pytest.raises(ryzq.RyzqError, match=r"128.*i2_s_arm") as err:
+        to_gguf(root, tmp_path / "e.gguf", layout="i2_s", fallback="error")
+    assert err.value.tensor == "model.layers.0.mlp.down_proj.weight"
+    assert not (tmp_path / "e.gguf").exists()
+
+
+@pytest.mark.parametrize("granularity", ["row", "tensor"])
+def test_every_granularity_the_blocks_carry(tmp_path, granularity):
+    src, state = llama_folder(tmp_path / "m")
+    dst = tmp_path / "m.gguf"
+    to_gguf(src, dst, layout="tq2_0", method="absmax", granularity=granularity)
+    t = next(t for t in gguf.GGUFReader(dst).tensors if t.name == "blk.1.ffn_down.weight")
+    w = state["model.layers.1.mlp.down_proj.weight"]
+    expected = ryzq.quantize(w, layout="tq2_0", method="absmax", granularity=granularity)
+    np.testing.assert_array_equal(quants.dequantize(t.data, t.tensor_type), expected.dequantize())
+
+
+def test_a_tokenizer_that_does_not_parse_is_one_error_and_nothing_is_written(tmp_path):
+    src, _ = llama_folder(tmp_path / "m")
+    (src / "tokenizer.json").write_text('{"model": {"type": "BPE", "vocab": ')
+    with pytest.raises(ryzq.RyzqError, match=r"tokenizer\.json") as err:
+        ryzq.quantize_model(src, tmp_path / "m.gguf", layout="tq2_0")
+    assert err.value.path is not None and "tokenizer.json" in err.value.path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def bitnet_folder(root, **state_changes):
+    root.mkdir()
+    state = llama_state()
+    for i in range(2):
+        state[f"model.layers.{i}.self_attn.inner_attn_ln.weight"] = np.ones(256, np.float32)
+        state[f"model.layers.{i}.mlp.ffn_layernorm.weight"] = np.ones(512, np.float32)
+    state.update(state_changes)
+    save_file(state, str(root / "model.safetensors"))
+    config = {**CONFIG, "architectures": ["BitnetForCausalLM"], "tie_word_embeddings": False}
+    (root / "config.json").write_text(json.dumps(config))
+    return root, state
+
+
+def test_a_bitnet_head_saved_apart_but_equal_to_the_embedding_is_left_out(tmp_path):
+    # 1bitLLM's checkpoints: an lm_head of their own that repeats embed_tokens.
+    embedding = llama_state()["model.embed_tokens.weight"]
+    src, _ = bitnet_folder(tmp_path / "same", **{"lm_head.weight": embedding.copy()})
+    to_gguf(src, tmp_path / "same.gguf", layout="tq2_0")
+    names = [t.name for t in gguf.GGUFReader(tmp_path / "same.gguf").tensors]
+    assert "output.weight" not in names and "blk.0.attn_sub_norm.weight" in names
+    assert "blk.1.ffn_sub_norm.weight" in names
+    other, _ = bitnet_folder(tmp_path / "other", **{"lm_head.weight": embedding * 2})
+    with pytest.raises(ryzq.RyzqError, match="output head of its own") as err:
+        to_gguf(other, tmp_path / "other.gguf", layout="tq2_0")
+    assert err.value.tensor == "lm_head.weight"
+
+
+@pytest.mark.parametrize(
+    ("name", "shape"),
+    [
+        ("model.layers.0.self_attn.q_proj.weight", (0, 256)),
+        ("model.layers.0.self_attn.q_proj.weight", (264, 256)),
+        ("model.layers.1.mlp.down_proj.weight", (256, 1024)),
+        ("model.layers.0.input_layernorm.weight", (16, 16)),
+    ],
+)
+def test_shapes_llama_cpp_would_refuse_are_refused_here(tmp_path, name, shape):
+    root = tmp_path / "m"
+    root.mkdir()
+    state = {**llama_state(), name: np.zeros(shape, np.float32)}
+    save_file(state, str(root / "model.safetensors"))
+    (root / "config.json").write_text(json.dumps(CONFIG))
+    with pytest.raises(ryzq.RyzqError, match=r"config\.json's sizes give") as err:
+        to_gguf(root, tmp_path / "m.gguf", layout="tq2_0")
+    assert err.value.tensor == name and err.value.kind == "bad_shape"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"rope_theta": 1e300}, "rope_theta"),
+        ({"vocab_size": 100}, "vocab_size is 100"),
+        ({"rope_scaling": {"factor": 4.0}}, "RoPE scaling"),
+        ({"head_dim": 48}, "sizes give"),
+    ],
+)
+def test_configs_that_would_run_wrong_are_refused(tmp_path, change, message):
+    src, _ = llama_folder(tmp_path / "m", **change)
+    with pytest.raises(ryzq.RyzqError, match=message):
+        to_gguf(src, tmp_path / "m.gguf", layout="tq2_0")
+    assert not (tmp_path / "m.gguf").exists()
+
+
+def test_a_relu2_bitnet_for_bitnet_cpp_warns_of_its_new_fork(tmp_path):
+    src, _ = bitnet_folder(tmp_path / "m", **{})
+    config = json.loads((src / "config.json").read_text())
+    config.update(hidden_act="relu2", tie_word_embeddings=True)
+    (src / "config.json").write_text(json.dumps(config))
+    with pytest.warns(ryzq.RyzqWarning, match="#588"):
+        ryzq.quantize_model(src, tmp_path / "m.gguf", layout="i2_s", tokenizer=False)
+
+
+def test_write_gguf_refuses_data_of_another_size_than_its_shape(tmp_path):
+    with pytest.raises(ryzq.RyzqError, match="has 4 bytes, expected 400"):
+        ryzq._ryzq.write_gguf_file(
+            str(tmp_path / "x.gguf"), "llama", [("t", "float32", [100], np.zeros(4, np.uint8))]
+        )
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_shape_whose_size_overflows_is_refused(tmp_path):
+    good = gguf_bytes([], [("t", (4,), np.zeros(4, np.float32).tobytes())])
+    at = good.index(b"t") + 1 + 4  # after the name and n_dims: ne[0]
+    path = tmp_path / "x.gguf"
+    path.write_bytes(good[:at] + struct.pack("<Q", 2**62 + 1) + good[at + 8 :])
+    with pytest.raises(ryzq.RyzqError, match="too large"):
+        ryzq._ryzq.read_gguf_header(str(path))

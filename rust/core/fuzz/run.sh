@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."  # rust/core, where cargo fuzz finds fuzz/
 
 seconds=${1:-60}
 shift $(($# > 0 ? 1 : 0))
-read -ra targets <<<"${RYZQ_FUZZ_TARGETS:-safetensors_header ryzq_metadata unpack model_folder tokenizer}"
+read -ra targets <<<"${RYZQ_FUZZ_TARGETS:-safetensors_header ryzq_metadata unpack model_folder tokenizer gguf_file}"
 
 cargo +nightly fuzz build
 failed=0

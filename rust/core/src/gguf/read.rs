@@ -65,6 +65,10 @@ pub fn tensor_bytes(id: u32, shape: &[usize]) -> Result<usize> {
         .iter()
         .try_fold(1usize, |n, &d| n.checked_mul(d))
         .ok_or_else(|| Error::Format(format!("shape {shape:?} is too large")))?;
+    let too_large = || Error::Format(format!("shape {shape:?} is too large"));
+    if numel > i64::MAX as usize {
+        return Err(too_large());
+    }
     if id == 36 {
         // bitnet.cpp's I2_S: 2 bits per value, then a float32 scale padded to 32 bytes.
         return Ok(numel / 4 + 32);
@@ -76,7 +80,9 @@ pub fn tensor_bytes(id: u32, shape: &[usize]) -> Result<usize> {
              {row}"
         )));
     }
-    Ok(numel / block * block_bytes)
+    (numel / block)
+        .checked_mul(block_bytes)
+        .ok_or_else(too_large)
 }
 
 /// One tensor's info.
@@ -292,6 +298,14 @@ pub fn read_header(data: &[u8]) -> Result<Header> {
     let mut infos = Vec::with_capacity(n_tensors as usize);
     for i in 0..n_tensors {
         let name = c.string(&format!("the name of tensor {i}"))?;
+        if name.is_empty() || name.len() >= super::MAX_NAME {
+            return Err(Error::Format(format!(
+                "tensor {i}'s name {name:?} is empty or has {} bytes; GGUF takes names of 1 to \
+                 {} bytes",
+                name.len(),
+                super::MAX_NAME - 1
+            )));
+        }
         let dims = c.u32(&name)? as usize;
         if dims == 0 || dims > super::MAX_DIMS {
             return Err(Error::Format(format!(

@@ -85,11 +85,11 @@ fn float(config: &Map<String, Json>, key: &str) -> Option<Result<f32>> {
     get(config, key).map(|value| {
         value
             .as_f64()
-            .filter(|x| x.is_finite() && *x > 0.0)
             .map(|x| x as f32)
+            .filter(|x| x.is_finite() && *x > 0.0)
             .ok_or_else(|| {
                 Error::Format(format!(
-                    "config.json's {key:?} is {value}, not a positive number"
+                    "config.json's {key:?} is {value}, not a positive number a float32 holds"
                 ))
             })
     })
@@ -134,6 +134,16 @@ impl Hyperparameters {
             return Err(Error::Format(format!(
                 "config.json asks for RoPE scaling of type {kind:?}, which ryzq does not \
                  write to GGUF yet"
+            )));
+        }
+        if let Some(factor) = rope_scaling
+            .and_then(|r| r.get("factor"))
+            .and_then(Json::as_f64)
+            .filter(|f| (*f - 1.0).abs() > f64::EPSILON)
+        {
+            return Err(Error::Format(format!(
+                "config.json asks for RoPE scaling by {factor}, which ryzq does not write to \
+                 GGUF yet"
             )));
         }
         let rope_freq_base = match (
@@ -235,6 +245,30 @@ const BLOCK_BIASES: &[(&str, &str)] = &[
     ("mlp.up_proj.bias", "ffn_up.bias"),
     ("mlp.down_proj.bias", "ffn_down.bias"),
 ];
+
+/// The shape (HF order, `[out, in]`) llama.cpp's loader expects of the tensor named `gguf`
+/// (its name after `blk.N.`, or a global one), from the hyperparameters; `None` for a name
+/// whose shape it does not check here.
+#[must_use]
+pub fn expected_shape(gguf: &str, hp: &Hyperparameters) -> Option<Vec<usize>> {
+    let e = hp.embedding_length as usize;
+    let f = hp.feed_forward_length as usize;
+    let q = (hp.head_count * hp.head_dim) as usize;
+    let kv = (hp.head_count_kv * hp.head_dim) as usize;
+    Some(match gguf {
+        "attn_norm.weight" | "ffn_norm.weight" | "output_norm.weight" | "attn_output.bias"
+        | "ffn_down.bias" => vec![e],
+        "attn_sub_norm.weight" | "attn_q.bias" => vec![q],
+        "ffn_sub_norm.weight" | "ffn_gate.bias" | "ffn_up.bias" => vec![f],
+        "attn_k.bias" | "attn_v.bias" => vec![kv],
+        "attn_q.weight" => vec![q, e],
+        "attn_k.weight" | "attn_v.weight" => vec![kv, e],
+        "attn_output.weight" => vec![e, q],
+        "ffn_gate.weight" | "ffn_up.weight" => vec![f, e],
+        "ffn_down.weight" => vec![e, f],
+        _ => return None,
+    })
+}
 
 impl Architecture {
     /// `general.architecture` for `runtime`: llama.cpp runs BitNet only as `bitnet`;

@@ -11,8 +11,10 @@ use crate::gguf::value::Array;
 use crate::gguf::{GgmlType, Value};
 use crate::layout::Layout;
 use crate::method::Granularity;
-use crate::model::gguf::{GgufName, Hyperparameters, Role, Runtime, gguf_architecture};
-use crate::model::tokenizer::{Vocab, read_vocab};
+use crate::model::gguf::{
+    GgufName, Hyperparameters, Role, Runtime, expected_shape, gguf_architecture,
+};
+use crate::model::tokenizer::{SpecialToken, TokenizerModel, Vocab, read_vocab};
 use crate::sink::{GgufPlacement, OutputTensor};
 use crate::source::folder::OtherFiles;
 use crate::source::{Source, StoredTensor};
@@ -114,6 +116,7 @@ fn file_type(layout: Layout) -> Option<u32> {
         "tq1_0" => Some(36),
         "tq2_0" => Some(37),
         "q8_0" => Some(7),
+        "q2_0" => Some(41),
         name if name.starts_with("i2_s") => Some(40),
         _ => None,
     }
@@ -246,15 +249,48 @@ fn linear_layout(
             layout.default_granularity(request.method)
         };
         if fits(layout, granularity) {
+            let bytes: usize = layout.get().packed_shape(shape)?.iter().product();
             let note = format!(
-                "{name}: {why}; written as {} ({granularity}) instead",
+                "{name}: {why}; written as {} ({granularity}), {}",
                 layout.name(),
-                granularity = granularity.name()
+                cost(request.layout, shape, bytes),
+                granularity = granularity.name(),
             );
             return Ok((Some((layout, granularity)), Some(note)));
         }
     }
-    Ok((None, Some(format!("{name}: {why}; written as F16 instead"))))
+    let bytes = shape.iter().product::<usize>() * 2;
+    let cost = cost(request.layout, shape, bytes);
+    Ok((None, Some(format!("{name}: {why}; written as F16, {cost}"))))
+}
+
+/// What a fallback of `bytes` costs against `layout`'s bits per value for a tensor of `shape`.
+fn cost(layout: Layout, shape: &[usize], bytes: usize) -> String {
+    let wanted = shape.iter().product::<usize>() as f64 * layout.get().bits_per_value() / 8.0;
+    format!(
+        "{bytes} bytes where {} would take {:.0} (+{:.0})",
+        layout.name(),
+        wanted,
+        bytes as f64 - wanted
+    )
+}
+
+/// Whether the model's `lm_head.weight` holds the same bytes as its embedding.
+fn head_repeats_embedding(source: &Source) -> Result<bool> {
+    let (Some((h, head)), Some((e, embedding))) = (
+        source.find("lm_head.weight"),
+        source.find("model.embed_tokens.weight"),
+    ) else {
+        return Ok(false);
+    };
+    if head.dtype != embedding.dtype || head.shape != embedding.shape {
+        return Ok(false);
+    }
+    let (head_file, embedding_file) = (source.file(h), source.file(e));
+    let same = head_file.read(head)? == embedding_file.read(embedding)?;
+    head_file.release(head);
+    embedding_file.release(embedding);
+    Ok(same)
 }
 
 /// An output tensor of a GGUF file.
@@ -290,7 +326,12 @@ impl Plan {
         let in_config = |e: Error| e.in_file(&folder.dir().join("config.json"), None);
         let config = folder.config();
         let arch = gguf_architecture(config).map_err(in_config)?;
-        let hp = Hyperparameters::read(config).map_err(in_config)?;
+        let mut hp = Hyperparameters::read(config).map_err(in_config)?;
+        if !hp.tied_embeddings && head_repeats_embedding(source)? {
+            // Saved twice but one matrix (1bitLLM's checkpoints): the graphs that compute the
+            // logits with token_embd lose nothing.
+            hp.tied_embeddings = true;
+        }
         if config
             .get("quantization_config")
             .and_then(|q| q.get("use_rms_norm"))
@@ -311,16 +352,37 @@ impl Plan {
             .fallback
             .unwrap_or_else(|| Fallback::default_for(runtime));
         let mut warnings = Vec::new();
-        if arch.bitnet && runtime == Runtime::LlamaCpp && hp.hidden_act != "silu" {
+        if arch.bitnet && hp.hidden_act != "silu" {
+            warnings.push(match runtime {
+                Runtime::LlamaCpp => format!(
+                    "this model's FFN activation is {:?}, but llama.cpp's bitnet graph runs \
+                     SiLU: the file loads there and gives wrong outputs; \
+                     {arch_name}.hidden_activation records the activation for the runtimes \
+                     that read it",
+                    hp.hidden_act
+                ),
+                Runtime::BitnetCpp => format!(
+                    "this model's FFN activation is {:?}: bitnet.cpp's llama.cpp fork of \
+                     2024-25 runs {arch_name} with it, but the fork it pins since July 2026 runs \
+                     SiLU (microsoft/BitNet #588) and gives wrong outputs; \
+                     {arch_name}.hidden_activation records the activation for the runtimes \
+                     that read it",
+                    hp.hidden_act
+                ),
+            });
+        } else if !arch.bitnet && hp.hidden_act != "silu" {
             warnings.push(format!(
-                "this model's FFN activation is {:?}, but llama.cpp's bitnet graph runs SiLU: \
-                 the file loads there and gives wrong outputs (bitnet.cpp, with layout i2_s, \
-                 runs it right); {arch_name}.hidden_activation records the activation for the \
-                 runtimes that read it",
+                "this model's FFN activation is {:?}, but llama.cpp's llama graph runs SiLU: \
+                 the file loads and gives wrong outputs",
                 hp.hidden_act
             ));
         }
-
+        if !arch.bitnet && hp.head_dim % 2 != 0 {
+            return Err(in_config(Error::Format(format!(
+                "head_dim {} is odd; llama's rotary permutation pairs its rows",
+                hp.head_dim
+            ))));
+        }
         let mut tensors = Vec::new();
         let mut fallback_notes = Vec::new();
         let mut n_vocab = None;
@@ -332,6 +394,18 @@ impl Plan {
                 continue;
             };
             present.insert(name.clone());
+            let short = name.split_once("blk.").map_or(name.as_str(), |(_, rest)| {
+                rest.split_once('.').map_or(rest, |(_, suffix)| suffix)
+            });
+            if let Some(expected) = expected_shape(short, &hp)
+                && t.shape != expected
+            {
+                return Err(in_file(Error::Shape(format!(
+                    "shape {:?}, but config.json's sizes give {expected:?} for {name}, which \
+                     llama.cpp's loader checks",
+                    t.shape
+                ))));
+            }
             let (action, ggml_type, permute_heads) = match role {
                 Role::Embedding | Role::Output => {
                     if t.shape.len() != 2 || t.shape[1] != hp.embedding_length as usize {
@@ -396,6 +470,18 @@ impl Plan {
             Error::Format("the model has no model.embed_tokens.weight".into())
                 .in_file(folder.dir(), None)
         })?;
+        if n_vocab == 0 {
+            return Err(in_config(Error::Shape(
+                "model.embed_tokens.weight has no rows: a model without tokens".into(),
+            )));
+        }
+        if let Some(declared) = config.get("vocab_size").and_then(Json::as_u64)
+            && declared as usize != n_vocab
+        {
+            return Err(in_config(Error::Format(format!(
+                "vocab_size is {declared}, but model.embed_tokens.weight has {n_vocab} rows"
+            ))));
+        }
         let mut missing = Vec::new();
         for block in 0..hp.block_count {
             for name in arch.required_block_tensors() {
@@ -451,6 +537,18 @@ impl Plan {
         kvs.push(("ryzq.granularity".into(), request.granularity.name().into()));
         if options.tokenizer {
             let vocab = read_vocab(folder.dir(), config, n_vocab)?;
+            let missing: Vec<&str> = [SpecialToken::Bos, SpecialToken::Eos]
+                .into_iter()
+                .filter(|t| vocab.special_id(*t).is_none())
+                .map(SpecialToken::name)
+                .collect();
+            if vocab.model == TokenizerModel::Gpt2 && !missing.is_empty() {
+                warnings.push(format!(
+                    "the folder's tokenizer names no {} token (tokenizer_config.json, \
+                     config.json): llama.cpp then takes token 11 for it",
+                    missing.join(" or ")
+                ));
+            }
             kvs.extend(tokenizer_kvs(vocab));
         } else {
             // Loaders need a tokenizer model; "none" is llama.cpp's word for a file without one.

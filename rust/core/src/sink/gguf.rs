@@ -55,6 +55,21 @@ fn check_layout(kvs: &[(String, Value)], tensors: &[GgufTensor<'_>]) -> Result<(
                 t.name
             )));
         }
+        let expected =
+            crate::gguf::read::tensor_bytes(t.placement.ggml_type.id(), &t.placement.shape)
+                .map_err(|e| Error::Format(format!("tensor {:?}: {e}", t.name)))?;
+        if expected != t.nbytes {
+            return Err(Error::Size {
+                what: format!(
+                    "tensor {:?} ({} {:?})",
+                    t.name,
+                    t.placement.ggml_type.name(),
+                    t.placement.shape
+                ),
+                actual: t.nbytes,
+                expected,
+            });
+        }
         let dims = t.placement.shape.len();
         if dims == 0 || dims > gguf::MAX_DIMS {
             return Err(Error::Shape(format!(
