@@ -79,6 +79,9 @@ class QuantizeRequest:
         copy_also: str | Iterable[str] | None = None,
         threads: int | None = None,
         simd: str | None = None,
+        fallback: str | None = None,
+        embeddings: str | None = None,
+        tokenizer: bool = True,
     ) -> None: ...
 
 def quantize_checkpoint(
@@ -89,7 +92,9 @@ def quantize_checkpoint(
     request: QuantizeRequest,
     progress: Callable[[int, int, int], object] | None = None,
 ) -> QuantizationReport: ...
-def plan_quantize(src: str, *, folder: bool, request: QuantizeRequest) -> dict[str, Any]: ...
+def plan_quantize(
+    src: str, *, folder: bool, request: QuantizeRequest, to_gguf: bool = False
+) -> dict[str, Any]: ...
 def dequantize_checkpoint(
     src: str,
     dst: str,
@@ -102,6 +107,13 @@ def dequantize_checkpoint(
 def read_header(path: str) -> dict[str, Any]: ...
 def read_model_folder(path: str) -> dict[str, Any]: ...
 def read_vocab(dir: str, n_vocab: int) -> dict[str, Any]: ...
+def read_gguf_header(path: str) -> dict[str, Any]: ...
+def write_gguf_file(
+    path: str,
+    arch: str,
+    tensors: list[tuple[str, str, list[int], npt.NDArray[np.uint8]]],
+    layout: str | None = None,
+) -> None: ...
 
 class SafetensorsFileWriter:
     def __init__(

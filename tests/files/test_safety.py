@@ -166,6 +166,9 @@ def test_a_terminated_run_leaves_nothing(tmp_path, signame):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: a test run in the background inherits SIGINT ignored, and Python
+        # then leaves it ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
     while not list(tmp_path.glob(".out.safetensors.*.ryzq-partial")):
