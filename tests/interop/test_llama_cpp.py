@@ -397,3 +397,28 @@ def test_a_folder_without_a_tokenizer_is_an_error_unless_asked(models, tmp_path)
         ryzq.quantize_model(models["llama"], tmp_path / "m.gguf", layout="tq2_0")
     assert not (tmp_path / "m.gguf").exists()
     assert "tokenizer" in str(err.value)
+
+
+def test_a_bpe_tokenizer_without_bos_and_eos_warns(models, tmp_path):
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers import decoders, pre_tokenizers, trainers
+
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(TEXTS * 20, trainer)
+    folder = with_files(
+        models["llama"], tmp_path / "m", {"tokenizer.json": lambda p: p.write_text(tok.to_str())}
+    )
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("bos_token_id"), config.pop("eos_token_id")
+    (folder / "config.json").unlink()
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.warns(ryzq.RyzqWarning, match="no bos or eos token.*token 11"):
+        ryzq.quantize_model(folder, tmp_path / "m.gguf", layout="tq2_0")
+    fields = gguf.GGUFReader(tmp_path / "m.gguf").fields
+    assert fields["tokenizer.ggml.pre"].contents() == "gpt-2"
+    assert "tokenizer.ggml.bos_token_id" not in fields
