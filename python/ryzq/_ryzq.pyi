@@ -93,7 +93,7 @@ def quantize_checkpoint(
     progress: Callable[[int, int, int], object] | None = None,
 ) -> QuantizationReport: ...
 def plan_quantize(
-    src: str, *, folder: bool, request: QuantizeRequest, to_gguf: bool = False
+    src: str, *, folder: bool, request: QuantizeRequest, dst: str | None = None
 ) -> dict[str, Any]: ...
 def dequantize_checkpoint(
     src: str,

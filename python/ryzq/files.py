@@ -54,10 +54,14 @@ def _quantize(
 ) -> QuantizationReport | ConversionPlan:
     # The keywords, their defaults and their checks are the request's, in the native module.
     request = _ryzq.QuantizeRequest(**options)
-    to_gguf = dst is not None and Path(dst).suffix.lower() == ".gguf"
     if dry_run:
         plan = ConversionPlan._from_native(
-            _ryzq.plan_quantize(os.fspath(src), folder=folder, request=request, to_gguf=to_gguf)
+            _ryzq.plan_quantize(
+                os.fspath(src),
+                folder=folder,
+                request=request,
+                dst=None if dst is None else os.fspath(dst),
+            )
         )
         _warn(plan.warnings)
         return plan

@@ -502,14 +502,16 @@ fn write_gguf_file(
 /// What quantizing would do, without writing anything: the plan as a dict (files, each
 /// tensor's action and outputs, the config of a folder, warnings).
 #[pyfunction]
-#[pyo3(signature = (src, *, folder, request, to_gguf=false))]
+#[pyo3(signature = (src, *, folder, request, dst=None))]
 fn plan_quantize<'py>(
     py: Python<'py>,
     src: PathBuf,
     folder: bool,
     request: &Bound<'py, PyQuantizeRequest>,
-    to_gguf: bool,
+    dst: Option<PathBuf>,
 ) -> PyResult<Bound<'py, PyDict>> {
+    // The destination, where given, says what is written: a `.gguf` file or safetensors.
+    let to_gguf = dst.as_deref().is_some_and(ryzq_core::sink::is_gguf);
     let request = request.get().for_source(folder)?;
     let (plan, size) = py
         .detach(|| {

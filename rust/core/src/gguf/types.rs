@@ -58,6 +58,14 @@ impl GgmlType {
         }
     }
 
+    /// The float type of the GGML type `id`, if it is one of the float types.
+    #[must_use]
+    pub fn float_of_id(id: u32) -> Option<FloatDType> {
+        FloatDType::ALL
+            .into_iter()
+            .find(|&d| GgmlType::from_float(d).id() == id)
+    }
+
     #[must_use]
     pub fn from_float(dtype: FloatDType) -> Self {
         match dtype {

@@ -241,6 +241,27 @@ pub(crate) fn put_f16_scales(scales: &[f32], out: &mut [u8], block_bytes: usize,
     }
 }
 
+/// The packed shape of a layout that cuts rows into blocks of `block` values, `block_bytes`
+/// bytes each (GGUF's block types), or why the rows of `shape` do not split into them.
+pub(crate) fn block_shape(
+    name: &str,
+    block: usize,
+    block_bytes: usize,
+    shape: &[usize],
+) -> Result<Vec<usize>> {
+    require_nonempty(shape)?;
+    let last = *shape.last().expect("at least one dimension");
+    if !last.is_multiple_of(block) {
+        return Err(Error::Shape(format!(
+            "the {name} layout packs rows in blocks of {block} values, but the rows of shape \
+             {shape:?} hold {last}"
+        )));
+    }
+    let mut packed = shape.to_vec();
+    *packed.last_mut().expect("at least one dimension") = last / block * block_bytes;
+    Ok(packed)
+}
+
 /// Rounds `scales` to float16 and back, as blocks that store a float16 scale keep them.
 pub(crate) fn round_to_f16(scales: &mut [f32]) {
     // Whole slices: one conversion call (and one check of the processor's F16C) for many.

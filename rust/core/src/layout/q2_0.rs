@@ -8,10 +8,10 @@
 //! as corrupt data, as it does in ryzq's other 2-bit layouts.
 
 use super::{
-    PackedLayout, Tile, first_0b11_byte, first_in_blocks, flat_tiles, i2, put_f16_scales,
-    read_f16_scales, require_nonempty, round_to_f16,
+    PackedLayout, Tile, block_shape, first_0b11_byte, first_in_blocks, flat_tiles, i2,
+    put_f16_scales, read_f16_scales, round_to_f16,
 };
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::kernels::dispatch;
 use crate::simd::SimdLevel;
 
@@ -43,17 +43,7 @@ impl PackedLayout for Q2_0 {
     }
 
     fn packed_shape(&self, shape: &[usize]) -> Result<Vec<usize>> {
-        require_nonempty(shape)?;
-        let last = *shape.last().expect("at least one dimension");
-        if !last.is_multiple_of(BLOCK) {
-            return Err(Error::Shape(format!(
-                "the q2_0 layout packs rows in blocks of {BLOCK} values, but the rows of shape \
-                 {shape:?} hold {last}"
-            )));
-        }
-        let mut packed = shape.to_vec();
-        *packed.last_mut().expect("at least one dimension") = last / BLOCK * BLOCK_BYTES;
-        Ok(packed)
+        block_shape(self.name(), BLOCK, BLOCK_BYTES, shape)
     }
 
     fn tiles(&self, shape: &[usize]) -> Vec<Tile> {

@@ -11,10 +11,10 @@
 //! An int8 that is not -1, 0 or 1 is refused as corrupt data: it holds no ternary code.
 
 use super::{
-    PackedLayout, Tile, first_in_blocks, flat_tiles, put_f16_scales, read_f16_scales,
-    require_nonempty, round_to_f16,
+    PackedLayout, Tile, block_shape, first_in_blocks, flat_tiles, put_f16_scales, read_f16_scales,
+    round_to_f16,
 };
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::simd::SimdLevel;
 
 /// Values per block.
@@ -45,17 +45,7 @@ impl PackedLayout for Q8_0 {
     }
 
     fn packed_shape(&self, shape: &[usize]) -> Result<Vec<usize>> {
-        require_nonempty(shape)?;
-        let last = *shape.last().expect("at least one dimension");
-        if !last.is_multiple_of(BLOCK) {
-            return Err(Error::Shape(format!(
-                "the q8_0 layout packs rows in blocks of {BLOCK} values, but the rows of shape \
-                 {shape:?} hold {last}"
-            )));
-        }
-        let mut packed = shape.to_vec();
-        *packed.last_mut().expect("at least one dimension") = last / BLOCK * BLOCK_BYTES;
-        Ok(packed)
+        block_shape(self.name(), BLOCK, BLOCK_BYTES, shape)
     }
 
     fn tiles(&self, shape: &[usize]) -> Vec<Tile> {

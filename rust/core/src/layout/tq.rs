@@ -14,29 +14,15 @@
 //! one of the 81 values some four digits and a fifth digit 0 pack to ([`is_qh_byte`]).
 
 use super::{
-    PackedLayout, Tile, first_0b11_byte, first_in_blocks, flat_tiles, put_f16_scales,
-    read_f16_scales, require_nonempty, round_to_f16, t1,
+    PackedLayout, Tile, block_shape, first_0b11_byte, first_in_blocks, flat_tiles, put_f16_scales,
+    read_f16_scales, round_to_f16, t1,
 };
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::kernels::dispatch;
 use crate::simd::SimdLevel;
 
 /// Values per block.
 pub const BLOCK: usize = 256;
-
-fn block_shape(name: &str, block_bytes: usize, shape: &[usize]) -> Result<Vec<usize>> {
-    require_nonempty(shape)?;
-    let last = *shape.last().expect("at least one dimension");
-    if !last.is_multiple_of(BLOCK) {
-        return Err(Error::Shape(format!(
-            "the {name} layout packs rows in blocks of {BLOCK} values, but the rows of shape \
-             {shape:?} hold {last}"
-        )));
-    }
-    let mut packed = shape.to_vec();
-    *packed.last_mut().expect("at least one dimension") = last / BLOCK * block_bytes;
-    Ok(packed)
-}
 
 /// The two block formats: the same block of 256 values and trailing scale, different codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +88,7 @@ impl PackedLayout for Blocks {
     }
 
     fn packed_shape(&self, shape: &[usize]) -> Result<Vec<usize>> {
-        block_shape(self.name, self.block_bytes, shape)
+        block_shape(self.name, BLOCK, self.block_bytes, shape)
     }
 
     fn tiles(&self, shape: &[usize]) -> Vec<Tile> {

@@ -40,6 +40,8 @@ pub enum Role {
 pub struct GgufName {
     pub name: String,
     pub role: Role,
+    /// The shape (HF order) llama.cpp's loader checks it against, where it checks one here.
+    pub shape: Option<Vec<usize>>,
 }
 
 /// The hyperparameters the graph needs, read once from `config.json`.
@@ -184,10 +186,7 @@ impl Hyperparameters {
 /// writes.
 pub fn gguf_architecture(config: &Map<String, Json>) -> Result<&'static Architecture> {
     super::architecture(config).ok_or_else(|| {
-        let classes: Vec<&str> = get(config, "architectures")
-            .and_then(Json::as_array)
-            .map(|a| a.iter().filter_map(Json::as_str).collect())
-            .unwrap_or_default();
+        let classes = super::classes(config);
         let known: Vec<&str> = ARCHITECTURES
             .iter()
             .flat_map(|a| a.classes.iter().copied())
@@ -250,7 +249,7 @@ const BLOCK_BIASES: &[(&str, &str)] = &[
 /// (its name after `blk.N.`, or a global one), from the hyperparameters; `None` for a name
 /// whose shape it does not check here.
 #[must_use]
-pub fn expected_shape(gguf: &str, hp: &Hyperparameters) -> Option<Vec<usize>> {
+fn expected_shape(gguf: &str, hp: &Hyperparameters) -> Option<Vec<usize>> {
     let e = hp.embedding_length as usize;
     let f = hp.feed_forward_length as usize;
     let q = (hp.head_count * hp.head_dim) as usize;
@@ -284,17 +283,23 @@ impl Architecture {
 
     /// What the HF tensor `name` becomes, or why the GGUF graph has no place for it.
     pub fn tensor(&self, name: &str, hp: &Hyperparameters) -> Result<Option<GgufName>> {
-        let role_name = |gguf: &str, role| {
+        // `gguf` is the name after `blk.N.` for a block's tensor; `block` the block.
+        let role_name = |gguf: &str, block: Option<u32>, role| {
             Ok(Some(GgufName {
-                name: gguf.to_owned(),
+                name: block.map_or_else(|| gguf.to_owned(), |b| format!("blk.{b}.{gguf}")),
                 role,
+                shape: expected_shape(gguf, hp),
             }))
         };
         match name {
-            "model.embed_tokens.weight" => return role_name("token_embd.weight", Role::Embedding),
-            "model.norm.weight" => return role_name("output_norm.weight", Role::Norm),
+            "model.embed_tokens.weight" => {
+                return role_name("token_embd.weight", None, Role::Embedding);
+            }
+            "model.norm.weight" => return role_name("output_norm.weight", None, Role::Norm),
             "lm_head.weight" if hp.tied_embeddings => return Ok(None),
-            "lm_head.weight" if !self.bitnet => return role_name("output.weight", Role::Output),
+            "lm_head.weight" if !self.bitnet => {
+                return role_name("output.weight", None, Role::Output);
+            }
             "lm_head.weight" => {
                 return Err(Error::Format(
                     "an output head of its own (tie_word_embeddings is false), which BitNet's \
@@ -341,7 +346,7 @@ impl Architecture {
                     permute_heads: permute(gguf),
                 }
             };
-            return role_name(&format!("blk.{block}.{gguf}"), role);
+            return role_name(gguf, Some(block), role);
         }
         if !self.bitnet
             && let Some(&(_, gguf)) = BLOCK_BIASES.iter().find(|(hf, _)| *hf == suffix)
@@ -349,7 +354,7 @@ impl Architecture {
             let role = Role::Bias {
                 permute_heads: permute(gguf),
             };
-            return role_name(&format!("blk.{block}.{gguf}"), role);
+            return role_name(gguf, Some(block), role);
         }
         if suffix.ends_with("rotary_emb.inv_freq") {
             // Recomputed by every runtime from rope.freq_base.

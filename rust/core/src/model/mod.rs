@@ -43,14 +43,20 @@ pub const ARCHITECTURES: &[Architecture] = &[
 /// checkpoint, and converting it breaks loading.
 pub const OUTPUT_HEAD: &str = "lm_head";
 
-/// The architecture `config` names, if ryzq knows it.
+/// The `architectures` entries of `config`.
 #[must_use]
-pub fn architecture(config: &Map<String, Value>) -> Option<&'static Architecture> {
-    let classes: Vec<&str> = config
+pub fn classes(config: &Map<String, Value>) -> Vec<&str> {
+    config
         .get("architectures")
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The architecture `config` names, if ryzq knows it.
+#[must_use]
+pub fn architecture(config: &Map<String, Value>) -> Option<&'static Architecture> {
+    let classes = classes(config);
     let model_type = config.get("model_type").and_then(Value::as_str);
     ARCHITECTURES.iter().find(|a| {
         classes.iter().any(|c| a.classes.contains(c))
@@ -67,13 +73,7 @@ pub fn is_bitnet(config: &Map<String, Value>) -> bool {
         .and_then(|q| q.get("quant_method"))
         .and_then(Value::as_str)
         == Some("bitnet");
-    let classes = config
-        .get("architectures")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str);
-    let bitnet_class = classes.into_iter().any(|c| {
+    let bitnet_class = classes(config).into_iter().any(|c| {
         ARCHITECTURES
             .iter()
             .any(|a| a.bitnet && a.classes.contains(&c))

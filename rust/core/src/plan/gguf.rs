@@ -11,9 +11,7 @@ use crate::gguf::value::Array;
 use crate::gguf::{GgmlType, Value};
 use crate::layout::Layout;
 use crate::method::Granularity;
-use crate::model::gguf::{
-    GgufName, Hyperparameters, Role, Runtime, expected_shape, gguf_architecture,
-};
+use crate::model::gguf::{GgufName, Hyperparameters, Role, Runtime, gguf_architecture};
 use crate::model::tokenizer::{SpecialToken, TokenizerModel, Vocab, read_vocab};
 use crate::sink::{GgufPlacement, OutputTensor};
 use crate::source::folder::OtherFiles;
@@ -102,22 +100,21 @@ impl Default for GgufOptions {
 /// The runtime that runs `layout`'s blocks.
 #[must_use]
 pub fn runtime_of(layout: Layout) -> Runtime {
-    if layout.name().starts_with("i2_s") {
-        Runtime::BitnetCpp
-    } else {
-        Runtime::LlamaCpp
+    match layout {
+        Layout::I2S | Layout::I2SArm => Runtime::BitnetCpp,
+        _ => Runtime::LlamaCpp,
     }
 }
 
 /// `general.file_type` (llama.cpp's `llama_ftype`) of a file mostly in `layout`, where it has
 /// one. Only informational: loaders guess it when it is absent.
 fn file_type(layout: Layout) -> Option<u32> {
-    match layout.name() {
-        "tq1_0" => Some(36),
-        "tq2_0" => Some(37),
-        "q8_0" => Some(7),
-        "q2_0" => Some(41),
-        name if name.starts_with("i2_s") => Some(40),
+    match layout {
+        Layout::Tq1_0 => Some(36),
+        Layout::Tq2_0 => Some(37),
+        Layout::Q8_0 => Some(7),
+        Layout::Q2_0 => Some(41),
+        Layout::I2S | Layout::I2SArm => Some(40),
         _ => None,
     }
 }
@@ -390,14 +387,13 @@ impl Plan {
         for (place, t) in source.tensors() {
             let holder = source.file(place);
             let in_file = |e: Error| e.in_file(holder.path(), Some(&t.name));
-            let Some(GgufName { name, role }) = arch.tensor(&t.name, &hp).map_err(in_file)? else {
+            let Some(GgufName { name, role, shape }) =
+                arch.tensor(&t.name, &hp).map_err(in_file)?
+            else {
                 continue;
             };
             present.insert(name.clone());
-            let short = name.split_once("blk.").map_or(name.as_str(), |(_, rest)| {
-                rest.split_once('.').map_or(rest, |(_, suffix)| suffix)
-            });
-            if let Some(expected) = expected_shape(short, &hp)
+            if let Some(expected) = shape
                 && t.shape != expected
             {
                 return Err(in_file(Error::Shape(format!(

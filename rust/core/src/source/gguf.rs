@@ -11,6 +11,7 @@ use memmap2::Mmap;
 use super::safetensors::{SafetensorsFile, StoredTensor, open_regular};
 use crate::dtype::StoredType;
 use crate::error::{Error, Result};
+use crate::gguf::GgmlType;
 use crate::gguf::read::{read_header, type_name};
 use crate::layout::Layout;
 use crate::metadata::{self, QuantizedTensor, RyzqMetadata, ScaleConvention};
@@ -30,14 +31,8 @@ pub fn open(path: &Path) -> Result<SafetensorsFile> {
     let mut tensors = Vec::with_capacity(header.tensors.len());
     for t in &header.tensors {
         let in_file = |e: Error| e.in_file(path, Some(&t.name));
-        let float = match t.ggml_type {
-            0 => Some(StoredType::F32),
-            1 => Some(StoredType::F16),
-            30 => Some(StoredType::BF16),
-            _ => None,
-        };
-        let (dtype, shape) = if let Some(dtype) = float {
-            (dtype, t.shape.clone())
+        let (dtype, shape) = if let Some(dtype) = GgmlType::float_of_id(t.ggml_type) {
+            (dtype.into(), t.shape.clone())
         } else {
             // Layouts that share a GGML type (I2_S for x86 and for ARM builds) are told apart
             // by the layout the file says it was written in, else the first (x86, the build
