@@ -110,3 +110,19 @@ fn dequantizing_checks_the_metadata_shape_against_the_packed_bytes() {
         assert!(!dst.exists());
     }
 }
+
+/// A row so long that its packed bytes overflow, though its values do not: the block layouts
+/// multiplied the number of blocks by their bytes unchecked (q8_0: 2^59 blocks of 34 bytes).
+#[test]
+fn a_row_whose_packed_bytes_overflow_is_an_error() {
+    let shape = [usize::MAX / 256 * 256];
+    let e = Layout::Q8_0.get().packed_shape(&shape).unwrap_err();
+    assert!(e.to_string().contains("overflow"), "{e}");
+    for &layout in Layout::ALL {
+        let e = unpack(&[0x55; 66], &shape, layout, SimdLevel::SCALAR).unwrap_err();
+        assert!(
+            matches!(e.kind(), "bad_shape" | "bad_size"),
+            "{layout:?}: {e}"
+        );
+    }
+}

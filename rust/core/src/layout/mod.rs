@@ -257,8 +257,13 @@ pub(crate) fn block_shape(
              {shape:?} hold {last}"
         )));
     }
+    let row_bytes = (last / block).checked_mul(block_bytes).ok_or_else(|| {
+        Error::Shape(format!(
+            "the {name} layout cannot hold rows of {last} values: their bytes overflow"
+        ))
+    })?;
     let mut packed = shape.to_vec();
-    *packed.last_mut().expect("at least one dimension") = last / block * block_bytes;
+    *packed.last_mut().expect("at least one dimension") = row_bytes;
     Ok(packed)
 }
 
