@@ -80,6 +80,8 @@ def _quantize(args: argparse.Namespace) -> int:
     options.update({k: v for k, v in gguf_options.items() if v is not None})
     if args.no_tokenizer:
         options["tokenizer"] = False
+    if args.source_linear_class is not None:
+        options["source_linear_class"] = args.source_linear_class
     convert = quantize_model if Path(args.src).is_dir() else quantize_file
     if args.copy_also:
         if convert is quantize_file:
@@ -100,7 +102,9 @@ def _quantize(args: argparse.Namespace) -> int:
 
 
 def _dequantize(args: argparse.Namespace) -> int:
-    options = dict(dtype=args.dtype, threads=args.threads)
+    options = dict(
+        dtype=args.dtype, threads=args.threads, source_linear_class=args.source_linear_class
+    )
     if Path(args.src).is_dir():
         n = dequantize_model(args.src, args.dst, **options)
     else:
@@ -360,8 +364,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ryzq {ryzq.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+    source_linear_class = dict(
+        type=str.lower,
+        choices=LINEAR_CLASSES,
+        help="a transformers packed source without a config.json that says it: its layers "
+        "divide by weight_scale (bitlinear) or multiply by it (autobitlinear)",
+    )
 
-    q = commands.add_parser("quantize", help="quantize a .safetensors file or a model folder")
+    q = commands.add_parser(
+        "quantize",
+        help="quantize a .safetensors file or a model folder, or carry a packed one (ryzq's, "
+        "GGUF, transformers' packed BitNet) into another layout",
+    )
     q.add_argument("src", help="a .safetensors file, or a Hugging Face model folder")
     q.add_argument("dst", nargs="?", help="the output file (or folder, for a model folder)")
     q.add_argument(
@@ -394,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="bitnet layout: store 1/absmean (bitlinear) or absmean (autobitlinear) "
         "(default: %(default)s)",
     )
+    q.add_argument("--source-linear-class", **source_linear_class)
     q.add_argument(
         "--include",
         action="append",
@@ -443,9 +458,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(run=_quantize)
 
     d = commands.add_parser(
-        "dequantize", help="a ryzq-quantized file or model folder back to float tensors"
+        "dequantize",
+        help="a packed file or model folder (ryzq's, GGUF, transformers' packed BitNet) back "
+        "to float tensors",
     )
-    d.add_argument("src", help="a file or model folder written by ryzq quantize")
+    d.add_argument(
+        "src",
+        help="a file or model folder written by ryzq quantize, a GGUF file, or a transformers "
+        "packed BitNet checkpoint",
+    )
+    d.add_argument("--source-linear-class", **source_linear_class)
     d.add_argument("dst", help="the output file (or folder, for a model folder)")
     d.add_argument(
         "--dtype",

@@ -119,6 +119,16 @@ def quantize_file(
     inspect`` need nothing else. ``dst`` appears only when everything succeeded. Returns the
     error report; with ``dry_run=True``, writes nothing and returns the
     :class:`~ryzq.plan.ConversionPlan`.
+
+    A source that is already packed (a file ryzq wrote, a GGUF file, transformers' packed
+    BitNet layout: a uint8 ``X.weight`` beside its ``X.weight_scale``) has its codes carried
+    into ``layout`` as they are, their scales converted to its storage: no dequantize and
+    requantize. So are float weights that are exactly ternary times one scale per group. The
+    report says ``carried_over`` for such tensors, and their error is that of the stored
+    scales against the source's (0 where the target holds them exactly). ``source_linear_class``
+    says which of transformers' two scale conventions a packed source uses where no
+    ``config.json`` says it (``"bitlinear"``: the layer divides by ``weight_scale``;
+    ``"autobitlinear"``: it multiplies).
     """
     if Path(src).is_dir():
         raise RyzqError(f"{src}: a folder; quantize model folders with quantize_model")
@@ -164,14 +174,25 @@ def dequantize_file(
     dtype: str | None = None,
     simd: str | None = None,
     threads: int | None = None,
+    source_linear_class: str | None = None,
 ) -> int:
-    """Write a plain float checkpoint from a file made by :func:`quantize_file`: original
-    names and shapes, each quantized tensor in its original dtype. With ``dtype``
-    ("float32", "bfloat16", ...) every float tensor, kept ones included, is written in it.
-    Returns the number of tensors dequantized."""
+    """Write a plain float checkpoint from a packed one (made by :func:`quantize_file`, a
+    GGUF file, or transformers' packed BitNet layout, whose scale convention
+    ``source_linear_class`` gives where no ``config.json`` says it): original names and shapes,
+    each packed tensor in its original dtype. With ``dtype`` ("float32", "bfloat16", ...)
+    every float tensor, kept ones included, is written in it. Returns the number of tensors
+    dequantized."""
     if Path(src).is_dir():
         raise RyzqError(f"{src}: a folder; dequantize model folders with dequantize_model")
-    return _dequantize(src, dst, folder=False, dtype=dtype, simd=simd, threads=threads)
+    return _dequantize(
+        src,
+        dst,
+        folder=False,
+        dtype=dtype,
+        simd=simd,
+        threads=threads,
+        source_linear_class=source_linear_class,
+    )
 
 
 def dequantize_model(
@@ -181,18 +202,34 @@ def dequantize_model(
     dtype: str | None = None,
     simd: str | None = None,
     threads: int | None = None,
+    source_linear_class: str | None = None,
 ) -> int:
-    """Write a plain float model folder from one made by :func:`quantize_model`: every shard
-    dequantized (as :func:`dequantize_file` does), an index with the new sizes, ``config.json``
-    without its ``quantization_config``, every other file copied. Returns the number of tensors
+    """Write a plain float model folder from a packed one (made by :func:`quantize_model`,
+    or a transformers packed BitNet checkpoint): every shard dequantized (as
+    :func:`dequantize_file` does), an index with the new sizes, ``config.json`` without its
+    ``quantization_config``, every other file copied. Returns the number of tensors
     dequantized."""
-    return _dequantize(src_dir, dst_dir, folder=True, dtype=dtype, simd=simd, threads=threads)
+    return _dequantize(
+        src_dir,
+        dst_dir,
+        folder=True,
+        dtype=dtype,
+        simd=simd,
+        threads=threads,
+        source_linear_class=source_linear_class,
+    )
 
 
-def _dequantize(src, dst, *, folder, dtype, simd, threads) -> int:
+def _dequantize(src, dst, *, folder, dtype, simd, threads, source_linear_class) -> int:
     name = None if dtype is None else _dtype_name(dtype)
     return _ryzq.dequantize_checkpoint(
-        os.fspath(src), os.fspath(dst), folder=folder, dtype=name, simd=simd, threads=threads
+        os.fspath(src),
+        os.fspath(dst),
+        folder=folder,
+        dtype=name,
+        simd=simd,
+        threads=threads,
+        source_linear_class=source_linear_class,
     )
 
 

@@ -104,6 +104,7 @@ def tensor_dict(tensor: TensorReport) -> dict[str, Any]:
         "dtype": tensor.dtype,
         "quantized": tensor.quantized,
         "kept_because": tensor.kept_because,
+        "carried_over": tensor.carried_over,
         "layer": layer_of(tensor.name),
         "block": block_name(tensor.name),
         "scale": tensor.scale,
@@ -220,6 +221,7 @@ def report_dict(report: QuantizationReport) -> dict[str, Any]:
         "summary": {
             "tensors": len(tensors),
             "quantized_tensors": len(q),
+            "carried_over_tensors": sum(t.carried_over is not None for t in q),
             "parameters": parameters,
             "quantized_parameters": sum(t.numel for t in q),
             "mse": _spread([t.stats.mse for t in q if t.stats]),
@@ -257,13 +259,15 @@ def summary(report: QuantizationReport) -> str:
     secs = report.seconds_by_phase
     ratio = report.quantized_compression_ratio
     alone = f"quantized tensors alone: {ratio:.2f}x" if q else "no tensor quantized"
+    carried = Counter(t.carried_over for t in q if t.carried_over is not None)
+    of_them = f", {sum(carried.values()):,} of them carried over" if carried else ""
     lines = [
         f"ryzq: {report.src} -> {report.dst}",
         f"layout {report.layout}"
         + (f" ({report.linear_class})" if report.layout == "bitnet" else "")
         + f", method {report.method}, granularity {report.granularity}, "
         + plural(report.threads, "thread"),
-        f"{plural(len(tensors), 'tensor')} ({len(q):,} quantized, "
+        f"{plural(len(tensors), 'tensor')} ({len(q):,} quantized{of_them}, "
         f"{len(tensors) - len(q):,} kept), {plural(parameters, 'parameter')}",
         f"size {_size(report.file_bytes_in)} -> {_size(report.file_bytes_out)}: "
         f"{report.compression_ratio:.2f}x ({alone})",
@@ -304,6 +308,13 @@ def summary(report: QuantizationReport) -> str:
             f"{pad(label, width, '>')} {counted:>8} {params:>13,} {err} "
             f"{_size(g.bytes_in):>11} {_size(g.bytes_out):>11}"
         )
+    if carried:
+        lines.append("")
+        lines.append(
+            "carried over (codes already ternary; error: their scales against the source's):"
+        )
+        for reason, n in carried.most_common():
+            lines.append(f"  {n:>4} x {reason}")
     reasons = Counter(t.kept_because for t in tensors if not t.quantized)
     if reasons:
         lines.append("")

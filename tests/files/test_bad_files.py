@@ -228,20 +228,6 @@ def test_a_weight_scale_that_overflows_float16_suggests_autobitlinear(tmp_path):
     assert len(report.quantized) == 14
 
 
-def test_packed_inputs_are_refused(tmp_path):
-    src = write(tmp_path / "in.safetensors", tiny_model())
-    ours = tmp_path / "ours.safetensors"
-    ryzq.quantize_file(src, ours)
-    with pytest.raises(ryzq.RyzqError, match=r"ours\.safetensors: .*written by ryzq.*packed"):
-        ryzq.quantize_file(ours, tmp_path / "again.safetensors")
-    # transformers' packed layout, without ryzq's metadata.
-    state = {"a.weight": np.zeros((8, 32), np.uint8), "a.weight_scale": np.ones(1, np.float32)}
-    theirs = write(tmp_path / "theirs.safetensors", state)
-    with pytest.raises(ryzq.RyzqError, match=r'"a\.weight" is uint8 .*already packed'):
-        ryzq.quantize_file(theirs, tmp_path / "again.safetensors")
-    assert not (tmp_path / "again.safetensors").exists()
-
-
 def test_unreadable_ryzq_metadata_is_a_ryzq_error(tmp_path):
     state = {"a.weight": np.zeros((8, 32), np.uint8)}
     bad = write(tmp_path / "bad.safetensors", state, metadata={"format": "pt", "ryzq": "{nope"})

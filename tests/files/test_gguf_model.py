@@ -133,14 +133,6 @@ def test_inspect_lists_keys_and_tensors(tmp_path):
     assert "blk.1.ffn_down.weight" in out and "TQ2_0" in out
 
 
-def test_quantizing_a_gguf_file_is_refused(tmp_path):
-    src, _ = llama_folder(tmp_path / "m")
-    dst = tmp_path / "m.gguf"
-    to_gguf(src, dst, layout="tq2_0")
-    with pytest.raises(ryzq.RyzqError, match="already packed"):
-        ryzq.quantize_file(dst, tmp_path / "x.safetensors")
-
-
 def gguf_bytes(kvs=(), tensors=(), version=3):
     """A GGUF file: kvs of (key, u32 value), tensors of (name, shape, f32 data)."""
     out = b"GGUF" + struct.pack("<IQQ", version, len(tensors), len(kvs))

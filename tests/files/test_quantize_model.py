@@ -117,35 +117,6 @@ def test_own_layouts_are_described_for_ryzq(tmp_path):
         np.testing.assert_array_equal(back[name].astype(np.float32), expected.astype(np.float32))
 
 
-def test_a_packed_model_with_scales_in_another_shard_is_refused(tmp_path):
-    import numpy as np
-
-    from checkpoints import write as write_file
-
-    src = tmp_path / "src"
-    src.mkdir()
-    write_file(
-        src / "a.safetensors",
-        {
-            "model.layers.0.q_proj.weight": np.zeros((2, 16), np.uint8),
-            "model.layers.1.q_proj.weight": np.ones((8, 16), np.float32),
-        },
-    )
-    write_file(
-        src / "b.safetensors", {"model.layers.0.q_proj.weight_scale": np.ones(1, np.float32)}
-    )
-    weight_map = {
-        "model.layers.0.q_proj.weight": "a.safetensors",
-        "model.layers.1.q_proj.weight": "a.safetensors",
-        "model.layers.0.q_proj.weight_scale": "b.safetensors",
-    }
-    (src / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    (src / "config.json").write_text("{}")
-    with pytest.raises(ryzq.RyzqError, match=r"a\.safetensors: .*uint8 .*already packed"):
-        ryzq.quantize_model(src, tmp_path / "dst")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
-
-
 def test_biases_of_autobitlinear_weights_are_divided_whatever_the_patterns(tmp_path):
     src = tmp_path / "src"
     state = make_folder(src, 1)

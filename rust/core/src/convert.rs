@@ -12,12 +12,15 @@ use crate::kernels::widen::widen;
 use crate::metadata::ScaleConvention;
 use crate::model::gguf::permute_rows;
 use crate::plan::scales::{convert_float, divide_bias, stored_scales, stored_type};
-use crate::plan::{Action, Plan, PlannedTensor, QuantizeRequest, ScaleSource};
+use crate::plan::{
+    Action, LinearClass, PackedSource, Plan, PlannedTensor, QuantizeRequest, ScaleSource,
+};
 use crate::report::{FileReport, TensorReport};
 use crate::simd::SimdLevel;
 use crate::sink::{Sink, TensorFile};
-use crate::source::{SafetensorsFile, Source};
+use crate::source::Source;
 use crate::tensor::TensorView;
+use crate::transcode::{Codes, exact_ternary_scales, source_scale, transcode};
 use crate::{group_scales, quantize_with_scales};
 
 /// Called after each tensor with its report, the number of tensors done and their total; an
@@ -57,7 +60,7 @@ pub fn convert(
         let mut writer = sink.create(plan, file)?;
         for t in &file.tensors {
             let holder = source.file(t.source);
-            let report = convert_tensor(holder, t, run, &mut writer)
+            let report = convert_tensor(source, t, run, &mut writer)
                 .map_err(|e| e.in_file(holder.path(), Some(&t.name)))?;
             progress(&report, reports.len() + 1, total)?;
             reports.push(report);
@@ -112,21 +115,37 @@ pub fn quantize(
     })
 }
 
-/// Dequantizes the file (or, with `folder`, the model folder) `src`, written by ryzq, into
-/// `dst`; returns the number of tensors dequantized.
+/// How to dequantize.
+#[derive(Debug, Clone, Copy)]
+pub struct DequantizeRequest {
+    /// The float type of every output tensor; `None`: each tensor's original.
+    pub dtype: Option<FloatDType>,
+    /// The scale convention of a transformers packed source whose `config.json` does not say.
+    pub source_linear_class: Option<LinearClass>,
+    pub level: SimdLevel,
+    pub threads: Option<usize>,
+}
+
+/// Dequantizes the file (or, with `folder`, the model folder) `src`, whatever packed it
+/// (ryzq, a GGUF writer, transformers), into `dst`; returns the number of tensors
+/// dequantized.
 pub fn dequantize(
     src: &Path,
     dst: &Path,
     folder: bool,
-    dtype: Option<FloatDType>,
-    level: SimdLevel,
-    threads: Option<usize>,
+    request: &DequantizeRequest,
     progress: &mut Progress<'_>,
 ) -> Result<usize> {
+    let DequantizeRequest {
+        dtype,
+        source_linear_class,
+        level,
+        threads,
+    } = *request;
     let threads = crate::threads::resolve(threads)?;
     let source = open(src, folder)?;
     let sink = Sink::for_source(&source, dst)?;
-    let plan = Plan::dequantize(&source, dtype)?;
+    let plan = Plan::dequantize(&source, dtype, source_linear_class)?;
     crate::sink::atomic::remove_stale(dst);
     let run = Run {
         level,
@@ -141,13 +160,52 @@ pub fn dequantize(
     Ok(count)
 }
 
+/// The scales of the packed tensor `from` (`bytes`, its packed data), as `w = code * scale`.
+fn source_scales(
+    source: &Source,
+    from: &PackedSource,
+    bytes: &[u8],
+    level: SimdLevel,
+) -> Result<Vec<crate::transcode::SourceScale>> {
+    let stored = match &from.scales {
+        ScaleSource::Blocks => from.layout.get().block_scales(bytes),
+        ScaleSource::Tensor(name) => {
+            let (place, scale_tensor) = source
+                .find(name)
+                .ok_or_else(|| Error::Format(format!("its scale tensor {name:?} is missing")))?;
+            let holder = source.file(place);
+            let scale_dtype = scale_tensor.dtype.float().ok_or_else(|| {
+                Error::Format(format!(
+                    "its scale tensor {name:?} has dtype {}, not a float",
+                    scale_tensor.dtype
+                ))
+            })?;
+            let (groups, _) = from.granularity.groups(&from.shape)?;
+            Error::check_size(scale_tensor.numel(), groups, || {
+                format!(
+                    "scales in {name:?}: one per {} of shape {:?}",
+                    from.granularity.name(),
+                    from.shape
+                )
+            })?;
+            let mut stored = vec![0f32; scale_tensor.numel()];
+            widen(level, scale_dtype, holder.read(scale_tensor)?, &mut stored);
+            holder.release(scale_tensor);
+            stored
+        }
+    };
+    let divides = from.convention == ScaleConvention::Divide;
+    Ok(stored.iter().map(|&s| source_scale(s, divides)).collect())
+}
+
 /// Reads, converts and writes one tensor as planned; returns its report.
 fn convert_tensor(
-    file: &SafetensorsFile,
+    source: &Source,
     planned: &PlannedTensor,
     run: &Run<'_>,
     writer: &mut TensorFile,
 ) -> Result<TensorReport> {
+    let file = source.file(planned.source);
     let t = &file.tensors()[planned.source.index];
     let t0 = Instant::now();
     let mut bytes = Cow::Borrowed(
@@ -158,16 +216,27 @@ fn convert_tensor(
             file.read(t)?
         },
     );
-    if let Some(n_head) = planned.permute_heads {
+    // Packed rows are reordered as codes, after unpacking; float rows here.
+    let packed = matches!(
+        planned.action,
+        Action::Dequantize { .. } | Action::Transcode { .. }
+    );
+    if let (Some(n_head), false) = (planned.permute_heads, packed) {
         let rows = t.shape[0];
         bytes = Cow::Owned(permute_rows(&bytes, rows, bytes.len() / rows, n_head)?);
     }
     let t1 = Instant::now();
+    // A packed tensor counts the values of the weight it holds.
+    let shape = match &planned.action {
+        Action::Dequantize { from, .. } | Action::Transcode { from, .. } => from.shape.clone(),
+        _ => t.shape.clone(),
+    };
     let mut report = TensorReport {
         name: t.name.clone(),
         dtype: t.dtype.name().into(),
-        shape: t.shape.clone(),
+        shape,
         kept_because: None,
+        carried_over: None,
         scale: None,
         stats: None,
         bytes_in: bytes.len() as u64,
@@ -192,7 +261,7 @@ fn convert_tensor(
             report.write_seconds = t1.elapsed().as_secs_f64();
         }
         Action::Drop => {
-            report.kept_because = Some("the scales of a dequantized tensor".into());
+            report.kept_because = Some("the scales of a packed tensor, read with it".into());
             report.bytes_out = 0;
         }
         Action::DivideBias { divisor, .. } => {
@@ -215,54 +284,67 @@ fn convert_tensor(
             .0;
             computed(out, &mut report)?;
         }
-        Action::Dequantize {
-            layout,
-            granularity,
-            scales,
-            convention,
-            dtype,
-        } => {
-            let stored = match scales {
-                ScaleSource::Blocks => layout.get().block_scales(&bytes),
-                ScaleSource::Tensor(name) => {
-                    let scale_tensor = file.tensor(name).ok_or_else(|| {
-                        Error::Format(format!("its scale tensor {name:?} is missing"))
-                    })?;
-                    let scale_dtype = scale_tensor.dtype.float().ok_or_else(|| {
-                        Error::Format(format!(
-                            "its scale tensor {name:?} has dtype {}, not a float",
-                            scale_tensor.dtype
-                        ))
-                    })?;
-                    let mut stored = vec![0f32; scale_tensor.numel()];
-                    widen(
-                        run.level,
-                        scale_dtype,
-                        file.read(scale_tensor)?,
-                        &mut stored,
-                    );
-                    file.release(scale_tensor);
-                    stored
-                }
-            };
-            let scales: Vec<f32> = match convention {
-                ScaleConvention::Multiply => stored,
-                ScaleConvention::Divide => stored.iter().map(|s| 1.0 / s).collect(),
-            };
-            let shape = &planned.outputs[0].shape;
-            let out = crate::threads::run(run.threads, || {
+        Action::Dequantize { from, dtype } => {
+            let scales: Vec<f32> = source_scales(source, from, &bytes, run.level)?
+                .iter()
+                .map(|s| s.scale)
+                .collect();
+            report.kept_because = Some(format!(
+                "packed in the source ({}): dequantized to {}",
+                from.describe(),
+                dtype.name()
+            ));
+            let mut out = crate::threads::run(run.threads, || {
                 crate::dequantize(
                     &bytes,
                     &scales,
-                    shape,
-                    *layout,
-                    *granularity,
+                    &from.shape,
+                    from.layout,
+                    from.granularity,
                     *dtype,
                     run.level,
                 )
             })?
             .0?;
+            if let Some(n_head) = planned.permute_heads {
+                let rows = from.shape[0];
+                out = permute_rows(&out, rows, out.len() / rows, n_head)?;
+            }
             computed(out, &mut report)?;
+        }
+        Action::Transcode {
+            from,
+            layout,
+            granularity,
+            scale,
+        } => {
+            let scales = source_scales(source, from, &bytes, run.level)?;
+            let work = || -> Result<_> {
+                let mut codes = Codes {
+                    codes: crate::unpack(&bytes, &from.shape, from.layout, run.level)?,
+                    shape: &from.shape,
+                    granularity: from.granularity,
+                    scales,
+                };
+                if let Some(n_head) = planned.permute_heads {
+                    codes.permute_heads(n_head)?;
+                }
+                transcode(&codes, *layout, *granularity, scale.as_ref(), run.level)
+            };
+            let carried = crate::threads::run(run.threads, work)?.0?;
+            let t2 = Instant::now();
+            writer.write(&planned.outputs[0].name, &carried.packed)?;
+            let mut scale_bytes = Vec::new();
+            if let Some(scale) = scale {
+                scale_bytes = stored_type(scale.dtype).encode(&carried.stored);
+                writer.write(&scale.name, &scale_bytes)?;
+            }
+            report.quantize_seconds = (t2 - t1).as_secs_f64();
+            report.write_seconds = t2.elapsed().as_secs_f64();
+            report.bytes_out = (carried.packed.len() + scale_bytes.len()) as u64;
+            report.carried_over = Some(format!("from the source's {}", from.describe()));
+            report.scale = (carried.scales.len() == 1).then(|| carried.scales[0]);
+            report.stats = Some(carried.stats);
         }
         Action::Quantize {
             layout,
@@ -273,8 +355,14 @@ fn convert_tensor(
             let dtype: FloatDType = t.dtype.float().expect("planned for float tensors");
             let view = TensorView::new(&bytes, dtype, &t.shape)?;
             let work = || -> Result<_> {
-                let mut scales =
-                    group_scales(&view, *layout, request.method, *granularity, request.level)?;
+                let exact = exact_ternary_scales(&view, *granularity);
+                let carried = exact.is_some();
+                let mut scales = match exact {
+                    Some(scales) => scales,
+                    None => {
+                        group_scales(&view, *layout, request.method, *granularity, request.level)?
+                    }
+                };
                 let stored = match scale {
                     Some(scale) => stored_scales(scale, &mut scales)?,
                     None => Vec::new(),
@@ -287,9 +375,16 @@ fn convert_tensor(
                     &scales,
                     request.level,
                 )?;
-                Ok((stored, q))
+                Ok((stored, q, carried))
             };
-            let (stored, q) = crate::threads::run(run.threads, work)?.0?;
+            let (stored, q, carried) = crate::threads::run(run.threads, work)?.0?;
+            if carried {
+                report.carried_over = Some(format!(
+                    "exactly ternary in the source, one scale per {}: codes and scales taken \
+                     as they are",
+                    granularity.name()
+                ));
+            }
             let t2 = Instant::now();
             writer.write(&planned.outputs[0].name, &q.packed)?;
             let mut scale_bytes = Vec::new();

@@ -27,6 +27,7 @@ pub mod source;
 pub mod stats;
 pub mod tensor;
 pub mod threads;
+pub mod transcode;
 
 pub use dtype::{FloatDType, StoredType};
 pub use error::{Error, Index, Result};

@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 
 /// One group's quantizer: `code = clamp(round_half_even(w * inv), -1, 1)`, `w' = code * scale`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct TernaryScale {
     pub inv: f32,
     pub scale: f32,

@@ -10,6 +10,10 @@ pub struct TensorReport {
     pub shape: Vec<usize>,
     /// `None` if quantized, else why the tensor was kept as it is.
     pub kept_because: Option<String>,
+    /// For a tensor whose codes were already ternary (packed in the source, or exactly
+    /// ternary floats): where they came from. Its error is then that of its scales against
+    /// the source's own.
+    pub carried_over: Option<String>,
     /// The dequantization scale (`w' = code * scale`) of a tensor quantized with one scale.
     pub scale: Option<f32>,
     pub stats: Option<ErrorStats>,

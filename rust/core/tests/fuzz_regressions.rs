@@ -91,16 +91,14 @@ fn dequantizing_checks_the_metadata_shape_against_the_packed_bytes() {
         let src = dir.path().join(format!("in{i}.safetensors"));
         safetensors::serialize_to_file(tensors, Some(header), &src).unwrap();
         let dst = dir.path().join(format!("out{i}.safetensors"));
-        let e = convert::dequantize(
-            &src,
-            &dst,
-            false,
-            None,
-            SimdLevel::SCALAR,
-            Some(1),
-            &mut |_, _, _| Ok(()),
-        )
-        .unwrap_err();
+        let request = convert::DequantizeRequest {
+            dtype: None,
+            source_linear_class: None,
+            level: SimdLevel::SCALAR,
+            threads: Some(1),
+        };
+        let e =
+            convert::dequantize(&src, &dst, false, &request, &mut |_, _, _| Ok(())).unwrap_err();
         assert!(
             matches!(e.kind(), "bad_size" | "bad_shape"),
             "{}: {e}",

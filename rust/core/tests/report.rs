@@ -23,6 +23,7 @@ fn tensor(shape: &[usize], kept_because: Option<&str>, bytes: (u64, u64)) -> Ten
         dtype: "float32".into(),
         shape: shape.to_vec(),
         kept_because: kept_because.map(Into::into),
+        carried_over: None,
         scale: None,
         stats: kept_because.is_none().then(|| stats(1.0, 10.0)),
         bytes_in: bytes.0,

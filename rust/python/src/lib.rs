@@ -294,7 +294,7 @@ struct PyQuantizeRequest(QuantizeRequest);
 #[pymethods]
 impl PyQuantizeRequest {
     #[new]
-    #[pyo3(signature = (*, layout=Name(Layout::Bitnet), method=Name(Method::AbsMean), granularity=None, linear_class=Name(LinearClass::BitLinear), include=Patterns::default(), exclude=Patterns::default(), copy_also=Patterns::default(), threads=Threads(None), simd=None, fallback=None, embeddings=None, tokenizer=true))]
+    #[pyo3(signature = (*, layout=Name(Layout::Bitnet), method=Name(Method::AbsMean), granularity=None, linear_class=Name(LinearClass::BitLinear), include=Patterns::default(), exclude=Patterns::default(), copy_also=Patterns::default(), threads=Threads(None), simd=None, fallback=None, embeddings=None, tokenizer=true, source_linear_class=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         layout: Name<Layout>,
@@ -309,6 +309,7 @@ impl PyQuantizeRequest {
         fallback: Option<Name<Fallback>>,
         embeddings: Option<Name<FloatDType>>,
         tokenizer: bool,
+        source_linear_class: Option<Name<LinearClass>>,
     ) -> PyResult<Self> {
         let (layout, method) = (layout.0, method.0);
         let copy_also = copy_also
@@ -333,6 +334,7 @@ impl PyQuantizeRequest {
                 embeddings: embeddings.map_or(FloatDType::F16, |e| e.0),
                 tokenizer,
             },
+            source_linear_class: source_linear_class.map(|c| c.0),
         }))
     }
 }
@@ -549,7 +551,17 @@ fn plan_dict<'py>(
                     "divide",
                     Some(format!("bias of {weight}, divided by its weight_scale")),
                 ),
-                Action::Dequantize { .. } => ("dequantize", None),
+                Action::Dequantize { from, .. } => (
+                    "dequantize",
+                    Some(format!("packed in the source ({})", from.describe())),
+                ),
+                Action::Transcode { from, .. } => (
+                    "carry",
+                    Some(format!(
+                        "codes carried over from the source's {}",
+                        from.describe()
+                    )),
+                ),
                 Action::ConvertFloat { .. } => ("convert", None),
                 Action::Drop => ("drop", None),
             };
@@ -585,10 +597,11 @@ fn plan_dict<'py>(
     Ok(d)
 }
 
-/// Dequantizes a file or, with `folder`, a model folder written by ryzq; returns how many
-/// tensors were dequantized.
+/// Dequantizes a file or, with `folder`, a model folder holding packed tensors (ryzq's,
+/// GGUF, transformers' packed BitNet layout); returns how many tensors were dequantized.
 #[pyfunction]
-#[pyo3(signature = (src, dst, *, folder, dtype=None, simd=None, threads=Threads(None)))]
+#[pyo3(signature = (src, dst, *, folder, dtype=None, simd=None, threads=Threads(None), source_linear_class=None))]
+#[allow(clippy::too_many_arguments)]
 fn dequantize_checkpoint(
     py: Python<'_>,
     src: PathBuf,
@@ -597,9 +610,14 @@ fn dequantize_checkpoint(
     dtype: Option<Name<FloatDType>>,
     simd: Option<Name<SimdLevel>>,
     threads: Threads,
+    source_linear_class: Option<Name<LinearClass>>,
 ) -> PyResult<usize> {
-    let dtype = dtype.map(|d| d.0);
-    let level = args::level(simd)?;
+    let request = ryzq_core::convert::DequantizeRequest {
+        dtype: dtype.map(|d| d.0),
+        source_linear_class: source_linear_class.map(|c| c.0),
+        level: args::level(simd)?,
+        threads: threads.0,
+    };
     let mut raised: Option<PyErr> = None;
     let result = py.detach(|| {
         let mut on_tensor = |_: &TensorReport, _: usize, _: usize| {
@@ -611,7 +629,7 @@ fn dequantize_checkpoint(
                 ryzq_core::Error::Interrupted
             })
         };
-        ryzq_core::convert::dequantize(&src, &dst, folder, dtype, level, threads.0, &mut on_tensor)
+        ryzq_core::convert::dequantize(&src, &dst, folder, &request, &mut on_tensor)
     });
     match (result, raised) {
         (Ok(count), _) => Ok(count),

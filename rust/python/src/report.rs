@@ -161,13 +161,16 @@ frozen_class! {
 
 frozen_class! {
     /// What quantizing did to one tensor: `kept_because` is None when it was quantized, else
-    /// why it was copied as it is; `scale` is the dequantization scale (w' = code * scale) of
-    /// a tensor with one; `bytes_out` counts its scale tensor too.
+    /// why it was copied as it is; `carried_over` says where codes that were already ternary
+    /// came from (its error is then that of its scales against the source's); `scale` is the
+    /// dequantization scale (w' = code * scale) of a tensor with one; `bytes_out` counts its
+    /// scale tensor too.
     PyTensorReport(TensorReport) as "TensorReport" {
         name,
         dtype,
         shape => shape_tuple,
         kept_because,
+        carried_over,
         scale,
         stats => stats_object,
         bytes_in,

@@ -143,23 +143,24 @@ pub fn small_numel(shape: &[usize], max: usize) -> Option<usize> {
 /// `ryzq dequantize` does, on one thread; whether it worked. Errors are fine; panics are not.
 pub fn dequantize_into(src: &Path, dst: &str, folder: bool, dtype: Option<FloatDType>) -> bool {
     let dst = fresh(dst);
-    convert::dequantize(
-        src,
-        &dst,
-        folder,
+    let request = convert::DequantizeRequest {
         dtype,
-        SimdLevel::best(),
-        Some(1),
-        &mut |_, _, _| Ok(()),
-    )
-    .is_ok()
+        source_linear_class: None,
+        level: SimdLevel::best(),
+        threads: Some(1),
+    };
+    convert::dequantize(src, &dst, folder, &request, &mut |_, _, _| Ok(())).is_ok()
 }
 
 /// Plans dequantizing the source every way (its own dtypes, then each float type).
 pub fn plan_dequantize(source: &Source) {
-    let _ = ryzq_core::plan::Plan::dequantize(source, None);
+    use ryzq_core::plan::LinearClass;
+    let _ = ryzq_core::plan::Plan::dequantize(source, None, None);
     for dtype in FloatDType::ALL {
-        let _ = ryzq_core::plan::Plan::dequantize(source, Some(dtype));
+        let _ = ryzq_core::plan::Plan::dequantize(source, Some(dtype), None);
+    }
+    for class in [LinearClass::BitLinear, LinearClass::AutoBitLinear] {
+        let _ = ryzq_core::plan::Plan::dequantize(source, None, Some(class));
     }
 }
 
@@ -195,6 +196,7 @@ pub fn quantize_into(src: &Path, dst: &str, folder: bool, pick: u32) -> bool {
         threads: Some(1),
         copy_also: Vec::new(),
         gguf: ryzq_core::plan::gguf::GgufOptions::default(),
+        source_linear_class: (pick / 64).is_multiple_of(2).then_some(linear_class),
     };
     let dst = fresh(dst);
     convert::quantize(src, &dst, folder, &request, &mut |_, _, _| Ok(())).is_ok()

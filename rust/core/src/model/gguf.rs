@@ -417,23 +417,28 @@ impl Architecture {
 
 /// llama.cpp's q/k row order for its `llama` graph, which rotates adjacent pairs where HF
 /// rotates halves: row `h*D + 2i + j` of the output is row `h*D + j*D/2 + i` of the input,
-/// for `n_head` heads of `D` rows. `row_bytes` is the size of one row.
-pub fn permute_rows(data: &[u8], rows: usize, row_bytes: usize, n_head: usize) -> Result<Vec<u8>> {
-    if n_head == 0 || !rows.is_multiple_of(2 * n_head) || data.len() != rows * row_bytes {
+/// for `n_head` heads of `D` rows. `row_len` is the number of items of one row.
+pub fn permute_rows<T: Copy + Default>(
+    data: &[T],
+    rows: usize,
+    row_len: usize,
+    n_head: usize,
+) -> Result<Vec<T>> {
+    if n_head == 0 || !rows.is_multiple_of(2 * n_head) || data.len() != rows * row_len {
         return Err(Error::Shape(format!(
             "{rows} rows do not split into {n_head} heads of an even number of rows, as \
              llama's rotary permutation needs"
         )));
     }
     let d = rows / n_head;
-    let mut out = vec![0u8; data.len()];
+    let mut out = vec![T::default(); data.len()];
     for h in 0..n_head {
         for i in 0..d / 2 {
             for j in 0..2 {
                 let to = h * d + 2 * i + j;
                 let from = h * d + j * (d / 2) + i;
-                out[to * row_bytes..(to + 1) * row_bytes]
-                    .copy_from_slice(&data[from * row_bytes..(from + 1) * row_bytes]);
+                out[to * row_len..(to + 1) * row_len]
+                    .copy_from_slice(&data[from * row_len..(from + 1) * row_len]);
             }
         }
     }

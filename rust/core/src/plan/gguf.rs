@@ -4,7 +4,7 @@
 
 use serde_json::Value as Json;
 
-use super::{Action, OutputFile, Plan, PlannedTensor, QuantizeRequest};
+use super::{Action, OutputFile, PackedSource, Plan, PlannedTensor, QuantizeRequest};
 use crate::dtype::{FloatDType, StoredType};
 use crate::error::{Error, Result};
 use crate::gguf::value::Array;
@@ -15,6 +15,7 @@ use crate::model::gguf::{GgufName, Hyperparameters, Role, Runtime, gguf_architec
 use crate::model::tokenizer::{SpecialToken, TokenizerModel, Vocab, read_vocab};
 use crate::sink::{GgufPlacement, OutputTensor};
 use crate::source::folder::OtherFiles;
+use crate::source::packed::describe;
 use crate::source::{Source, StoredTensor};
 
 /// Where a linear weight goes when its rows do not split into the layout's blocks.
@@ -380,6 +381,9 @@ impl Plan {
                 hp.head_dim
             ))));
         }
+        let packed = describe(source, request.source_linear_class)?;
+        warnings.extend(packed.warnings.iter().cloned());
+        let scale_names = packed.scale_names();
         let mut tensors = Vec::new();
         let mut fallback_notes = Vec::new();
         let mut n_vocab = None;
@@ -387,19 +391,43 @@ impl Plan {
         for (place, t) in source.tensors() {
             let holder = source.file(place);
             let in_file = |e: Error| e.in_file(holder.path(), Some(&t.name));
+            if scale_names.contains_key(t.name.as_str()) {
+                continue;
+            }
+            let from = packed
+                .packed(place.file, &t.name)
+                .map(|q| PackedSource::of(t, q))
+                .transpose()
+                .map_err(in_file)?;
+            if packed.divided_bias(&t.name).is_some() {
+                return Err(in_file(Error::Format(
+                    "a bias stored divided by its weight's scale (for autobitlinear): \
+                     ryzq does not restore such biases into GGUF files"
+                        .into(),
+                )));
+            }
             let Some(GgufName { name, role, shape }) =
                 arch.tensor(&t.name, &hp).map_err(in_file)?
             else {
                 continue;
             };
             present.insert(name.clone());
+            // A packed tensor is checked by the shape of the weight it holds.
+            let weight_shape = &from
+                .as_ref()
+                .map_or_else(|| t.shape.clone(), |f| f.shape.clone());
             if let Some(expected) = shape
-                && t.shape != expected
+                && *weight_shape != expected
             {
                 return Err(in_file(Error::Shape(format!(
-                    "shape {:?}, but config.json's sizes give {expected:?} for {name}, which \
-                     llama.cpp's loader checks",
-                    t.shape
+                    "shape {weight_shape:?}, but config.json's sizes give {expected:?} for \
+                     {name}, which llama.cpp's loader checks"
+                ))));
+            }
+            if from.is_some() && !matches!(role, Role::Linear { .. }) {
+                return Err(in_file(Error::Format(format!(
+                    "packed in the source, but {name} is written in float; dequantize the \
+                     source first (ryzq dequantize)"
                 ))));
             }
             let (action, ggml_type, permute_heads) = match role {
@@ -425,10 +453,9 @@ impl Plan {
                     (action, GgmlType::F32, heads)
                 }
                 Role::Linear { permute_heads } => {
-                    if t.shape.len() != 2 {
+                    if weight_shape.len() != 2 {
                         return Err(in_file(Error::Shape(format!(
-                            "shape {:?}: a linear weight is 2-D",
-                            t.shape
+                            "shape {weight_shape:?}: a linear weight is 2-D"
                         ))));
                     }
                     // Excluded linear weights are written in float16, as llama.cpp's
@@ -436,10 +463,28 @@ impl Plan {
                     let (chosen, note) = if request.selection.excluded_by(&t.name).is_some() {
                         (None, None)
                     } else {
-                        linear_layout(&t.name, &t.shape, request, fallback).map_err(in_file)?
+                        linear_layout(&t.name, weight_shape, request, fallback).map_err(in_file)?
                     };
                     fallback_notes.extend(note);
-                    if let Some((layout, granularity)) = chosen {
+                    if let Some(from) = from {
+                        let ggml_type = match chosen {
+                            Some((layout, _)) => GgmlType::Packed(layout),
+                            None => GgmlType::F16,
+                        };
+                        let action = match chosen {
+                            Some((layout, granularity)) => Action::Transcode {
+                                from,
+                                layout,
+                                granularity,
+                                scale: None,
+                            },
+                            None => Action::Dequantize {
+                                from,
+                                dtype: FloatDType::F16,
+                            },
+                        };
+                        (action, ggml_type, permute_heads)
+                    } else if let Some((layout, granularity)) = chosen {
                         float_action(t, FloatDType::F32).map_err(in_file)?;
                         let action = Action::Quantize {
                             layout,
@@ -453,7 +498,7 @@ impl Plan {
                     }
                 }
             };
-            let out = output(&name, ggml_type, &t.shape).map_err(in_file)?;
+            let out = output(&name, ggml_type, weight_shape).map_err(in_file)?;
             tensors.push(PlannedTensor {
                 source: place,
                 name: t.name.clone(),

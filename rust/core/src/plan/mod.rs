@@ -1,8 +1,9 @@
 //! Plans: what happens to every tensor of a source, decided before anything is written. Each
-//! tensor is kept, quantized, divided (the bias of an `AutoBitLinear` layer), dequantized,
-//! converted to another float type or dropped, with the output tensors it gives, their types,
-//! shapes and sizes. [`Plan::quantize`] and [`Plan::dequantize`] make them from the selection
-//! rule and the layout registry; [`crate::convert`] carries them out.
+//! tensor is kept, quantized, its packed codes carried into another layout, divided (the bias
+//! of an `AutoBitLinear` layer), dequantized, converted to another float type or dropped, with
+//! the output tensors it gives, their types, shapes and sizes. [`Plan::quantize`] and
+//! [`Plan::dequantize`] make them from the selection rule, the layout registry and what the
+//! source says is packed ([`crate::source::packed`]); [`crate::convert`] carries them out.
 
 pub mod gguf;
 pub mod scales;
@@ -25,6 +26,7 @@ use crate::model;
 use crate::simd::SimdLevel;
 use crate::sink::OutputTensor;
 use crate::source::folder::OtherFiles;
+use crate::source::packed::{Descriptions, describe};
 use crate::source::{Source, StoredTensor, TensorRef};
 use crate::tensor::TensorView;
 
@@ -73,6 +75,9 @@ pub struct QuantizeRequest {
     pub copy_also: Vec<glob::Pattern>,
     /// What a GGUF output holds besides the linear weights.
     pub gguf: gguf::GgufOptions,
+    /// The scale convention of a transformers packed source, where its `config.json` does not
+    /// say it (or says it wrong).
+    pub source_linear_class: Option<LinearClass>,
 }
 
 /// The name under which the scales of quantized tensor `name` are stored.
@@ -84,13 +89,84 @@ pub fn scale_name(name: &str) -> String {
     )
 }
 
-/// Where the scales of a tensor to dequantize are.
+/// Where the scales of a packed tensor of the source are.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ScaleSource {
-    /// In the tensor of this name, in the same file.
+    /// In the tensor of this name, in any file of the source.
     Tensor(String),
     /// In the packed data: in its blocks, or after its codes.
     Blocks,
+}
+
+/// A packed tensor of the source, as its description says to read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedSource {
+    pub layout: Layout,
+    pub granularity: Granularity,
+    pub scales: ScaleSource,
+    pub convention: ScaleConvention,
+    /// The shape of the weight it holds.
+    pub shape: Vec<usize>,
+    /// The dtype of the weight it was packed from.
+    pub dtype: FloatDType,
+    /// The quantizer that chose its codes, as the description names it.
+    pub method: String,
+}
+
+impl PackedSource {
+    /// The packed tensor `t`, described by `q`: checked against its bytes before anything
+    /// of the shape the description gives is laid out.
+    pub fn of(t: &StoredTensor, q: &QuantizedTensor) -> Result<Self> {
+        let dtype = FloatDType::parse(&q.dtype)?;
+        let layout = Layout::parse(&q.layout)?;
+        let packed_shape = layout.get().packed_shape(&q.shape)?;
+        let packed_len: usize = packed_shape.iter().product();
+        if t.range.len() != packed_len {
+            return Err(Error::Size {
+                what: format!(
+                    "packed {} data for shape {:?} (packed shape {packed_shape:?})",
+                    layout.name(),
+                    q.shape
+                ),
+                actual: t.range.len(),
+                expected: packed_len,
+            });
+        }
+        let mut granularity = Granularity::parse(&q.granularity)?;
+        let scales = if let Some(name) = &q.scale {
+            ScaleSource::Tensor(name.clone())
+        } else {
+            // The packed data holds the scales: read with those, as readers do.
+            granularity = layout.get().packed_granularity().ok_or_else(|| {
+                Error::Format(format!(
+                    "the {} layout keeps its scales apart, but no scale tensor is named",
+                    layout.name()
+                ))
+            })?;
+            ScaleSource::Blocks
+        };
+        crate::quantize::check_granularity(layout, granularity)?;
+        granularity.groups(&q.shape)?;
+        Ok(Self {
+            layout,
+            granularity,
+            scales,
+            convention: q.scale_convention,
+            shape: q.shape.clone(),
+            dtype,
+            method: q.method.clone(),
+        })
+    }
+
+    /// What it is, for a report: "bitnet codes, one scale per tensor".
+    #[must_use]
+    pub fn describe(&self) -> String {
+        format!(
+            "{} codes, scale per {}",
+            self.layout.name(),
+            self.granularity.name()
+        )
+    }
 }
 
 /// What happens to one tensor.
@@ -111,11 +187,16 @@ pub enum Action {
     DivideBias { weight: String, divisor: f32 },
     /// Packed codes back to floats of `dtype`.
     Dequantize {
+        from: PackedSource,
+        dtype: FloatDType,
+    },
+    /// Packed codes carried into `layout` as they are, their scales converted to its storage
+    /// (where every group of `granularity` has one scale in the source).
+    Transcode {
+        from: PackedSource,
         layout: Layout,
         granularity: Granularity,
-        scales: ScaleSource,
-        convention: ScaleConvention,
-        dtype: FloatDType,
+        scale: Option<ScaleStorage>,
     },
     /// Floats converted to `to`, each multiplied by `factor` when there is one (a divided
     /// bias restored).
@@ -124,7 +205,7 @@ pub enum Action {
         to: FloatDType,
         factor: Option<f32>,
     },
-    /// Not written (the scales of a dequantized tensor).
+    /// Not written (the scales of a packed tensor, read with it).
     Drop,
 }
 
@@ -213,7 +294,8 @@ impl Plan {
             ));
         }
         crate::quantize::check_granularity(request.layout, request.granularity)?;
-        refuse_packed(source)?;
+        let packed = describe(source, request.source_linear_class)?;
+        let scale_names = packed.scale_names();
         let mut files = Vec::with_capacity(source.files().len());
         for (f, file) in source.files().iter().enumerate() {
             let in_file = |e: Error, t: &StoredTensor| e.in_file(file.path(), Some(&t.name));
@@ -225,9 +307,17 @@ impl Plan {
                 ..RyzqMetadata::default()
             };
             for (index, t) in file.tensors().iter().enumerate() {
-                let action = match bias_action(source, t, request).map_err(|e| in_file(e, t))? {
-                    Some(bias) => bias,
-                    None => quantize_action(t, request).map_err(|e| in_file(e, t))?,
+                let action = if scale_names.contains_key(t.name.as_str()) {
+                    Action::Drop
+                } else if let Some(q) = packed.packed(f, &t.name) {
+                    packed_action(t, q, request).map_err(|e| in_file(e, t))?
+                } else if let Some(divisor) = packed.divided_bias(&t.name) {
+                    restored_bias(t, divisor, request).map_err(|e| in_file(e, t))?
+                } else {
+                    match bias_action(source, &packed, t, request).map_err(|e| in_file(e, t))? {
+                        Some(bias) => bias,
+                        None => quantize_action(t, request).map_err(|e| in_file(e, t))?,
+                    }
                 };
                 let outputs = quantize_outputs(source, t, &action, request, &mut description)
                     .map_err(|e| in_file(e, t))?;
@@ -252,7 +342,7 @@ impl Plan {
             files,
             config: None,
             other_files: OtherFiles::default(),
-            warnings: Vec::new(),
+            warnings: packed.warnings.clone(),
             gguf_kvs: Vec::new(),
         };
         if let Some(folder) = source.folder() {
@@ -285,34 +375,54 @@ impl Plan {
                 continue;
             }
             match &t.action {
-                Action::Quantize { .. } => quantized.push(t.name.clone()),
-                Action::Copy(_) if out.shape.len() == 2 => kept.push(t.name.clone()),
+                Action::Quantize { .. } | Action::Transcode { .. } => {
+                    quantized.push(t.name.clone());
+                }
+                Action::Dequantize { .. } | Action::Copy(_) if out.shape.len() == 2 => {
+                    kept.push(t.name.clone());
+                }
                 _ => {}
             }
         }
         (kept, quantized)
     }
 
-    /// Plans dequantizing `source`, a file or folder ryzq wrote: each quantized tensor to its
-    /// original dtype, or every float tensor to `dtype` when given.
-    pub fn dequantize(source: &Source, dtype: Option<FloatDType>) -> Result<Plan> {
+    /// Plans dequantizing `source`, whatever holds packed tensors (ryzq's files, GGUF files,
+    /// transformers' packed checkpoints, whose scale convention `source_linear_class` gives
+    /// where `config.json` does not): each packed tensor to its original dtype, or every float
+    /// tensor to `dtype` when given.
+    pub fn dequantize(
+        source: &Source,
+        dtype: Option<FloatDType>,
+        source_linear_class: Option<LinearClass>,
+    ) -> Result<Plan> {
+        let packed = describe(source, source_linear_class)?;
+        if !packed.any_packed() && !(0..source.files().len()).any(|f| packed.by_ryzq(f)) {
+            return Err(Error::Format(
+                "nothing packed to dequantize: no ryzq metadata (this was not written by \
+                 ryzq) and no uint8 weights with a weight_scale (transformers' packed BitNet \
+                 layout)"
+                    .into(),
+            )
+            .in_file(source.path(), None));
+        }
+        let scale_names = packed.scale_names();
+        for (scale, of) in &scale_names {
+            if source.find(scale).is_none() {
+                let (place, _) = source
+                    .find(of)
+                    .expect("described tensors are in the source");
+                return Err(
+                    Error::Format(format!("its scale tensor {scale:?} is missing"))
+                        .in_file(source.file(place).path(), Some(of)),
+                );
+            }
+        }
         let mut files = Vec::with_capacity(source.files().len());
         for (f, file) in source.files().iter().enumerate() {
-            let in_file = |e: Error| e.in_file(file.path(), None);
-            let text = file.metadata().get(metadata::KEY).ok_or_else(|| {
-                in_file(Error::Format(
-                    "no ryzq metadata: this file was not written by ryzq's quantize_file".into(),
-                ))
-            })?;
-            let description = RyzqMetadata::from_json(text).map_err(in_file)?;
-            let scale_names: BTreeMap<&str, &str> = description
-                .quantized
-                .iter()
-                .filter_map(|(name, q)| q.scale.as_deref().map(|s| (s, name.as_str())))
-                .collect();
             let mut tensors = Vec::with_capacity(file.tensors().len());
             for (index, t) in file.tensors().iter().enumerate() {
-                let planned = dequantize_tensor(t, dtype, &description, &scale_names)
+                let planned = dequantize_tensor(t, dtype, &packed, f, &scale_names)
                     .map_err(|e| e.in_file(file.path(), Some(&t.name)))?;
                 let (action, outputs) = planned;
                 tensors.push(PlannedTensor {
@@ -322,15 +432,6 @@ impl Plan {
                     outputs,
                     permute_heads: None,
                 });
-            }
-            for name in scale_names.keys() {
-                if file.tensor(name).is_none() {
-                    let of = scale_names[name];
-                    return Err(
-                        Error::Format(format!("its scale tensor {name:?} is missing"))
-                            .in_file(file.path(), Some(of)),
-                    );
-                }
             }
             let mut header = file.metadata().clone();
             header.remove(metadata::KEY);
@@ -353,7 +454,7 @@ impl Plan {
             files,
             config,
             other_files,
-            warnings: Vec::new(),
+            warnings: packed.warnings,
             gguf_kvs: Vec::new(),
         })
     }
@@ -365,36 +466,75 @@ fn shard_name(path: &std::path::Path) -> String {
         .unwrap_or_default()
 }
 
-/// Refuses a source that is already packed: reading packed checkpoints is not supported yet,
-/// and quantizing packed bytes as if they were weights would lose the model.
-fn refuse_packed(source: &Source) -> Result<()> {
-    for file in source.files() {
-        if file.metadata().contains_key(metadata::KEY) {
-            return Err(Error::Format(
-                "this file was written by ryzq and is already packed; ryzq does not read \
-                 packed checkpoints yet: quantize the original weights, or dequantize this \
-                 file first (ryzq dequantize)"
-                    .into(),
-            )
-            .in_file(file.path(), None));
-        }
-        for t in file.tensors() {
-            if t.dtype != StoredType::U8 || !t.name.ends_with(".weight") {
-                continue;
-            }
-            let scale = format!("{}_scale", t.name);
-            if source.find(&scale).is_some() {
-                return Err(Error::Format(format!(
-                    "tensor {:?} is uint8 with a {scale:?} beside it: this checkpoint is \
-                     already packed in transformers' BitNet layout, which ryzq does not read \
-                     yet; quantize the original weights",
-                    t.name
-                ))
-                .in_file(file.path(), None));
-            }
-        }
+/// What becomes of a packed tensor of the source: its codes carried into the request's
+/// layout, or dequantized to the dtype it was packed from where it is excluded or the layout
+/// cannot take its shape (as a float weight is kept then).
+fn packed_action(
+    t: &StoredTensor,
+    q: &QuantizedTensor,
+    request: &QuantizeRequest,
+) -> Result<Action> {
+    let from = PackedSource::of(t, q)?;
+    let dequantized = |from: PackedSource| Action::Dequantize {
+        dtype: from.dtype,
+        from,
+    };
+    if request.selection.excluded_by(&t.name).is_some() {
+        return Ok(dequantized(from));
     }
-    Ok(())
+    let layout = request.layout.get();
+    match layout.packed_shape(&from.shape) {
+        Ok(_) => {}
+        Err(e) if layout.packed_granularity().is_some() => return Err(e),
+        Err(_) => return Ok(dequantized(from)),
+    }
+    let granularity = layout.packed_granularity().unwrap_or(request.granularity);
+    granularity.groups(&from.shape)?;
+    let scale = layout.packed_granularity().is_none().then(|| {
+        let (dtype, convention) = scale_storage_of(request, from.dtype.into());
+        ScaleStorage {
+            name: scale_name(&t.name),
+            dtype,
+            convention,
+        }
+    });
+    Ok(Action::Transcode {
+        from,
+        layout: request.layout,
+        granularity,
+        scale,
+    })
+}
+
+/// The dtype and convention the request's layout stores a weight's scales in, for a weight
+/// of `dtype`: transformers' layers keep them in the model's dtype, ryzq's other layouts in
+/// float32.
+fn scale_storage_of(request: &QuantizeRequest, dtype: StoredType) -> (StoredType, ScaleConvention) {
+    match (request.layout, request.linear_class) {
+        (Layout::Bitnet, LinearClass::BitLinear) => (dtype, ScaleConvention::Divide),
+        (Layout::Bitnet, LinearClass::AutoBitLinear) => (dtype, ScaleConvention::Multiply),
+        _ => (StoredType::F32, ScaleConvention::Multiply),
+    }
+}
+
+/// A bias ryzq stored divided by its weight's scale (for `AutoBitLinear`), restored; into an
+/// `AutoBitLinear` file again it would have to be divided by the new scale, which is not done.
+fn restored_bias(t: &StoredTensor, divisor: f32, request: &QuantizeRequest) -> Result<Action> {
+    if (request.layout, request.linear_class) == (Layout::Bitnet, LinearClass::AutoBitLinear) {
+        return Err(Error::InvalidArgument(
+            "a bias stored for autobitlinear, into layout bitnet for autobitlinear again: \
+             ryzq does not carry such biases over; use linear_class bitlinear"
+                .into(),
+        ));
+    }
+    let from = t.dtype.float().ok_or_else(|| {
+        Error::Format("it is described as a divided bias but is not a float tensor".into())
+    })?;
+    Ok(Action::ConvertFloat {
+        from,
+        to: from,
+        factor: Some(divisor),
+    })
 }
 
 /// Keep or quantize, by the selection rule and the layout's shape rule.
@@ -426,11 +566,7 @@ fn quantize_action(tensor: &StoredTensor, request: &QuantizeRequest) -> Result<A
             )));
         }
     }
-    let (dtype, convention) = match (request.layout, request.linear_class) {
-        (Layout::Bitnet, LinearClass::BitLinear) => (tensor.dtype, ScaleConvention::Divide),
-        (Layout::Bitnet, LinearClass::AutoBitLinear) => (tensor.dtype, ScaleConvention::Multiply),
-        _ => (StoredType::F32, ScaleConvention::Multiply),
-    };
+    let (dtype, convention) = scale_storage_of(request, tensor.dtype);
     let scale = layout.packed_granularity().is_none().then(|| ScaleStorage {
         name: scale_name(&tensor.name),
         dtype,
@@ -449,6 +585,7 @@ fn quantize_action(tensor: &StoredTensor, request: &QuantizeRequest) -> Result<A
 /// quantization with `include` is an error.
 fn bias_action(
     source: &Source,
+    packed: &Descriptions,
     t: &StoredTensor,
     request: &QuantizeRequest,
 ) -> Result<Option<Action>> {
@@ -464,6 +601,13 @@ fn bias_action(
     };
     let holder = source.file(place);
     let in_holder = |e: Error| e.in_file(holder.path(), Some(&weight.name));
+    if packed.packed(place.file, &weight.name).is_some() {
+        return Err(Error::InvalidArgument(format!(
+            "the bias of {weight_name:?}, whose codes are carried into layout bitnet for \
+             autobitlinear, would have to be divided by its scale, which ryzq does not do for \
+             packed sources; use linear_class bitlinear"
+        )));
+    }
     let Action::Quantize {
         scale: Some(storage),
         ..
@@ -523,47 +667,92 @@ fn quantize_outputs(
         shape: t.shape.clone(),
         gguf: None,
     };
-    match action {
-        Action::Quantize { scale, .. } => {
-            if let Some(scale) = scale
-                && source.find(&scale.name).is_some()
-            {
-                return Err(Error::Format(format!(
-                    "its scales would be stored as {:?}, which the model already has",
-                    scale.name
-                )));
-            }
-            let (groups, _) = request.granularity.groups(&t.shape)?;
-            let mut outputs = vec![OutputTensor {
-                name: t.name.clone(),
-                dtype: StoredType::U8,
-                shape: request.layout.get().packed_shape(&t.shape)?,
-                gguf: None,
-            }];
-            if let Some(scale) = scale {
-                outputs.push(OutputTensor {
-                    name: scale.name.clone(),
-                    dtype: scale.dtype,
-                    shape: vec![groups],
-                    gguf: None,
-                });
-            }
-            description.quantized.insert(
-                t.name.clone(),
-                QuantizedTensor {
-                    layout: request.layout.name().into(),
-                    method: request.method.name().into(),
-                    granularity: request.granularity.name(),
-                    dtype: t.dtype.safetensors_name(),
-                    shape: t.shape.clone(),
-                    scale: scale.as_ref().map(|s| s.name.clone()),
-                    scale_convention: scale
-                        .as_ref()
-                        .map_or(ScaleConvention::Multiply, |s| s.convention),
-                },
-            );
-            Ok(outputs)
+    let packed = |layout: Layout,
+                  granularity: Granularity,
+                  scale: &Option<ScaleStorage>,
+                  weight: (&[usize], StoredType, &str),
+                  replaces: Option<&str>,
+                  description: &mut RyzqMetadata| {
+        let (shape, dtype, method) = weight;
+        if let Some(scale) = scale
+            && source.find(&scale.name).is_some()
+            && replaces != Some(scale.name.as_str())
+        {
+            return Err(Error::Format(format!(
+                "its scales would be stored as {:?}, which the model already has",
+                scale.name
+            )));
         }
+        let (groups, _) = granularity.groups(shape)?;
+        let mut outputs = vec![OutputTensor {
+            name: t.name.clone(),
+            dtype: StoredType::U8,
+            shape: layout.get().packed_shape(shape)?,
+            gguf: None,
+        }];
+        if let Some(scale) = scale {
+            outputs.push(OutputTensor {
+                name: scale.name.clone(),
+                dtype: scale.dtype,
+                shape: vec![groups],
+                gguf: None,
+            });
+        }
+        description.quantized.insert(
+            t.name.clone(),
+            QuantizedTensor {
+                layout: layout.name().into(),
+                method: method.into(),
+                granularity: granularity.name(),
+                dtype: dtype.safetensors_name(),
+                shape: shape.to_vec(),
+                scale: scale.as_ref().map(|s| s.name.clone()),
+                scale_convention: scale
+                    .as_ref()
+                    .map_or(ScaleConvention::Multiply, |s| s.convention),
+            },
+        );
+        Ok(outputs)
+    };
+    match action {
+        Action::Quantize {
+            layout,
+            granularity,
+            scale,
+        } => packed(
+            *layout,
+            *granularity,
+            scale,
+            (&t.shape, t.dtype, request.method.name()),
+            None,
+            description,
+        ),
+        Action::Transcode {
+            from,
+            layout,
+            granularity,
+            scale,
+        } => {
+            let replaces = match &from.scales {
+                ScaleSource::Tensor(name) => Some(name.as_str()),
+                ScaleSource::Blocks => None,
+            };
+            packed(
+                *layout,
+                *granularity,
+                scale,
+                (&from.shape, from.dtype.into(), &from.method),
+                replaces,
+                description,
+            )
+        }
+        Action::Dequantize { from, dtype } => Ok(vec![OutputTensor {
+            name: t.name.clone(),
+            dtype: (*dtype).into(),
+            shape: from.shape.clone(),
+            gguf: None,
+        }]),
+        Action::Drop => Ok(Vec::new()),
         Action::DivideBias { weight, divisor } => {
             description.divided_biases.insert(
                 t.name.clone(),
@@ -582,65 +771,31 @@ fn quantize_outputs(
 fn dequantize_tensor(
     t: &StoredTensor,
     dtype: Option<FloatDType>,
-    description: &RyzqMetadata,
+    packed: &Descriptions,
+    file: usize,
     scale_names: &BTreeMap<&str, &str>,
 ) -> Result<(Action, Vec<OutputTensor>)> {
     if scale_names.contains_key(t.name.as_str()) {
         return Ok((Action::Drop, Vec::new()));
     }
-    if let Some(q) = description.quantized.get(&t.name) {
-        let original = FloatDType::parse(&q.dtype)?;
-        let layout = Layout::parse(&q.layout)?;
-        // The shape is the metadata's word, the packed bytes are real: they must agree before
-        // an output of that shape is laid out.
-        let packed_shape = layout.get().packed_shape(&q.shape)?;
-        let packed_len: usize = packed_shape.iter().product();
-        if t.range.len() != packed_len {
-            return Err(Error::Size {
-                what: format!(
-                    "packed {} data for shape {:?} (packed shape {packed_shape:?})",
-                    layout.name(),
-                    q.shape
-                ),
-                actual: t.range.len(),
-                expected: packed_len,
-            });
-        }
-        let mut granularity = Granularity::parse(&q.granularity)?;
-        let scales = if let Some(name) = &q.scale {
-            ScaleSource::Tensor(name.clone())
-        } else {
-            // The packed data holds the scales: dequantize with those, as readers do.
-            granularity = layout.get().packed_granularity().ok_or_else(|| {
-                Error::Format(format!(
-                    "the {} layout keeps its scales apart, but no scale tensor is named",
-                    layout.name()
-                ))
-            })?;
-            ScaleSource::Blocks
-        };
-        let out = dtype.unwrap_or(original);
-        let action = Action::Dequantize {
-            layout,
-            granularity,
-            scales,
-            convention: q.scale_convention,
-            dtype: out,
-        };
+    if let Some(q) = packed.packed(file, &t.name) {
+        let from = PackedSource::of(t, q)?;
+        let out = dtype.unwrap_or(from.dtype);
         let output = OutputTensor {
             name: t.name.clone(),
             dtype: out.into(),
-            shape: q.shape.clone(),
+            shape: from.shape.clone(),
             gguf: None,
         };
+        let action = Action::Dequantize { from, dtype: out };
         return Ok((action, vec![output]));
     }
-    let bias = description.divided_biases.get(&t.name);
+    let bias = packed.divided_bias(&t.name);
     let action = match (t.dtype.float(), bias, dtype) {
-        (Some(from), Some(b), to) => Action::ConvertFloat {
+        (Some(from), Some(divisor), to) => Action::ConvertFloat {
             from,
             to: to.unwrap_or(from),
-            factor: Some(b.divisor),
+            factor: Some(divisor),
         },
         (Some(from), None, Some(to)) if to != from => Action::ConvertFloat {
             from,

@@ -4,6 +4,7 @@
 
 pub mod folder;
 pub mod gguf;
+pub mod packed;
 pub mod safetensors;
 
 use std::collections::HashMap;

@@ -1,0 +1,315 @@
+//! Packed codes carried into another layout without a round trip through floats: the codes
+//! are unpacked and packed again as they are, and each group of the target's granularity
+//! takes the one scale its values have in the source. The error reported is that of the
+//! target's stored scales against the source's own: 0 where they are the same numbers, the
+//! rounding of a scale where the target stores it in a narrower type (float16 in GGUF blocks).
+
+use crate::dtype::FloatDType;
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::method::{Granularity, TernaryScale};
+use crate::model::gguf::permute_rows;
+use crate::plan::ScaleStorage;
+use crate::plan::scales::stored_scales;
+use crate::simd::SimdLevel;
+use crate::stats::ErrorStats;
+use crate::tensor::TensorView;
+
+/// One group's scale in a source: `w = code * scale`, with the stored reciprocal where the
+/// source stores that (`inv`), so that a scale stored as a reciprocal is carried over to
+/// another reciprocal storage bit for bit.
+pub type SourceScale = TernaryScale;
+
+/// The scale of a source group stored as `stored` under `divides` (the stored value is
+/// `1/scale`) or not.
+#[must_use]
+pub fn source_scale(stored: f32, divides: bool) -> SourceScale {
+    if divides {
+        TernaryScale {
+            inv: stored,
+            scale: 1.0 / stored,
+        }
+    } else {
+        TernaryScale {
+            inv: 1.0 / stored,
+            scale: stored,
+        }
+    }
+}
+
+/// The result of carrying one tensor over.
+#[derive(Debug, Clone)]
+pub struct Transcoded {
+    pub packed: Vec<u8>,
+    /// The values of its scale tensor, for a layout that keeps its scales apart.
+    pub stored: Vec<f32>,
+    /// Each target group's scale once stored (`w' = code * scale`).
+    pub scales: Vec<f32>,
+    pub stats: ErrorStats,
+}
+
+/// The values of a tensor whose codes are carried over: its codes, shape, source granularity
+/// and scales.
+pub struct Codes<'a> {
+    pub codes: Vec<i8>,
+    pub shape: &'a [usize],
+    pub granularity: Granularity,
+    pub scales: Vec<SourceScale>,
+}
+
+impl Codes<'_> {
+    /// Reorders the rows as llama's GGUF graph wants its q and k weights (see
+    /// [`permute_rows`]), the scales with them.
+    pub fn permute_heads(&mut self, n_head: usize) -> Result<()> {
+        let (rows, cols) = match self.shape {
+            [rows, cols] => (*rows, *cols),
+            _ => {
+                return Err(Error::Shape(format!(
+                    "shape {:?}: only 2-D weights are permuted",
+                    self.shape
+                )));
+            }
+        };
+        self.codes = permute_rows(&self.codes, rows, cols, n_head)?;
+        let (_, group_len) = self.granularity.groups(self.shape)?;
+        if group_len < rows * cols {
+            if !cols.is_multiple_of(group_len) {
+                return Err(Error::Shape(format!(
+                    "its scales (per {}) are not whole rows' and cannot be permuted with them",
+                    self.granularity.name()
+                )));
+            }
+            self.scales = permute_rows(&self.scales, rows, cols / group_len, n_head)?;
+        }
+        Ok(())
+    }
+}
+
+/// Consecutive values lying in one source group and one target group, and how many of their
+/// codes are -1, 0 and +1.
+struct Run {
+    from: usize,
+    to: usize,
+    counts: [u64; 3],
+}
+
+/// The runs of `codes` for groups of `from_len` and `to_len` values.
+fn runs(codes: &[i8], from_len: usize, to_len: usize) -> Vec<Run> {
+    let mut runs = Vec::with_capacity(codes.len() / from_len.min(to_len) + 1);
+    let mut start = 0;
+    while start < codes.len() {
+        let (from, to) = (start / from_len, start / to_len);
+        let end = ((from + 1) * from_len).min((to + 1) * to_len);
+        let mut counts = [0u64; 3];
+        for &c in &codes[start..end] {
+            counts[(c + 1) as usize] += 1;
+        }
+        runs.push(Run { from, to, counts });
+        start = end;
+    }
+    runs
+}
+
+/// The layouts that can hold scales of `granularity` for a tensor of `shape`: those that keep
+/// them apart at that granularity, and those whose stored scales each lie in one of its groups.
+fn layouts_holding(granularity: Granularity, shape: &[usize]) -> Vec<&'static str> {
+    let Ok((_, len)) = granularity.groups(shape) else {
+        return Vec::new();
+    };
+    Layout::ALL
+        .iter()
+        .filter(|l| {
+            let layout = l.get();
+            layout.packed_shape(shape).is_ok()
+                && match layout.packed_granularity() {
+                    Some(fixed) => fixed
+                        .groups(shape)
+                        .is_ok_and(|(_, fixed_len)| len.is_multiple_of(fixed_len)),
+                    None => {
+                        crate::quantize::check_granularity(**l, granularity).is_ok()
+                            && (**l != Layout::Bitnet || granularity == Granularity::Tensor)
+                    }
+                }
+        })
+        .map(|l| l.name())
+        .collect()
+}
+
+/// Each target group's scale: the one scale its nonzero codes have in the source. A group of
+/// zero codes only takes the scale of the first source group it lies in, or, where the target
+/// cannot store that (`nonzero`: a zero or non-finite scale in a reciprocal storage), the
+/// previous group's: its values are 0 under any scale.
+fn carried_scales(
+    runs: &[Run],
+    codes: &Codes<'_>,
+    layout: Layout,
+    granularity: Granularity,
+    groups: usize,
+    nonzero: bool,
+) -> Result<Vec<SourceScale>> {
+    let from = &codes.scales;
+    let usable = |s: &SourceScale| !nonzero || (s.scale != 0.0 && s.scale.is_finite());
+    let mut chosen: Vec<Option<usize>> = vec![None; groups];
+    let mut first: Vec<Option<usize>> = vec![None; groups];
+    for run in runs {
+        first[run.to].get_or_insert(run.from);
+        if run.counts[0] + run.counts[2] == 0 {
+            continue;
+        }
+        match chosen[run.to] {
+            None => chosen[run.to] = Some(run.from),
+            Some(c) if from[c].scale.to_bits() == from[run.from].scale.to_bits() => {}
+            Some(c) => {
+                let holding = layouts_holding(codes.granularity, codes.shape);
+                return Err(Error::InvalidArgument(format!(
+                    "its codes have several scales (one per {} in the source; {} and {} in \
+                     one {} group of the {} layout), which that layout cannot hold; {}",
+                    codes.granularity.name(),
+                    from[c].scale,
+                    from[run.from].scale,
+                    granularity.name(),
+                    layout.name(),
+                    if holding.is_empty() {
+                        "dequantize it instead".to_owned()
+                    } else {
+                        format!(
+                            "convert to a layout that keeps them: {} (granularity {})",
+                            holding.join(", "),
+                            codes.granularity.name()
+                        )
+                    }
+                )));
+            }
+        }
+    }
+    let fallback = from.iter().copied().find(usable).unwrap_or(TernaryScale {
+        inv: 1.0,
+        scale: 1.0,
+    });
+    let mut scales = Vec::with_capacity(groups);
+    let mut previous = fallback;
+    for (chosen, first) in chosen.into_iter().zip(first) {
+        let scale = match chosen.or(first).map(|g| from[g]) {
+            Some(s) if chosen.is_some() || usable(&s) => s,
+            _ => previous,
+        };
+        previous = if usable(&scale) { scale } else { previous };
+        scales.push(scale);
+    }
+    Ok(scales)
+}
+
+/// Carries `codes` into `layout` at `granularity` (the layout's own where it stores its
+/// scales in its blocks), its scales stored as `storage` says where it keeps them apart.
+pub fn transcode(
+    codes: &Codes<'_>,
+    layout: Layout,
+    granularity: Granularity,
+    storage: Option<&ScaleStorage>,
+    level: SimdLevel,
+) -> Result<Transcoded> {
+    let (groups, to_len) = granularity.groups(codes.shape)?;
+    let (_, from_len) = codes.granularity.groups(codes.shape)?;
+    let runs = runs(&codes.codes, from_len, to_len);
+    let divides = storage.is_some_and(|s| s.convention == crate::metadata::ScaleConvention::Divide);
+    let mut target = carried_scales(&runs, codes, layout, granularity, groups, divides)?;
+    let (packed, stored, scales) = if let Some(storage) = storage {
+        let stored = stored_scales(storage, &mut target)?;
+        let packed = crate::pack(&codes.codes, codes.shape, layout, None, level)?;
+        let scales = target.iter().map(|s| s.scale).collect();
+        (packed, stored, scales)
+    } else {
+        let wanted: Vec<f32> = target.iter().map(|s| s.scale).collect();
+        let packed = crate::pack(&codes.codes, codes.shape, layout, Some(&wanted), level)?;
+        // What the layout's readers see: its own stored scales (float16 in blocks).
+        let scales = layout.get().block_scales(&packed);
+        crate::quantize::check_stored_scales(&wanted, &scales, "block", || {
+            format!("the {} layout's stored scales", layout.name())
+        })?;
+        (packed, Vec::new(), scales)
+    };
+    Ok(Transcoded {
+        packed,
+        stored,
+        stats: error_stats(&runs, &codes.scales, &scales),
+        scales,
+    })
+}
+
+/// The error of the target's scales against the source's, over every value.
+fn error_stats(runs: &[Run], from: &[SourceScale], to: &[f32]) -> ErrorStats {
+    let mut stats = ErrorStats::default();
+    for run in runs {
+        let nonzero = run.counts[0] + run.counts[2];
+        let (w, w_) = (from[run.from].scale, to[run.to]);
+        stats.numel += run.counts.iter().sum::<u64>();
+        for (a, b) in stats.counts.iter_mut().zip(run.counts) {
+            *a += b;
+        }
+        if nonzero > 0 {
+            let e = f64::from(w) - f64::from(w_);
+            stats.sse += nonzero as f64 * e * e;
+            stats.sum_sq += nonzero as f64 * f64::from(w) * f64::from(w);
+            stats.max_abs_error = stats.max_abs_error.max((w - w_).abs());
+        }
+    }
+    stats
+}
+
+/// Each group's scale where every group of `granularity` of `view` is exactly ternary times
+/// one scale (`w ∈ {-s, 0, +s}`, bit for bit: a TriLM-style checkpoint), else `None`. An
+/// all-zero group takes absmean's quantizer of zeros; a tensor of zeros is not one of these.
+#[must_use]
+pub fn exact_ternary_scales(
+    view: &TensorView<'_>,
+    granularity: Granularity,
+) -> Option<Vec<TernaryScale>> {
+    use rayon::prelude::*;
+    let (_, len) = granularity.groups(view.shape()).ok()?;
+    let dtype = view.dtype();
+    let size = dtype.size();
+    let (mask, decode): (u32, fn(u32) -> f32) = match dtype {
+        FloatDType::F32 => (0x7fff_ffff, f32::from_bits),
+        FloatDType::F16 => (0x7fff, |b| half::f16::from_bits(b as u16).to_f32()),
+        FloatDType::BF16 => (0x7fff, |b| half::bf16::from_bits(b as u16).to_f32()),
+    };
+    let bytes = view.raw(0..view.numel()).bytes;
+    // Master weights fail at their second nonzero value, so each group stops early.
+    let magnitudes: Vec<u32> = bytes
+        .par_chunks(len * size)
+        .map(|group| {
+            let mut s = 0u32;
+            for v in group.chunks_exact(size) {
+                let bits = match *v {
+                    [a, b, c, d] => u32::from_le_bytes([a, b, c, d]),
+                    [a, b] => u32::from(u16::from_le_bytes([a, b])),
+                    _ => unreachable!("float types of 2 or 4 bytes"),
+                } & mask;
+                if bits != 0 && bits != s {
+                    if s != 0 {
+                        return None;
+                    }
+                    s = bits;
+                }
+            }
+            Some(s)
+        })
+        .collect::<Option<_>>()?;
+    if magnitudes.iter().all(|&s| s == 0) {
+        return None;
+    }
+    magnitudes
+        .into_iter()
+        .map(|bits| {
+            let s = decode(bits);
+            if bits == 0 {
+                Some(TernaryScale::absmean(0.0, len))
+            } else {
+                s.is_finite().then(|| TernaryScale {
+                    inv: 1.0 / s,
+                    scale: s,
+                })
+            }
+        })
+        .collect()
+}
