@@ -100,9 +100,42 @@ def test_the_file_from_shards_is_the_file_from_one(tmp_path):
     assert report.file_bytes_out == len(b) and abs(len(a) - len(b)) < 8
 
 
+#: GGUF's tensor names and Hugging Face's, for the llama folder above.
+HF_NAMES = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    **{
+        f"blk.{i}.{g}": f"model.layers.{i}.{h}"
+        for i in range(2)
+        for g, h in [
+            ("attn_norm.weight", "input_layernorm.weight"),
+            ("ffn_norm.weight", "post_attention_layernorm.weight"),
+            ("attn_q.weight", "self_attn.q_proj.weight"),
+            ("attn_k.weight", "self_attn.k_proj.weight"),
+            ("attn_v.weight", "self_attn.v_proj.weight"),
+            ("attn_output.weight", "self_attn.o_proj.weight"),
+            ("ffn_gate.weight", "mlp.gate_proj.weight"),
+            ("ffn_up.weight", "mlp.up_proj.weight"),
+            ("ffn_down.weight", "mlp.down_proj.weight"),
+        ]
+    },
+}
+
+
+def hf_rows(name, w):
+    """llama.cpp's converter permutes q and k rows (``LlamaModel.permute``:
+    ``reshape(n, 2, D/2, in).swapaxes(1, 2)``); this is its inverse."""
+    heads = {"attn_q": 4, "attn_k": 2}.get(name.split(".")[2] if name.startswith("blk") else "")
+    if heads is None:
+        return w
+    return (
+        w.reshape(heads, w.shape[0] // heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+    )
+
+
 @pytest.mark.parametrize("layout", ["tq2_0", "tq1_0", "q8_0"])
 def test_dequantize_restores_what_gguf_py_reads(tmp_path, layout):
-    src, _ = llama_folder(tmp_path / "m")
+    src, state = llama_folder(tmp_path / "m")
     dst = tmp_path / "m.gguf"
     to_gguf(src, dst, layout=layout, method="absmax", embeddings="bf16")
     back = tmp_path / "back.safetensors"
@@ -111,11 +144,35 @@ def test_dequantize_restores_what_gguf_py_reads(tmp_path, layout):
     restored = load_file(back)
     reader = gguf.GGUFReader(dst)
     assert len(restored) == len(reader.tensors)
+    # Hugging Face's names and row order again.
+    assert sorted(restored) == sorted(HF_NAMES.values())
     for t in reader.tensors:
-        expected = quants.dequantize(t.data, t.tensor_type)
-        np.testing.assert_array_equal(restored[t.name].astype(np.float32), expected)
+        expected = hf_rows(t.name, quants.dequantize(t.data, t.tensor_type))
+        np.testing.assert_array_equal(restored[HF_NAMES[t.name]].astype(np.float32), expected)
+    # What went in, ternarized: the same as quantizing the folder's weights directly.
+    q = "model.layers.1.self_attn.q_proj.weight"
+    direct = ryzq.quantize(state[q], layout=layout, method="absmax").dequantize()
+    np.testing.assert_array_equal(restored[q], direct)
     assert reader.fields["llama.rope.freq_base"].contents() == 500000.0
     assert {t.name: t.tensor_type.name for t in reader.tensors}["token_embd.weight"] == "BF16"
+
+
+@pytest.mark.parametrize("layout", ["tq2_0", "i2_s"])
+def test_a_gguf_file_becomes_transformers_packed_layout_with_its_codes(tmp_path, layout):
+    src, state = llama_folder(tmp_path / "m")
+    dst = tmp_path / "m.gguf"
+    to_gguf(src, dst, layout=layout)
+    report = ryzq.quantize_file(dst, tmp_path / "hf.safetensors", layout="bitnet")
+    out = load_file(tmp_path / "hf.safetensors")
+    for name, w in state.items():
+        if not name.endswith("_proj.weight"):
+            continue
+        t = next(t for t in report.tensors if t.name == name)
+        assert t.carried_over is not None, name
+        # The codes of the folder's weights, quantized directly, in HF's row order.
+        expected = ryzq.quantize(w, layout="bitnet").codes()
+        np.testing.assert_array_equal(ryzq.unpack(out[name], w.shape, "bitnet"), expected)
+        assert name.removesuffix("weight") + "weight_scale" in out
 
 
 def test_inspect_lists_keys_and_tensors(tmp_path):
@@ -221,7 +278,7 @@ def test_i2_s_files_are_for_bitnet_cpp(tmp_path, hidden_act, arch):
     restored = load_file(back)
     w = state["model.layers.1.mlp.down_proj.weight"]
     expected = ryzq.quantize(w, layout="i2_s").dequantize()
-    np.testing.assert_array_equal(restored["blk.1.ffn_down.weight"], expected)
+    np.testing.assert_array_equal(restored["model.layers.1.mlp.down_proj.weight"], expected)
 
 
 def test_i2_s_rows_it_cannot_take_fall_back_to_q8_0_or_are_refused(tmp_path):
@@ -350,3 +407,31 @@ def test_a_shape_whose_size_overflows_is_refused(tmp_path):
     path.write_bytes(good[:at] + struct.pack("<Q", 2**62 + 1) + good[at + 8 :])
     with pytest.raises(ryzq.RyzqError, match="too large"):
         ryzq._ryzq.read_gguf_header(str(path))
+
+
+def test_a_packed_folder_gives_the_gguf_file_of_its_master_weights(tmp_path):
+    src, _ = llama_folder(tmp_path / "m")
+    packed = tmp_path / "packed"
+    ryzq.quantize_model(src, packed, layout="bitnet", linear_class="autobitlinear")
+    to_gguf(src, tmp_path / "master.gguf", layout="tq2_0")
+    report = to_gguf(packed, tmp_path / "packed.gguf", layout="tq2_0")
+    assert sum(t.carried_over is not None for t in report.tensors) == 14
+    # The same codes and the same float16 d (autobitlinear stores absmean itself, in float32).
+    a, b = gguf.GGUFReader(tmp_path / "master.gguf"), gguf.GGUFReader(tmp_path / "packed.gguf")
+    da = {t.name: bytes(np.asarray(t.data).view(np.uint8).reshape(-1)) for t in a.tensors}
+    db = {t.name: bytes(np.asarray(t.data).view(np.uint8).reshape(-1)) for t in b.tensors}
+    assert da == db
+
+
+def test_packed_shapes_that_contradict_the_config_are_refused(tmp_path):
+    src, _ = llama_folder(tmp_path / "m")
+    packed = tmp_path / "packed"
+    ryzq.quantize_model(src, packed, layout="bitnet")
+    state = load_file(packed / "model.safetensors")
+    name = "model.layers.1.mlp.up_proj.weight"
+    state[name] = state[name][:64]  # 256 rows packed, where intermediate_size gives 512
+    save_file(state, str(packed / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ryzq.RyzqError, match=r"shape \[256, 256\], but config.json") as refused:
+        to_gguf(packed, tmp_path / "x.gguf", layout="tq2_0")
+    assert name in str(refused.value)
+    assert not (tmp_path / "x.gguf").exists()

@@ -10,7 +10,6 @@ use crate::dtype::FloatDType;
 use crate::error::{Error, Result};
 use crate::kernels::widen::widen;
 use crate::metadata::ScaleConvention;
-use crate::model::gguf::permute_rows;
 use crate::plan::scales::{convert_float, divide_bias, stored_scales, stored_type};
 use crate::plan::{
     Action, LinearClass, PackedSource, Plan, PlannedTensor, QuantizeRequest, ScaleSource,
@@ -221,9 +220,9 @@ fn convert_tensor(
         planned.action,
         Action::Dequantize { .. } | Action::Transcode { .. }
     );
-    if let (Some(n_head), false) = (planned.permute_heads, packed) {
+    if let (Some(order), false) = (planned.row_order, packed) {
         let rows = t.shape[0];
-        bytes = Cow::Owned(permute_rows(&bytes, rows, bytes.len() / rows, n_head)?);
+        bytes = Cow::Owned(order.apply(&bytes, rows, bytes.len() / rows)?);
     }
     let t1 = Instant::now();
     // A packed tensor counts the values of the weight it holds.
@@ -257,7 +256,12 @@ fn convert_tensor(
         Action::Copy(reason) => {
             report.kept_because = Some(reason.clone());
             let name = &planned.outputs[0].name;
-            writer.copy_from(name, file.file(), t.range.start as u64, bytes.len())?;
+            if planned.row_order.is_some() {
+                // Reordered above: the rows as the output has them.
+                writer.write(name, &bytes)?;
+            } else {
+                writer.copy_from(name, file.file(), t.range.start as u64, bytes.len())?;
+            }
             report.write_seconds = t1.elapsed().as_secs_f64();
         }
         Action::Drop => {
@@ -306,9 +310,9 @@ fn convert_tensor(
                 )
             })?
             .0?;
-            if let Some(n_head) = planned.permute_heads {
+            if let Some(order) = planned.row_order {
                 let rows = from.shape[0];
-                out = permute_rows(&out, rows, out.len() / rows, n_head)?;
+                out = order.apply(&out, rows, out.len() / rows)?;
             }
             computed(out, &mut report)?;
         }
@@ -326,8 +330,8 @@ fn convert_tensor(
                     granularity: from.granularity,
                     scales,
                 };
-                if let Some(n_head) = planned.permute_heads {
-                    codes.permute_heads(n_head)?;
+                if let Some(order) = planned.row_order {
+                    codes.reorder_rows(order)?;
                 }
                 transcode(&codes, *layout, *granularity, scale.as_ref(), run.level)
             };

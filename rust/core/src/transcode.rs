@@ -8,7 +8,7 @@ use crate::dtype::FloatDType;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::method::{Granularity, TernaryScale};
-use crate::model::gguf::permute_rows;
+use crate::model::gguf::HeadPermutation;
 use crate::plan::ScaleStorage;
 use crate::plan::scales::stored_scales;
 use crate::simd::SimdLevel;
@@ -58,9 +58,9 @@ pub struct Codes<'a> {
 }
 
 impl Codes<'_> {
-    /// Reorders the rows as llama's GGUF graph wants its q and k weights (see
-    /// [`permute_rows`]), the scales with them.
-    pub fn permute_heads(&mut self, n_head: usize) -> Result<()> {
+    /// Reorders the rows (llama's q and k into GGUF's order, or back; see
+    /// [`HeadPermutation`]), the scales with them.
+    pub fn reorder_rows(&mut self, order: HeadPermutation) -> Result<()> {
         let (rows, cols) = match self.shape {
             [rows, cols] => (*rows, *cols),
             _ => {
@@ -70,7 +70,7 @@ impl Codes<'_> {
                 )));
             }
         };
-        self.codes = permute_rows(&self.codes, rows, cols, n_head)?;
+        self.codes = order.apply(&self.codes, rows, cols)?;
         let (_, group_len) = self.granularity.groups(self.shape)?;
         if group_len < rows * cols {
             if !cols.is_multiple_of(group_len) {
@@ -79,7 +79,7 @@ impl Codes<'_> {
                     self.granularity.name()
                 )));
             }
-            self.scales = permute_rows(&self.scales, rows, cols / group_len, n_head)?;
+            self.scales = order.apply(&self.scales, rows, cols / group_len)?;
         }
         Ok(())
     }
@@ -110,29 +110,47 @@ fn runs(codes: &[i8], from_len: usize, to_len: usize) -> Vec<Run> {
     runs
 }
 
-/// The layouts that can hold scales of `granularity` for a tensor of `shape`: those that keep
-/// them apart at that granularity, and those whose stored scales each lie in one of its groups.
-fn layouts_holding(granularity: Granularity, shape: &[usize]) -> Vec<&'static str> {
-    let Ok((_, len)) = granularity.groups(shape) else {
-        return Vec::new();
-    };
-    Layout::ALL
-        .iter()
-        .filter(|l| {
-            let layout = l.get();
-            layout.packed_shape(shape).is_ok()
-                && match layout.packed_granularity() {
-                    Some(fixed) => fixed
-                        .groups(shape)
-                        .is_ok_and(|(_, fixed_len)| len.is_multiple_of(fixed_len)),
-                    None => {
-                        crate::quantize::check_granularity(**l, granularity).is_ok()
-                            && (**l != Layout::Bitnet || granularity == Granularity::Tensor)
-                    }
+/// The layouts that can hold scales of `granularity` for a tensor of `shape`, in words: those
+/// that keep them apart at that granularity, and those whose stored scales (one per block)
+/// each lie in one of its groups.
+fn layouts_holding(granularity: Granularity, shape: &[usize]) -> Option<String> {
+    let (_, len) = granularity.groups(shape).ok()?;
+    let (mut apart, mut blocks) = (Vec::new(), Vec::new());
+    for &l in Layout::ALL {
+        let layout = l.get();
+        if layout.packed_shape(shape).is_err() {
+            continue;
+        }
+        match layout.packed_granularity() {
+            Some(fixed) => {
+                if fixed
+                    .groups(shape)
+                    .is_ok_and(|(_, fixed_len)| len.is_multiple_of(fixed_len))
+                {
+                    blocks.push(l.name());
                 }
-        })
-        .map(|l| l.name())
-        .collect()
+            }
+            None => {
+                if crate::quantize::check_granularity(l, granularity).is_ok()
+                    && (l != Layout::Bitnet || granularity == Granularity::Tensor)
+                {
+                    apart.push(l.name());
+                }
+            }
+        }
+    }
+    let mut ways = Vec::new();
+    if !apart.is_empty() {
+        ways.push(format!(
+            "{} with granularity {}",
+            apart.join(", "),
+            granularity.name()
+        ));
+    }
+    if !blocks.is_empty() {
+        ways.push(format!("{} (a scale per block)", blocks.join(", ")));
+    }
+    (!ways.is_empty()).then(|| ways.join(", or "))
 }
 
 /// Each target group's scale: the one scale its nonzero codes have in the source. A group of
@@ -169,15 +187,10 @@ fn carried_scales(
                     from[run.from].scale,
                     granularity.name(),
                     layout.name(),
-                    if holding.is_empty() {
-                        "dequantize it instead".to_owned()
-                    } else {
-                        format!(
-                            "convert to a layout that keeps them: {} (granularity {})",
-                            holding.join(", "),
-                            codes.granularity.name()
-                        )
-                    }
+                    holding.map_or_else(
+                        || "dequantize it instead".to_owned(),
+                        |ways| format!("convert to a layout that keeps them: {ways}")
+                    )
                 )));
             }
         }

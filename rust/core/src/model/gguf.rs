@@ -30,9 +30,13 @@ pub enum Role {
     Norm,
     /// A linear layer's weight: ternary. Q and K of `llama` carry the head count their rows
     /// are permuted by.
-    Linear { permute_heads: Option<usize> },
+    Linear {
+        permute_heads: Option<HeadPermutation>,
+    },
     /// A linear layer's bias (`llama` only): float32, permuted like its weight.
-    Bias { permute_heads: Option<usize> },
+    Bias {
+        permute_heads: Option<HeadPermutation>,
+    },
 }
 
 /// A tensor of the GGUF file: its name and role.
@@ -328,9 +332,9 @@ impl Architecture {
             if self.bitnet {
                 None
             } else if gguf.starts_with("attn_q.") {
-                Some(hp.head_count as usize)
+                Some(HeadPermutation::to_gguf(hp.head_count as usize))
             } else if gguf.starts_with("attn_k.") {
-                Some(hp.head_count_kv as usize)
+                Some(HeadPermutation::to_gguf(hp.head_count_kv as usize))
             } else {
                 None
             }
@@ -416,33 +420,110 @@ impl Architecture {
 }
 
 /// llama.cpp's q/k row order for its `llama` graph, which rotates adjacent pairs where HF
-/// rotates halves: row `h*D + 2i + j` of the output is row `h*D + j*D/2 + i` of the input,
-/// for `n_head` heads of `D` rows. `row_len` is the number of items of one row.
-pub fn permute_rows<T: Copy + Default>(
-    data: &[T],
-    rows: usize,
-    row_len: usize,
-    n_head: usize,
-) -> Result<Vec<T>> {
-    if n_head == 0 || !rows.is_multiple_of(2 * n_head) || data.len() != rows * row_len {
-        return Err(Error::Shape(format!(
-            "{rows} rows do not split into {n_head} heads of an even number of rows, as \
-             llama's rotary permutation needs"
-        )));
-    }
-    let d = rows / n_head;
-    let mut out = vec![T::default(); data.len()];
-    for h in 0..n_head {
-        for i in 0..d / 2 {
-            for j in 0..2 {
-                let to = h * d + 2 * i + j;
-                let from = h * d + j * (d / 2) + i;
-                out[to * row_len..(to + 1) * row_len]
-                    .copy_from_slice(&data[from * row_len..(from + 1) * row_len]);
-            }
+/// rotates halves: row `h*D + 2i + j` of GGUF's order is row `h*D + j*D/2 + i` of HF's, for
+/// `n_head` heads of `D` rows. `inverse` gives HF's order back from GGUF's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadPermutation {
+    pub n_head: usize,
+    pub inverse: bool,
+}
+
+impl HeadPermutation {
+    /// HF's order into GGUF's.
+    #[must_use]
+    pub fn to_gguf(n_head: usize) -> Self {
+        Self {
+            n_head,
+            inverse: false,
         }
     }
-    Ok(out)
+
+    /// GGUF's order back into HF's.
+    #[must_use]
+    pub fn from_gguf(n_head: usize) -> Self {
+        Self {
+            n_head,
+            inverse: true,
+        }
+    }
+
+    /// `data`, `rows` rows of `row_len` items each, in the other order.
+    pub fn apply<T: Copy + Default>(
+        self,
+        data: &[T],
+        rows: usize,
+        row_len: usize,
+    ) -> Result<Vec<T>> {
+        let n_head = self.n_head;
+        if n_head == 0 || !rows.is_multiple_of(2 * n_head) || data.len() != rows * row_len {
+            return Err(Error::Shape(format!(
+                "{rows} rows do not split into {n_head} heads of an even number of rows, as \
+                 llama's rotary permutation needs"
+            )));
+        }
+        let d = rows / n_head;
+        let mut out = vec![T::default(); data.len()];
+        for h in 0..n_head {
+            for i in 0..d / 2 {
+                for j in 0..2 {
+                    let (mut to, mut from) = (h * d + 2 * i + j, h * d + j * (d / 2) + i);
+                    if self.inverse {
+                        std::mem::swap(&mut to, &mut from);
+                    }
+                    out[to * row_len..(to + 1) * row_len]
+                        .copy_from_slice(&data[from * row_len..(from + 1) * row_len]);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The Hugging Face name of the tensor `name` of a GGUF file of architecture `arch`
+/// (`general.architecture`), and the permutation that gives its rows in HF's order; `None`
+/// for an architecture or a name ryzq does not write. BitNet's sub-norms take transformers'
+/// spelling.
+#[must_use]
+pub fn hf_name(
+    name: &str,
+    arch: &str,
+    head_count: usize,
+    head_count_kv: usize,
+) -> Option<(String, Option<HeadPermutation>)> {
+    let bitnet = match arch {
+        "llama" => false,
+        "bitnet" | "bitnet-b1.58" => true,
+        _ => return None,
+    };
+    let global = match name {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(hf) = global {
+        return Some((hf.to_owned(), None));
+    }
+    let rest = name.strip_prefix("blk.")?;
+    let (block, suffix) = rest.split_once('.')?;
+    let block: u32 = block.parse().ok()?;
+    let hf = BLOCK_TENSORS
+        .iter()
+        .rev()
+        .find(|(_, gguf, bitnet_only)| *gguf == suffix && (bitnet || !bitnet_only))
+        .map(|(hf, _, _)| *hf)
+        .or_else(|| {
+            (!bitnet)
+                .then(|| BLOCK_BIASES.iter().find(|(_, gguf)| *gguf == suffix))
+                .flatten()
+                .map(|(hf, _)| *hf)
+        })?;
+    let permutation = match suffix.split_once('.').map(|(module, _)| module) {
+        Some("attn_q") if !bitnet => Some(HeadPermutation::from_gguf(head_count)),
+        Some("attn_k") if !bitnet => Some(HeadPermutation::from_gguf(head_count_kv)),
+        _ => None,
+    };
+    Some((format!("model.layers.{block}.{hf}"), permutation))
 }
 
 #[cfg(test)]
@@ -454,7 +535,9 @@ mod tests {
         // LlamaModel.permute: reshape(n, 2, rows/n/2, ...).swapaxes(1, 2).reshape(...)
         let (n_head, rows) = (2, 8);
         let data: Vec<u8> = (0..rows as u8).collect();
-        let out = permute_rows(&data, rows, 1, n_head).unwrap();
+        let out = HeadPermutation::to_gguf(n_head)
+            .apply(&data, rows, 1)
+            .unwrap();
         let mut expected = Vec::new();
         for h in 0..n_head {
             let half = rows / n_head / 2;
@@ -466,6 +549,54 @@ mod tests {
         }
         assert_eq!(out, expected);
         assert_eq!(out, vec![0, 2, 1, 3, 4, 6, 5, 7]);
-        assert!(permute_rows(&data, rows, 1, 3).is_err());
+        assert!(HeadPermutation::to_gguf(3).apply(&data, rows, 1).is_err());
+        let back = HeadPermutation::from_gguf(n_head)
+            .apply(&out, rows, 1)
+            .unwrap();
+        assert_eq!(back, data);
+    }
+
+    #[test]
+    fn gguf_names_map_back_to_hugging_face_names() {
+        for (arch, gguf, hf) in [
+            (
+                "bitnet",
+                "blk.3.attn_sub_norm.weight",
+                "model.layers.3.self_attn.attn_sub_norm.weight",
+            ),
+            (
+                "bitnet-b1.58",
+                "blk.0.ffn_sub_norm.weight",
+                "model.layers.0.mlp.ffn_sub_norm.weight",
+            ),
+            (
+                "llama",
+                "blk.1.ffn_down.bias",
+                "model.layers.1.mlp.down_proj.bias",
+            ),
+            ("llama", "token_embd.weight", "model.embed_tokens.weight"),
+            ("llama", "output.weight", "lm_head.weight"),
+        ] {
+            assert_eq!(hf_name(gguf, arch, 4, 2).unwrap().0, hf, "{gguf}");
+        }
+        // Every name the writer gives maps back to the name it came from.
+        for &(hf, gguf, bitnet_only) in BLOCK_TENSORS {
+            let arch = if bitnet_only { "bitnet" } else { "llama" };
+            let (back, _) = hf_name(&format!("blk.7.{gguf}"), arch, 4, 2).unwrap();
+            let canonical = hf.replace("inner_attn_ln", "attn_sub_norm");
+            let canonical = canonical.replace("ffn_layernorm", "ffn_sub_norm");
+            assert_eq!(back, format!("model.layers.7.{canonical}"));
+        }
+        assert_eq!(
+            hf_name("blk.0.attn_k.weight", "llama", 4, 2).unwrap().1,
+            Some(HeadPermutation::from_gguf(2))
+        );
+        assert_eq!(
+            hf_name("blk.0.attn_k.weight", "bitnet", 4, 2).unwrap().1,
+            None
+        );
+        assert!(hf_name("blk.0.attn_sub_norm.weight", "llama", 4, 2).is_none());
+        assert!(hf_name("rope_freqs.weight", "llama", 4, 2).is_none());
+        assert!(hf_name("blk.0.attn_q.weight", "qwen2", 4, 2).is_none());
     }
 }

@@ -394,6 +394,13 @@ impl Plan {
             if scale_names.contains_key(t.name.as_str()) {
                 continue;
             }
+            if t.row_order.is_some() {
+                return Err(in_file(Error::Format(
+                    "its rows are in a GGUF file's order; ryzq writes GGUF files from model \
+                     folders"
+                        .into(),
+                )));
+            }
             let from = packed
                 .packed(place.file, &t.name)
                 .map(|q| PackedSource::of(t, q))
@@ -475,7 +482,7 @@ impl Plan {
                             Some((layout, granularity)) => Action::Transcode {
                                 from,
                                 layout,
-                                granularity,
+                                granularity: super::carried_granularity(layout, granularity),
                                 scale: None,
                             },
                             None => Action::Dequantize {
@@ -504,7 +511,7 @@ impl Plan {
                 name: t.name.clone(),
                 action,
                 outputs: vec![out],
-                permute_heads,
+                row_order: permute_heads,
             });
         }
         let n_vocab = n_vocab.ok_or_else(|| {

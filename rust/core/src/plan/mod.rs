@@ -23,6 +23,7 @@ use crate::layout::Layout;
 use crate::metadata::{self, DividedBias, QuantizedTensor, RyzqMetadata, ScaleConvention};
 use crate::method::{Granularity, Method};
 use crate::model;
+use crate::model::gguf::HeadPermutation;
 use crate::simd::SimdLevel;
 use crate::sink::OutputTensor;
 use crate::source::folder::OtherFiles;
@@ -217,9 +218,10 @@ pub struct PlannedTensor {
     pub action: Action,
     /// The output tensors it gives: none, itself, or itself and its scales.
     pub outputs: Vec<OutputTensor>,
-    /// For llama's GGUF graph: the number of heads whose rows are reordered (see
-    /// [`crate::model::gguf::permute_rows`]) before the action.
-    pub permute_heads: Option<usize>,
+    /// The reordering of its rows before the action: llama's q/k order for its GGUF graph
+    /// (see [`crate::model::gguf::HeadPermutation`]), or back to Hugging Face's from a GGUF
+    /// source.
+    pub row_order: Option<HeadPermutation>,
 }
 
 /// One output file: the source file's tensors, in its order, and its header metadata.
@@ -326,7 +328,7 @@ impl Plan {
                     name: t.name.clone(),
                     action,
                     outputs,
-                    permute_heads: None,
+                    row_order: t.row_order,
                 });
             }
             let mut header = file.metadata().clone();
@@ -430,7 +432,7 @@ impl Plan {
                     name: t.name.clone(),
                     action,
                     outputs,
-                    permute_heads: None,
+                    row_order: t.row_order,
                 });
             }
             let mut header = file.metadata().clone();
@@ -488,7 +490,7 @@ fn packed_action(
         Err(e) if layout.packed_granularity().is_some() => return Err(e),
         Err(_) => return Ok(dequantized(from)),
     }
-    let granularity = layout.packed_granularity().unwrap_or(request.granularity);
+    let granularity = carried_granularity(request.layout, request.granularity);
     granularity.groups(&from.shape)?;
     let scale = layout.packed_granularity().is_none().then(|| {
         let (dtype, convention) = scale_storage_of(request, from.dtype.into());
@@ -504,6 +506,12 @@ fn packed_action(
         granularity,
         scale,
     })
+}
+
+/// The granularity of the scales codes carried into `layout` take: the one its packed data
+/// stores (a scale per block, or the tensor's), else the one asked for.
+pub(crate) fn carried_granularity(layout: Layout, asked: Granularity) -> Granularity {
+    layout.get().packed_granularity().unwrap_or(asked)
 }
 
 /// The dtype and convention the request's layout stores a weight's scales in, for a weight

@@ -1,7 +1,9 @@
-//! A GGUF file as a source: its tensors under their GGUF names, the float ones as they are
-//! and the packed ones (every GGML type that is one of ryzq's layouts) described as ryzq
-//! describes the packed tensors of its own safetensors files, so that dequantizing a GGUF file
-//! is the same plan as dequantizing a ryzq file.
+//! A GGUF file as a source: its tensors under their Hugging Face names where its architecture
+//! is one ryzq writes (else their GGUF names), their rows marked for reordering back where
+//! llama's graph permuted them, the float ones as they are and the packed ones (every GGML
+//! type that is one of ryzq's layouts) described as ryzq describes the packed tensors of its
+//! own safetensors files, so that dequantizing or converting a GGUF file is the same plan as
+//! for a ryzq file.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,10 +13,11 @@ use memmap2::Mmap;
 use super::safetensors::{SafetensorsFile, StoredTensor, open_regular};
 use crate::dtype::StoredType;
 use crate::error::{Error, Result};
-use crate::gguf::GgmlType;
 use crate::gguf::read::{read_header, type_name};
+use crate::gguf::{GgmlType, Value};
 use crate::layout::Layout;
 use crate::metadata::{self, QuantizedTensor, RyzqMetadata, ScaleConvention};
+use crate::model::gguf::hf_name;
 
 /// Opens the GGUF file `path`.
 pub fn open(path: &Path) -> Result<SafetensorsFile> {
@@ -24,6 +27,16 @@ pub fn open(path: &Path) -> Result<SafetensorsFile> {
     let header = read_header(&map).map_err(|e| e.in_file(path, None))?;
     let method = header.string("ryzq.method").unwrap_or("absmean").to_owned();
     let written_in = header.string("ryzq.layout");
+    let arch = header.string("general.architecture").unwrap_or("");
+    let count = |key: &str| match header.get(&format!("{arch}.{key}")) {
+        Some(Value::U32(n)) => Some(*n as usize),
+        Some(Value::I32(n)) => usize::try_from(*n).ok(),
+        Some(Value::U64(n)) => usize::try_from(*n).ok(),
+        _ => None,
+    };
+    let head_count = count("attention.head_count").unwrap_or(0);
+    let head_count_kv = count("attention.head_count_kv").unwrap_or(head_count);
+    let mut seen = std::collections::HashSet::new();
     let mut description = RyzqMetadata {
         version: metadata::VERSION,
         ..RyzqMetadata::default()
@@ -31,6 +44,13 @@ pub fn open(path: &Path) -> Result<SafetensorsFile> {
     let mut tensors = Vec::with_capacity(header.tensors.len());
     for t in &header.tensors {
         let in_file = |e: Error| e.in_file(path, Some(&t.name));
+        let (name, row_order) =
+            hf_name(&t.name, arch, head_count, head_count_kv).unwrap_or((t.name.clone(), None));
+        if !seen.insert(name.clone()) {
+            return Err(in_file(Error::Format(format!(
+                "two tensors of the file are {name:?} once named as Hugging Face names them"
+            ))));
+        }
         let (dtype, shape) = if let Some(dtype) = GgmlType::float_of_id(t.ggml_type) {
             (dtype.into(), t.shape.clone())
         } else {
@@ -59,7 +79,7 @@ pub fn open(path: &Path) -> Result<SafetensorsFile> {
                 .packed_granularity()
                 .expect("layouts with a GGML type keep their scales in the packed data");
             description.quantized.insert(
-                t.name.clone(),
+                name.clone(),
                 QuantizedTensor {
                     layout: layout.name().into(),
                     method: method.clone(),
@@ -74,10 +94,11 @@ pub fn open(path: &Path) -> Result<SafetensorsFile> {
             (StoredType::U8, packed)
         };
         tensors.push(StoredTensor {
-            name: t.name.clone(),
+            name,
             dtype,
             shape,
             range: t.range.clone(),
+            row_order,
         });
     }
     let metadata = HashMap::from([(metadata::KEY.to_owned(), description.to_json())]);

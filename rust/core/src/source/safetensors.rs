@@ -11,6 +11,7 @@ use memmap2::{Mmap, UncheckedAdvice};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::dtype::StoredType;
+use crate::model::gguf::HeadPermutation;
 
 use crate::error::{Error, Result};
 
@@ -25,6 +26,9 @@ pub struct StoredTensor {
     pub shape: Vec<usize>,
     /// Byte range in the file.
     pub range: Range<usize>,
+    /// The permutation that gives its rows in Hugging Face's order, where they are stored in
+    /// another (llama's q and k in a GGUF file).
+    pub row_order: Option<HeadPermutation>,
 }
 
 impl StoredTensor {
@@ -108,6 +112,7 @@ impl SafetensorsFile {
                     shape: t.shape.clone(),
                     range: data_start + t.data_offsets.0..data_start + t.data_offsets.1,
                     name,
+                    row_order: None,
                 }
             })
             .collect();
