@@ -366,3 +366,45 @@ def test_the_report_says_what_was_carried_over(tmp_path):
     assert d["summary"]["carried_over_tensors"] == 4
     entry = next(e for e in d["tensors"] if e["name"] == "model.layers.0.self_attn.q_proj.weight")
     assert entry["carried_over"] and entry["shape"] == [64, 256]
+
+
+@given(
+    linear_class=st.sampled_from(["bitlinear", "autobitlinear"]),
+    dtype=st.sampled_from([np.float32, np.float16, BF16]),
+    rows=st.integers(1, 4).map(lambda k: 4 * k),
+    blocks=st.integers(1, 2),
+    magnitude=st.floats(1e-3, 0.5),
+    target=st.sampled_from(LAYOUTS),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_transformers_packed_files_carry_into_every_layout(
+    tmp_path_factory, linear_class, dtype, rows, blocks, magnitude, target, seed
+):
+    tmp = tmp_path_factory.mktemp("hf")
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(-1, 2, (rows, 256 * blocks)).astype(np.int8)
+    # The weights' magnitude, stored as each convention stores it.
+    value = magnitude if linear_class == "autobitlinear" else 1 / magnitude
+    stored = np.array([value]).astype(dtype)
+    src = write(tmp / "in.safetensors", {W: pack_bitnet(codes), SCALE: stored})
+    report = ryzq.quantize_file(
+        src, tmp / "out.safetensors", layout=target, source_linear_class=linear_class
+    )
+    t = tensor(report, W)
+    assert t.carried_over is not None
+    np.testing.assert_array_equal(codes_of(tmp / "out.safetensors", W, codes.shape, target), codes)
+    # The error is that of the target's scale against the source's, and nothing else.
+    source_scale = (
+        np.float32(stored[0]) if linear_class == "autobitlinear" else 1 / np.float32(stored[0])
+    )
+    back = ryzq.dequantize_file(tmp / "out.safetensors", tmp / "back.safetensors", dtype="float32")
+    assert back == 1
+    values = load_file(tmp / "back.safetensors")[W]
+    np.testing.assert_array_equal(values == 0, codes == 0)
+    target_scale = np.abs(values[codes != 0]).max(initial=0.0)
+    if (codes != 0).any():
+        assert np.all(np.abs(values[codes != 0]) == target_scale)
+        expected_sse = (
+            float(np.count_nonzero(codes)) * (float(source_scale) - float(target_scale)) ** 2
+        )
+        assert t.stats.sse == pytest.approx(expected_sse, rel=1e-6, abs=1e-30)
