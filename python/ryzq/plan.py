@@ -14,6 +14,7 @@ from ryzq.report import _size, display_width, pad, plural
 DONE = {
     "keep": "kept",
     "quantize": "quantized",
+    "carry": "carried over",
     "divide": "divided",
     "dequantize": "dequantized",
     "convert": "converted",

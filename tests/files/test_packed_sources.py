@@ -408,3 +408,23 @@ def test_transformers_packed_files_carry_into_every_layout(
             float(np.count_nonzero(codes)) * (float(source_scale) - float(target_scale)) ** 2
         )
         assert t.stats.sse == pytest.approx(expected_sse, rel=1e-6, abs=1e-30)
+
+
+def test_exactly_ternary_weights_into_float16_block_scales_report_their_rounding(tmp_path):
+    codes = np.random.default_rng(2).integers(-1, 2, (4, 256)).astype(np.int8)
+    scale = np.float32(0.039943263)  # float16 holds 0.0399475 nearest
+    src = write(tmp_path / "w.safetensors", {W: codes * scale})
+    report = ryzq.quantize_file(src, tmp_path / "tq.safetensors", layout="tq2_0")
+    t = tensor(report, W)
+    assert t.carried_over is not None
+    error = abs(float(np.float16(scale)) - float(scale))
+    assert t.stats.max_abs_error == pytest.approx(error, rel=1e-6)
+    assert t.stats.sse == pytest.approx(np.count_nonzero(codes) * error**2, rel=1e-6)
+
+
+def test_a_dry_run_says_what_is_carried_over(tmp_path):
+    transformers_folder(tmp_path / "src", "autobitlinear")
+    plan = ryzq.quantize_model(tmp_path / "src", dry_run=True, layout="t1")
+    summary = plan.summary()
+    assert "4 tensors carried over" in summary
+    assert "codes carried over from the source's bitnet codes, scale per tensor" in summary

@@ -362,7 +362,12 @@ fn convert_tensor(
                 let exact = exact_ternary_scales(&view, *granularity);
                 let carried = exact.is_some();
                 let mut scales = match exact {
-                    Some(scales) => scales,
+                    Some(mut scales) => {
+                        // As the layout stores them (float16 in GGUF blocks): the error
+                        // reported is that of the file as written.
+                        crate::quantize::store_scales(layout.get(), &mut scales)?;
+                        scales
+                    }
                     None => {
                         group_scales(&view, *layout, request.method, *granularity, request.level)?
                     }

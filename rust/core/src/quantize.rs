@@ -208,7 +208,10 @@ pub fn group_scales(
 
 /// Replaces each quantizer's scale by the value `layout` stores; fails where storing it would
 /// change what the codes mean (see [`check_stored_scales`]).
-fn store_scales(layout: &dyn PackedLayout, quantizers: &mut [TernaryScale]) -> Result<()> {
+pub(crate) fn store_scales(
+    layout: &dyn PackedLayout,
+    quantizers: &mut [TernaryScale],
+) -> Result<()> {
     let wanted: Vec<f32> = quantizers.iter().map(|q| q.scale).collect();
     let mut stored = wanted.clone();
     layout.store_scales(&mut stored);

@@ -526,6 +526,68 @@ pub fn hf_name(
     Some((format!("model.layers.{block}.{hf}"), permutation))
 }
 
+/// The `config.json` of the Hugging Face model a GGUF file of an architecture ryzq writes
+/// holds, from its keys (the inverse of [`Architecture::hyperparameters`]); `None` for
+/// another architecture, or a file without the keys the graph needs. `tied`: the file has no
+/// `output.weight`, so the logits use the token embeddings.
+#[must_use]
+pub fn hf_config(header: &crate::gguf::read::Header, tied: bool) -> Option<Map<String, Json>> {
+    let arch = header.string("general.architecture")?;
+    let (class, model_type, default_act) = match arch {
+        "llama" => ("LlamaForCausalLM", "llama", "silu"),
+        // llama.cpp's bitnet graph runs SiLU; bitnet.cpp's bitnet-b1.58 (2B-4T) relu².
+        "bitnet" => ("BitNetForCausalLM", "bitnet", "silu"),
+        "bitnet-b1.58" => ("BitNetForCausalLM", "bitnet", "relu2"),
+        _ => return None,
+    };
+    let number = |key: &str| -> Option<f64> {
+        match header.get(key)? {
+            Value::U32(n) => Some(f64::from(*n)),
+            Value::I32(n) => Some(f64::from(*n)),
+            Value::U64(n) => Some(*n as f64),
+            Value::I64(n) => Some(*n as f64),
+            Value::F32(x) => Some(f64::from(*x)),
+            Value::F64(x) => Some(*x),
+            _ => None,
+        }
+    };
+    let key = |k: &str| format!("{arch}.{k}");
+    let int = |k: &str| number(&key(k)).map(|n| Json::from(n as u64));
+    let mut config = Map::new();
+    config.insert("architectures".into(), Json::from(vec![class]));
+    config.insert("model_type".into(), model_type.into());
+    config.insert("hidden_size".into(), int("embedding_length")?);
+    config.insert("intermediate_size".into(), int("feed_forward_length")?);
+    config.insert("num_hidden_layers".into(), int("block_count")?);
+    config.insert("num_attention_heads".into(), int("attention.head_count")?);
+    let kv = int("attention.head_count_kv").or_else(|| int("attention.head_count"))?;
+    config.insert("num_key_value_heads".into(), kv);
+    if let Some(head_dim) = int("attention.key_length") {
+        config.insert("head_dim".into(), head_dim);
+    }
+    if let Some(n) = int("context_length") {
+        config.insert("max_position_embeddings".into(), n);
+    }
+    if let Some(n) = int("vocab_size") {
+        config.insert("vocab_size".into(), n);
+    }
+    let eps = number(&key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5);
+    config.insert("rms_norm_eps".into(), Json::from(f64::from(eps as f32)));
+    let theta = number(&key("rope.freq_base")).unwrap_or(10_000.0);
+    config.insert("rope_theta".into(), Json::from(f64::from(theta as f32)));
+    let act = header
+        .string(&key("hidden_activation"))
+        .unwrap_or(default_act);
+    config.insert("hidden_act".into(), act.into());
+    config.insert("tie_word_embeddings".into(), tied.into());
+    for (token, name) in [("bos", "bos_token_id"), ("eos", "eos_token_id")] {
+        if let Some(id) = number(&format!("tokenizer.ggml.{token}_token_id")) {
+            config.insert(name.into(), Json::from(id as u64));
+        }
+    }
+    Some(config)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
