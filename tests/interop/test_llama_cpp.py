@@ -12,6 +12,10 @@ same token ids as transformers runs the same ternary weights. Two bounds, each w
   effect of that rounding is measured in transformers itself, by rounding each linear
   layer's input the same way; llama.cpp's logits must stay within twice that distance (plus
   the float16 term above). Measured: 0.025 against a bound of 0.054 (bitnet, tq2_0).
+
+The bitnet model packed by transformers' pack_weights is also a source: its codes carried into
+TQ2_0 make the file ryzq writes from the master weights, and llama.cpp's logits stay within
+the bound above of the master's ternary weights, and of transformers running the packed model.
 """
 
 import json
@@ -21,11 +25,17 @@ import warnings
 import numpy as np
 import pytest
 
+# Eager mode for transformers' packed BitNet layers: the same arithmetic as compiled, without
+# compiling kernels in the test run (read when torch first compiles, so before any import).
+os.environ.setdefault("TORCH_COMPILE_DISABLE", "1")
+
 try:
     import gguf
     import llama_cpp
     import torch
     import transformers
+    from safetensors.torch import load_file, save_file
+    from transformers.integrations.bitnet import AutoBitLinear, BitLinear, pack_weights
 except ImportError:
     if os.environ.get("RYZQ_REQUIRE_INTEROP"):
         raise
@@ -422,3 +432,113 @@ def test_a_bpe_tokenizer_without_bos_and_eos_warns(models, tmp_path):
     fields = gguf.GGUFReader(tmp_path / "m.gguf").fields
     assert fields["tokenizer.ggml.pre"].contents() == "gpt-2"
     assert "tokenizer.ggml.bos_token_id" not in fields
+
+
+def packed_by_transformers(master, dst, linear_class):
+    """The master model as transformers publishes a packed BitNet checkpoint: per-tensor
+    absmean ternary codes packed by transformers' pack_weights, each weight_scale (1/absmean
+    for BitLinear, absmean for AutoBitLinear) in the weights' dtype, and config.json with
+    the offline bitnet quantization_config."""
+    dst.mkdir()
+    state = {}
+    for name, w in load_file(master / "model.safetensors").items():
+        if not name.endswith("_proj.weight"):
+            state[name] = w
+            continue
+        inv = 1.0 / w.float().abs().mean().clamp(min=1e-5)
+        state[name] = pack_weights((w.float() * inv).round().clamp(-1, 1))
+        weight_scale = inv if linear_class == "bitlinear" else 1.0 / inv
+        state[name.removesuffix("weight") + "weight_scale"] = weight_scale.reshape(1).to(w.dtype)
+    save_file(state, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((master / "config.json").read_text())
+    config["quantization_config"] = {
+        "quant_method": "bitnet",
+        "linear_class": linear_class,
+        "quantization_mode": "offline",
+    }
+    (dst / "config.json").write_text(json.dumps(config))
+    return dst
+
+
+def packed_logits(folder, linear_class):
+    """Logits of transformers running the packed folder itself: its BitLinear or AutoBitLinear
+    layers unpack the codes and quantize their input to 8 bits per token."""
+    model, info = transformers.AutoModelForCausalLM.from_pretrained(
+        folder, dtype=torch.float32, output_loading_info=True
+    )
+    assert not any(info.values()), info
+    layer = {"bitlinear": BitLinear, "autobitlinear": AutoBitLinear}[linear_class]
+    assert isinstance(model.model.layers[0].mlp.down_proj, layer)
+    with torch.no_grad():
+        return model(torch.tensor([IDS])).logits[0].double().numpy()
+
+
+# Carrying a source's per-tensor scale into a GGUF block layout fails at the default (the
+# request's per-tensor) granularity, while a safetensors tq2_0 folder takes it: strict, so
+# that the fix shows here. Block granularity given explicitly writes the same file.
+DEFAULT_GRANULARITY_FAILS = pytest.mark.xfail(
+    raises=ryzq.RyzqError,
+    strict=True,
+    reason="packed source into a GGUF block layout: '1 scales given, but the tq2_0 layout "
+    "stores one per block of 256 values'",
+)
+
+
+@pytest.mark.parametrize(
+    "granularity",
+    [pytest.param(None, marks=DEFAULT_GRANULARITY_FAILS, id="default"), "group:256"],
+)
+@pytest.mark.parametrize("linear_class", ["bitlinear", "autobitlinear"])
+def test_a_transformers_packed_model_runs_in_llama_cpp(models, tmp_path, linear_class, granularity):
+    """The bitnet model packed by transformers in either convention, carried into TQ2_0.
+
+    Its codes are the absmean codes of the float32 master weights, so ryzq's GGUF of the
+    master is the same file: every tensor is byte for byte the same and llama.cpp's logits
+    are equal. Against transformers running the master's ternary weights, the bound of
+    ``test_ternary_weights_match_transformers_within_activation_rounding``: measured 0.025
+    against 0.053. Transformers running the packed folder rounds its activations to 8 bits
+    per token (llama.cpp per 256 values: the same blocks for every layer but down_proj's 512
+    inputs), itself 0.025 from the master's ternary weights (the transformers reference of the
+    bound); the two 8-bit models are within the sum of both distances: measured 0.027 against
+    0.078.
+    """
+    master = models["bitnet"]
+    src = packed_by_transformers(master, tmp_path / "packed", linear_class)
+    source = load_file(src / "model.safetensors")
+    weights = load_file(master / "model.safetensors")
+    for name, w in weights.items():
+        if name.endswith("_proj.weight"):
+            # The ternary weights transformers_logits computes from the master are these.
+            s = w.abs().mean().clamp(min=1e-5)
+            codes = (w / s).round().clamp(-1, 1)
+            assert torch.equal(pack_weights(codes), source[name]), name
+
+    dst = tmp_path / "packed.gguf"
+    options = {} if granularity is None else {"granularity": granularity}
+    report = quantize(src, dst, layout="tq2_0", **options)
+    assert len(report.quantized) == 14
+    for t in report.quantized:
+        assert t.carried_over, t.name
+        stored = source[t.name.removesuffix("weight") + "weight_scale"].item()
+        scale = np.float32(1 / np.float32(stored) if linear_class == "bitlinear" else stored)
+        # The error of TQ2_0's float16 block scale against the source's scale.
+        rounding = abs(float(scale) - float(np.float32(np.float16(scale))))
+        assert t.stats.max_abs_error == pytest.approx(rounding, rel=1e-6, abs=1e-12), t.name
+
+    from_master = tmp_path / "master.gguf"
+    quantize(master, from_master, layout="tq2_0")
+    ours = {t.name: t for t in gguf.GGUFReader(dst).tensors}
+    theirs = {t.name: t for t in gguf.GGUFReader(from_master).tensors}
+    assert ours.keys() == theirs.keys()
+    for name, t in theirs.items():
+        assert ours[name].tensor_type == t.tensor_type, name
+        np.testing.assert_array_equal(np.asarray(ours[name].data), np.asarray(t.data), name)
+    got = llama_cpp_logits(dst)
+    np.testing.assert_array_equal(got, llama_cpp_logits(from_master))
+
+    exact = transformers_logits(master, ternary=True)
+    rounded = transformers_logits(master, ternary=True, activation_block=ACTIVATION_BLOCK["tq2_0"])
+    bound = 2 * relative(rounded, exact) + FLOAT16_GRAPH
+    assert relative(got, exact) < bound
+    packed = packed_logits(src, linear_class)
+    assert relative(got, packed) < bound + relative(packed, exact)
