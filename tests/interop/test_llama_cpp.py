@@ -473,20 +473,9 @@ def packed_logits(folder, linear_class):
         return model(torch.tensor([IDS])).logits[0].double().numpy()
 
 
-# Carrying a source's per-tensor scale into a GGUF block layout fails at the default (the
-# request's per-tensor) granularity, while a safetensors tq2_0 folder takes it: strict, so
-# that the fix shows here. Block granularity given explicitly writes the same file.
-DEFAULT_GRANULARITY_FAILS = pytest.mark.xfail(
-    raises=ryzq.RyzqError,
-    strict=True,
-    reason="packed source into a GGUF block layout: '1 scales given, but the tq2_0 layout "
-    "stores one per block of 256 values'",
-)
-
-
 @pytest.mark.parametrize(
     "granularity",
-    [pytest.param(None, marks=DEFAULT_GRANULARITY_FAILS, id="default"), "group:256"],
+    [pytest.param(None, id="default"), "group:256"],
 )
 @pytest.mark.parametrize("linear_class", ["bitlinear", "autobitlinear"])
 def test_a_transformers_packed_model_runs_in_llama_cpp(models, tmp_path, linear_class, granularity):
