@@ -44,6 +44,8 @@ except ImportError:
         allow_module_level=True,
     )
 
+from safetensors.numpy import load_file, save_file
+
 import ryzq
 
 IDS = [5, 17, 99, 3, 250, 42, 7, 8, 120, 64]
@@ -531,3 +533,56 @@ def test_a_transformers_packed_model_runs_in_llama_cpp(models, tmp_path, linear_
     assert relative(got, exact) < bound
     packed = packed_logits(src, linear_class)
     assert relative(got, packed) < bound + relative(packed, exact)
+
+
+def transformers_packed_logits(folder) -> np.ndarray:
+    model, info = transformers.AutoModelForCausalLM.from_pretrained(
+        folder, dtype=torch.float32, output_loading_info=True
+    )
+    assert not any(info.values()), info
+    with torch.no_grad():
+        return model(torch.tensor([IDS])).logits[0].double().numpy()
+
+
+@pytest.mark.parametrize("kind", ["bitnet", "llama"])
+def test_a_gguf_file_becomes_a_transformers_checkpoint_again(models, kind, tmp_path):
+    """GGUF -> model folder: Hugging Face names, llama's q/k rows in HF's order again, a
+    config.json from the file's keys, the codes carried into transformers' packed layout.
+
+    Exactness: that folder written as GGUF again is the same file, tensor for tensor (the
+    float16 block scales become float32 weight_scale values and back unchanged). Function:
+    transformers loads it and computes what it computes for the folder ryzq packs from the
+    master weights directly once that folder's scales are the GGUF's (each absmean rounded
+    to float16 and inverted in numpy here): the same logits, bit for bit. A wrong q/k order
+    or name is of order 1. (Without rounding those scales the two differ by 0.019:
+    transformers' 8-bit activations amplify the 2e-4 scale differences.)"""
+    gguf_file = tmp_path / "m.gguf"
+    quantize(models[kind], gguf_file, layout="tq2_0", embeddings="f32")
+    back = tmp_path / "back"
+    with pytest.warns(ryzq.RyzqWarning, match="tokenizer is not written back"):
+        report = ryzq.quantize_file(gguf_file, back, layout="bitnet")
+    assert sum(t.carried_over is not None for t in report.tensors) == 14
+    config = json.loads((back / "config.json").read_text())
+    original = json.loads((models[kind] / "config.json").read_text())
+    for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
+        assert config[key] == original[key], key
+    assert config["quantization_config"]["quant_method"] == "bitnet"
+
+    again = tmp_path / "again.gguf"
+    quantize(back, again, layout="tq2_0", embeddings="f32")
+    a, b = gguf.GGUFReader(gguf_file), gguf.GGUFReader(again)
+    da = {t.name: bytes(np.asarray(t.data).view(np.uint8).reshape(-1)) for t in a.tensors}
+    db = {t.name: bytes(np.asarray(t.data).view(np.uint8).reshape(-1)) for t in b.tensors}
+    assert da == db
+
+    direct = tmp_path / "direct"
+    ryzq.quantize_model(models[kind], direct, layout="bitnet")
+    state = load_file(direct / "model.safetensors")
+    one = np.float32(1)
+    for name in [n for n in state if n.endswith("weight_scale")]:
+        # bitlinear stores 1/absmean; GGUF's d is absmean in float16.
+        state[name] = one / np.float16(one / state[name]).astype(np.float32)
+    save_file(state, str(direct / "model.safetensors"), metadata={"format": "pt"})
+    assert load_file(back / "model.safetensors").keys() == state.keys()
+    got, expected = transformers_packed_logits(back), transformers_packed_logits(direct)
+    np.testing.assert_array_equal(got, expected)

@@ -83,7 +83,7 @@ pub fn quantize(
     let threads = crate::threads::resolve(request.threads)?;
     let source = open(src, folder)?;
     let sink = Sink::for_source(&source, dst)?;
-    let mut plan = Plan::for_output(&source, crate::sink::is_gguf(dst), request)?;
+    let mut plan = Plan::for_output(&source, crate::sink::output_kind(&source, dst), request)?;
     let stale = crate::sink::atomic::remove_stale(dst);
     if !stale.is_empty() {
         plan.warnings.push(format!(
@@ -144,7 +144,8 @@ pub fn dequantize(
     let threads = crate::threads::resolve(threads)?;
     let source = open(src, folder)?;
     let sink = Sink::for_source(&source, dst)?;
-    let plan = Plan::dequantize(&source, dtype, source_linear_class)?;
+    let kind = crate::sink::output_kind(&source, dst);
+    let plan = Plan::dequantize(&source, dtype, source_linear_class, kind)?;
     crate::sink::atomic::remove_stale(dst);
     let run = Run {
         level,

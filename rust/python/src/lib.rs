@@ -21,7 +21,7 @@ use ryzq_core::model::tokenizer;
 use ryzq_core::plan::gguf::{Fallback, GgufOptions};
 use ryzq_core::plan::{Action, LinearClass, Plan, QuantizeRequest, Selection};
 use ryzq_core::report::TensorReport;
-use ryzq_core::sink::{OutputTensor, SafetensorsWriter, TensorFile};
+use ryzq_core::sink::{OutputKind, OutputTensor, SafetensorsWriter, TensorFile};
 use ryzq_core::source::folder::INDEX;
 use ryzq_core::source::{ModelFolder, SafetensorsFile};
 use ryzq_core::{
@@ -512,13 +512,18 @@ fn plan_quantize<'py>(
     request: &Bound<'py, PyQuantizeRequest>,
     dst: Option<PathBuf>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    // The destination, where given, says what is written: a `.gguf` file or safetensors.
-    let to_gguf = dst.as_deref().is_some_and(ryzq_core::sink::is_gguf);
     let request = request.get().for_source(folder)?;
     let (plan, size) = py
         .detach(|| {
             let source = ryzq_core::convert::open(&src, folder)?;
-            let plan = Plan::for_output(&source, to_gguf, request)?;
+            // The destination, where given, says what is written (a GGUF file, a folder or
+            // a safetensors file); without one, what the source is.
+            let kind = match &dst {
+                Some(dst) => ryzq_core::sink::output_kind(&source, dst),
+                None if folder => OutputKind::Folder,
+                None => OutputKind::File,
+            };
+            let plan = Plan::for_output(&source, kind, request)?;
             Ok::<_, ryzq_core::Error>((plan, source.size()))
         })
         .map_err(to_py)?;

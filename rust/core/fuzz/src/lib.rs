@@ -155,12 +155,18 @@ pub fn dequantize_into(src: &Path, dst: &str, folder: bool, dtype: Option<FloatD
 /// Plans dequantizing the source every way (its own dtypes, then each float type).
 pub fn plan_dequantize(source: &Source) {
     use ryzq_core::plan::LinearClass;
-    let _ = ryzq_core::plan::Plan::dequantize(source, None, None);
+    use ryzq_core::sink::OutputKind;
+    let kind = if source.folder().is_some() {
+        OutputKind::Folder
+    } else {
+        OutputKind::File
+    };
+    let _ = ryzq_core::plan::Plan::dequantize(source, None, None, kind);
     for dtype in FloatDType::ALL {
-        let _ = ryzq_core::plan::Plan::dequantize(source, Some(dtype), None);
+        let _ = ryzq_core::plan::Plan::dequantize(source, Some(dtype), None, kind);
     }
     for class in [LinearClass::BitLinear, LinearClass::AutoBitLinear] {
-        let _ = ryzq_core::plan::Plan::dequantize(source, None, Some(class));
+        let _ = ryzq_core::plan::Plan::dequantize(source, None, Some(class), kind);
     }
 }
 

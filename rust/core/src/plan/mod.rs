@@ -25,7 +25,7 @@ use crate::method::{Granularity, Method};
 use crate::model;
 use crate::model::gguf::HeadPermutation;
 use crate::simd::SimdLevel;
-use crate::sink::OutputTensor;
+use crate::sink::{OutputKind, OutputTensor};
 use crate::source::folder::OtherFiles;
 use crate::source::packed::{Descriptions, describe};
 use crate::source::{Source, StoredTensor, TensorRef};
@@ -270,10 +270,14 @@ impl Plan {
             .sum()
     }
 
-    /// Plans quantizing `source` as `request` asks, into a GGUF model file or else into
-    /// safetensors (a file for a file, a folder for a folder).
-    pub fn for_output(source: &Source, to_gguf: bool, request: &QuantizeRequest) -> Result<Plan> {
-        if to_gguf {
+    /// Plans quantizing `source` as `request` asks, into an output of `kind` (see
+    /// [`crate::sink::output_kind`]).
+    pub fn for_output(
+        source: &Source,
+        kind: OutputKind,
+        request: &QuantizeRequest,
+    ) -> Result<Plan> {
+        if kind == OutputKind::Gguf {
             Plan::gguf(source, request, &request.gguf)
         } else if request.gguf != gguf::GgufOptions::default() {
             Err(Error::InvalidArgument(
@@ -282,12 +286,13 @@ impl Plan {
                     .into(),
             ))
         } else {
-            Plan::quantize(source, request)
+            Plan::quantize(source, request, kind == OutputKind::Folder)
         }
     }
 
-    /// Plans quantizing `source` into safetensors as `request` asks.
-    pub fn quantize(source: &Source, request: &QuantizeRequest) -> Result<Plan> {
+    /// Plans quantizing `source` into safetensors as `request` asks: a model folder with
+    /// `folder` (a folder source's, or the one a GGUF file holds), else a file.
+    pub fn quantize(source: &Source, request: &QuantizeRequest, folder: bool) -> Result<Plan> {
         if request.layout == Layout::Bitnet && request.granularity != Granularity::Tensor {
             return Err(Error::InvalidArgument(
                 "the bitnet layout stores one weight_scale per tensor: use granularity tensor, \
@@ -335,7 +340,7 @@ impl Plan {
             header.entry("format".into()).or_insert_with(|| "pt".into());
             header.insert(metadata::KEY.into(), description.to_json());
             files.push(OutputFile {
-                shard: source.folder().map(|_| shard_name(file.path())),
+                shard: folder.then(|| shard_name(source, file.path())),
                 tensors,
                 metadata: header,
             });
@@ -347,9 +352,12 @@ impl Plan {
             warnings: packed.warnings.clone(),
             gguf_kvs: Vec::new(),
         };
-        if let Some(folder) = source.folder() {
-            plan.other_files = folder.other_files(&request.copy_also)?;
-            let config = folder.config();
+        if let (true, Some(config)) = (folder, source.config()) {
+            if let Some(folder) = source.folder() {
+                plan.other_files = folder.other_files(&request.copy_also)?;
+            } else {
+                plan.warnings.push(gguf_folder_note());
+            }
             if let Some(warning) =
                 model::granularity_warning(config, request.method, request.granularity)
             {
@@ -397,7 +405,16 @@ impl Plan {
         source: &Source,
         dtype: Option<FloatDType>,
         source_linear_class: Option<LinearClass>,
+        kind: OutputKind,
     ) -> Result<Plan> {
+        if kind == OutputKind::Gguf {
+            return Err(Error::InvalidArgument(
+                "dequantizing writes safetensors, not GGUF: give a destination that does not \
+                 end in .gguf"
+                    .into(),
+            ));
+        }
+        let folder = kind == OutputKind::Folder;
         let packed = describe(source, source_linear_class)?;
         if !packed.any_packed() && !(0..source.files().len()).any(|f| packed.by_ryzq(f)) {
             return Err(Error::Format(
@@ -438,13 +455,13 @@ impl Plan {
             let mut header = file.metadata().clone();
             header.remove(metadata::KEY);
             files.push(OutputFile {
-                shard: source.folder().map(|_| shard_name(file.path())),
+                shard: folder.then(|| shard_name(source, file.path())),
                 tensors,
                 metadata: header,
             });
         }
-        let config = source.folder().map(|folder| {
-            let mut config = folder.config().clone();
+        let config = source.config().filter(|_| folder).map(|config| {
+            let mut config = config.clone();
             config.remove("quantization_config");
             config
         });
@@ -452,20 +469,36 @@ impl Plan {
             Some(folder) => folder.other_files(&[])?,
             None => OtherFiles::default(),
         };
+        let mut warnings = packed.warnings;
+        if folder && source.folder().is_none() {
+            warnings.push(gguf_folder_note());
+        }
         Ok(Plan {
             files,
             config,
             other_files,
-            warnings: packed.warnings,
+            warnings,
             gguf_kvs: Vec::new(),
         })
     }
 }
 
-fn shard_name(path: &std::path::Path) -> String {
+/// The name of the output file made from `path` in a model folder: the shard's own, or
+/// `model.safetensors` for a GGUF file.
+fn shard_name(source: &Source, path: &std::path::Path) -> String {
+    if source.folder().is_none() {
+        return "model.safetensors".into();
+    }
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+/// What a model folder made from a GGUF file lacks.
+fn gguf_folder_note() -> String {
+    "a model folder from a GGUF file: config.json from its keys and model.safetensors; its \
+     tokenizer is not written back as tokenizer files (take them from the original model)"
+        .into()
 }
 
 /// What becomes of a packed tensor of the source: its codes carried into the request's

@@ -80,8 +80,8 @@ impl FolderSink {
     /// Writes the index, `config.json` and `files` (relative to the source folder), then moves
     /// the folder into place.
     pub fn finish(self, source: &Source, plan: &Plan, files: &[String]) -> Result<()> {
-        let folder = source.folder().expect("a folder sink has a folder source");
-        if let Some(index) = folder.index() {
+        let folder = source.folder();
+        if let Some(index) = folder.and_then(|f| f.index()) {
             let mut weight_map = Map::new();
             let mut names: Vec<(&str, &str)> = Vec::new();
             let mut total_size = 0u64;
@@ -109,11 +109,16 @@ impl FolderSink {
         let config = plan
             .config
             .clone()
-            .unwrap_or_else(|| folder.config().clone());
+            .or_else(|| source.config().cloned())
+            .ok_or_else(|| {
+                Error::InvalidArgument("a model folder needs a config.json to write".into())
+            })?;
         write_json(&self.work.join(CONFIG), &Value::Object(config))?;
         let umask = self.work.umask()?;
-        for name in files {
-            copy_file(&folder.dir().join(name), &self.work.join(name), umask)?;
+        if let Some(folder) = folder {
+            for name in files {
+                copy_file(&folder.dir().join(name), &self.work.join(name), umask)?;
+            }
         }
         self.work.finish()
     }

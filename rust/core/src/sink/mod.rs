@@ -29,6 +29,34 @@ pub enum Sink {
     Gguf { dst: PathBuf },
 }
 
+/// What a conversion writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputKind {
+    /// One safetensors file.
+    File,
+    /// A Hugging Face model folder.
+    Folder,
+    /// One GGUF model file.
+    Gguf,
+}
+
+/// What `source` becomes at `dst`: a GGUF model file for a `.gguf` destination; else a model
+/// folder for a model folder, and for a GGUF model file (whose keys give its `config.json`)
+/// unless `dst` ends in `.safetensors`; else a safetensors file.
+#[must_use]
+pub fn output_kind(source: &Source, dst: &Path) -> OutputKind {
+    let safetensors = dst
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+    if is_gguf(dst) {
+        OutputKind::Gguf
+    } else if source.folder().is_some() || (source.gguf_config().is_some() && !safetensors) {
+        OutputKind::Folder
+    } else {
+        OutputKind::File
+    }
+}
+
 /// Whether `dst` names a GGUF file, by its extension.
 #[must_use]
 pub fn is_gguf(dst: &Path) -> bool {
@@ -86,26 +114,26 @@ fn check_outside(src_dir: &Path, dst: &Path) -> Result<()> {
 }
 
 impl Sink {
-    /// A sink for `source`'s kind: a file for a file, a folder for a folder, and a GGUF
-    /// file for a `.gguf` destination.
+    /// A sink of the kind [`output_kind`] says.
     pub fn for_source(source: &Source, dst: &Path) -> Result<Self> {
         check_destination(source.path(), dst)?;
-        if is_gguf(dst) {
-            atomic::check_replaceable_file(dst)?;
-            if let Some(model) = source.folder() {
-                check_outside(model.dir(), dst)?;
-            }
-            Ok(Sink::Gguf {
-                dst: dst.to_path_buf(),
-            })
-        } else if let Some(model) = source.folder() {
+        if let Some(model) = source.folder() {
             check_outside(model.dir(), dst)?;
-            Ok(Sink::Folder(folder::FolderSink::create(dst)?))
-        } else {
-            atomic::check_replaceable_file(dst)?;
-            Ok(Sink::File {
-                dst: dst.to_path_buf(),
-            })
+        }
+        match output_kind(source, dst) {
+            OutputKind::Gguf => {
+                atomic::check_replaceable_file(dst)?;
+                Ok(Sink::Gguf {
+                    dst: dst.to_path_buf(),
+                })
+            }
+            OutputKind::Folder => Ok(Sink::Folder(folder::FolderSink::create(dst)?)),
+            OutputKind::File => {
+                atomic::check_replaceable_file(dst)?;
+                Ok(Sink::File {
+                    dst: dst.to_path_buf(),
+                })
+            }
         }
     }
 

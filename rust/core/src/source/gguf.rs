@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use memmap2::Mmap;
+use serde_json::{Map, Value as Json};
 
 use super::safetensors::{SafetensorsFile, StoredTensor, open_regular};
 use crate::dtype::StoredType;
@@ -17,10 +18,11 @@ use crate::gguf::read::{read_header, type_name};
 use crate::gguf::{GgmlType, Value};
 use crate::layout::Layout;
 use crate::metadata::{self, QuantizedTensor, RyzqMetadata, ScaleConvention};
-use crate::model::gguf::hf_name;
+use crate::model::gguf::{hf_config, hf_name};
 
-/// Opens the GGUF file `path`.
-pub fn open(path: &Path) -> Result<SafetensorsFile> {
+/// Opens the GGUF file `path`; with it, the `config.json` of the model it holds, where its
+/// architecture is one ryzq writes.
+pub fn open(path: &Path) -> Result<(SafetensorsFile, Option<Map<String, Json>>)> {
     let file = open_regular(path)?;
     // SAFETY: the map is only read; see `SafetensorsFile::open`.
     let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
@@ -102,7 +104,8 @@ pub fn open(path: &Path) -> Result<SafetensorsFile> {
         });
     }
     let metadata = HashMap::from([(metadata::KEY.to_owned(), description.to_json())]);
-    Ok(SafetensorsFile::from_parts(
-        path, file, map, tensors, metadata,
-    ))
+    let tied = !tensors.iter().any(|t| t.name == "lm_head.weight");
+    let config = hf_config(&header, tied);
+    let file = SafetensorsFile::from_parts(path, file, map, tensors, metadata);
+    Ok((file, config))
 }

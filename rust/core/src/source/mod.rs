@@ -27,6 +27,8 @@ pub struct Source {
     path: PathBuf,
     files: Vec<SafetensorsFile>,
     folder: Option<ModelFolder>,
+    /// For a GGUF file of an architecture ryzq writes: the `config.json` its keys describe.
+    gguf_config: Option<serde_json::Map<String, serde_json::Value>>,
     by_name: HashMap<String, TensorRef>,
 }
 
@@ -41,12 +43,14 @@ impl Source {
             )));
         }
         folder::refuse_pickle(path)?;
-        let file = if crate::sink::is_gguf(path) {
+        let (file, gguf_config) = if crate::sink::is_gguf(path) {
             gguf::open(path)?
         } else {
-            SafetensorsFile::open(path)?
+            (SafetensorsFile::open(path)?, None)
         };
-        Self::new(path, vec![file], None)
+        let mut source = Self::new(path, vec![file], None)?;
+        source.gguf_config = gguf_config;
+        Ok(source)
     }
 
     /// A Hugging Face model folder: `config.json`, and `model.safetensors` or the shards its
@@ -81,6 +85,7 @@ impl Source {
             path: path.to_path_buf(),
             files,
             folder,
+            gguf_config: None,
             by_name,
         })
     }
@@ -101,6 +106,22 @@ impl Source {
     #[must_use]
     pub fn folder(&self) -> Option<&ModelFolder> {
         self.folder.as_ref()
+    }
+
+    /// The `config.json` of the model a GGUF source holds, where its architecture is one
+    /// ryzq writes.
+    #[must_use]
+    pub fn gguf_config(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        self.gguf_config.as_ref()
+    }
+
+    /// The `config.json` of the model: the folder's, or the one a GGUF file's keys describe.
+    #[must_use]
+    pub fn config(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        self.folder
+            .as_ref()
+            .map(ModelFolder::config)
+            .or(self.gguf_config.as_ref())
     }
 
     /// Every tensor, file by file, each in the order of its data.
