@@ -71,20 +71,15 @@ PEER = textwrap.dedent(
 )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", default="/tmp/ryzq-bench-gguf")
-    parser.add_argument("--layers", type=int, default=24)
-    parser.add_argument("--json", help="write the figures here")
-    parser.add_argument("--no-peer", action="store_true", help="skip the converter's flow")
-    args = parser.parse_args()
-    work = Path(args.workdir)
+def model_folder(work: Path, layers: int) -> Path:
+    """The model as a Llama folder in `work`: `ryzq synth`'s checkpoint (made only where it is
+    missing) and its config.json."""
     folder = work / "model"
     if not (folder / "model.safetensors").exists():
         folder.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             [sys.executable, "-m", "ryzq", "synth", str(folder / "model.safetensors"),
-             "--layers", str(args.layers), "--quiet"],
+             "--layers", str(layers), "--quiet"],
             check=True,
         )  # fmt: skip
     config = {
@@ -92,7 +87,7 @@ def main() -> None:
         "model_type": "llama",
         "hidden_size": 2048,
         "intermediate_size": 8640,
-        "num_hidden_layers": args.layers,
+        "num_hidden_layers": layers,
         "num_attention_heads": 16,
         "num_key_value_heads": 16,
         "max_position_embeddings": 2048,
@@ -103,6 +98,18 @@ def main() -> None:
         "vocab_size": 32000,
     }
     (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", default="/tmp/ryzq-bench-gguf")
+    parser.add_argument("--layers", type=int, default=24)
+    parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--no-peer", action="store_true", help="skip the converter's flow")
+    args = parser.parse_args()
+    work = Path(args.workdir)
+    folder = model_folder(work, args.layers)
     size = (folder / "model.safetensors").stat().st_size
     print(describe())
     print(f"model: {folder} ({size / 1e9:.2f} GB)")
