@@ -6,7 +6,7 @@
 
 use crate::dtype::FloatDType;
 use crate::error::{Error, Result};
-use crate::layout::Layout;
+use crate::layout::{Layout, TILE_VALUES};
 use crate::method::{Granularity, TernaryScale};
 use crate::model::gguf::HeadPermutation;
 use crate::plan::ScaleStorage;
@@ -93,21 +93,54 @@ struct Run {
     counts: [u64; 3],
 }
 
-/// The runs of `codes` for groups of `from_len` and `to_len` values.
+/// The runs of `codes` for groups of `from_len` and `to_len` values, at most a tile each so
+/// that they are counted in parallel.
 fn runs(codes: &[i8], from_len: usize, to_len: usize) -> Vec<Run> {
-    let mut runs = Vec::with_capacity(codes.len() / from_len.min(to_len) + 1);
+    use rayon::prelude::*;
+    let mut bounds = Vec::with_capacity(codes.len() / from_len.min(to_len).min(TILE_VALUES) + 1);
     let mut start = 0;
     while start < codes.len() {
         let (from, to) = (start / from_len, start / to_len);
-        let end = ((from + 1) * from_len).min((to + 1) * to_len);
-        let mut counts = [0u64; 3];
-        for &c in &codes[start..end] {
-            counts[(c + 1) as usize] += 1;
-        }
-        runs.push(Run { from, to, counts });
+        let end = ((from + 1) * from_len)
+            .min((to + 1) * to_len)
+            .min(start + TILE_VALUES);
+        bounds.push((from, to, start..end));
         start = end;
     }
-    runs
+    bounds
+        .into_par_iter()
+        .map(|(from, to, range)| Run {
+            from,
+            to,
+            counts: count_codes(&codes[range]),
+        })
+        .collect()
+}
+
+/// How many of `codes` (each -1, 0 or +1) are -1, 0 and +1. Byte lanes count the nonzero
+/// (low bit set: -1 and +1 alike) and positive codes of 32 values at a time, emptied into
+/// wide totals before they can overflow: a loop the compiler turns into byte-wise vector adds
+/// at any SIMD level.
+fn count_codes(codes: &[i8]) -> [u64; 3] {
+    const LANES: usize = 32;
+    let (mut nonzero, mut positive) = (0u64, 0u64);
+    let mut blocks = codes.chunks_exact(LANES * 255);
+    for block in blocks.by_ref() {
+        let (mut nz, mut pos) = ([0u8; LANES], [0u8; LANES]);
+        for v in block.chunks_exact(LANES) {
+            for i in 0..LANES {
+                nz[i] += v[i] as u8 & 1;
+                pos[i] += u8::from(v[i] > 0);
+            }
+        }
+        nonzero += nz.iter().map(|&n| u64::from(n)).sum::<u64>();
+        positive += pos.iter().map(|&n| u64::from(n)).sum::<u64>();
+    }
+    for &c in blocks.remainder() {
+        nonzero += u64::from(c as u8 & 1);
+        positive += u64::from(c > 0);
+    }
+    [nonzero - positive, codes.len() as u64 - nonzero, positive]
 }
 
 /// The layouts that can hold scales of `granularity` for a tensor of `shape`, in words: those
@@ -223,9 +256,22 @@ pub fn transcode(
 ) -> Result<Transcoded> {
     let (groups, to_len) = granularity.groups(codes.shape)?;
     let (_, from_len) = codes.granularity.groups(codes.shape)?;
-    let runs = runs(&codes.codes, from_len, to_len);
     let divides = storage.is_some_and(|s| s.convention == crate::metadata::ScaleConvention::Divide);
-    let mut target = carried_scales(&runs, codes, layout, granularity, groups, divides)?;
+    // One scale for the whole source (transformers' layout, I2_S, ryzq's per-tensor files):
+    // every target group takes it, and the codes are only counted, in tiles.
+    let one = codes.scales[..]
+        .first()
+        .filter(|s| {
+            codes.scales.len() == 1 && (!divides || (s.scale != 0.0 && s.scale.is_finite()))
+        })
+        .copied();
+    let (counted, mut target) = if let Some(scale) = one {
+        (runs(&codes.codes, from_len, from_len), vec![scale; groups])
+    } else {
+        let runs = runs(&codes.codes, from_len, to_len);
+        let target = carried_scales(&runs, codes, layout, granularity, groups, divides)?;
+        (runs, target)
+    };
     let (packed, stored, scales) = if let Some(storage) = storage {
         let stored = stored_scales(storage, &mut target)?;
         let packed = crate::pack(&codes.codes, codes.shape, layout, None, level)?;
@@ -241,11 +287,23 @@ pub fn transcode(
         })?;
         (packed, Vec::new(), scales)
     };
+    let stats = match one {
+        // The one scale stored the same way in every group: the counts say everything.
+        Some(_) if scales.iter().all(|s| s.to_bits() == scales[0].to_bits()) => {
+            error_stats(&counted, &codes.scales, &scales[..1])
+        }
+        Some(_) => error_stats(
+            &runs(&codes.codes, from_len, to_len),
+            &codes.scales,
+            &scales,
+        ),
+        None => error_stats(&counted, &codes.scales, &scales),
+    };
     Ok(Transcoded {
         packed,
         stored,
-        stats: error_stats(&runs, &codes.scales, &scales),
         scales,
+        stats,
     })
 }
 
@@ -325,4 +383,31 @@ pub fn exact_ternary_scales(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_counted_as_one_by_one() {
+        let codes: Vec<i8> = (0..300_003u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as i8 % 2)
+            .map(|c| c.clamp(-1, 1))
+            .collect();
+        let mut expected = [0u64; 3];
+        for &c in &codes {
+            expected[(c + 1) as usize] += 1;
+        }
+        assert_eq!(count_codes(&codes), expected);
+        assert_eq!(count_codes(&[]), [0, 0, 0]);
+        let runs = runs(&codes, 256, codes.len());
+        let mut total = [0u64; 3];
+        for run in &runs {
+            for (t, c) in total.iter_mut().zip(run.counts) {
+                *t += c;
+            }
+        }
+        assert_eq!(total, expected);
+    }
 }

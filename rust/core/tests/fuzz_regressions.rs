@@ -124,3 +124,36 @@ fn a_row_whose_packed_bytes_overflow_is_an_error() {
         );
     }
 }
+
+/// corpus/safetensors_header/regress-scale-of-a-missing-tensor: ryzq metadata describing a
+/// packed tensor the file does not have, whose scale is missing too: the check of the scales
+/// looked the described tensor up and expected it there.
+#[test]
+fn a_description_of_tensors_the_file_lacks_is_an_error() {
+    use ryzq_core::plan::Plan;
+    use ryzq_core::sink::OutputKind;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("in.safetensors");
+    std::fs::write(
+        &path,
+        include_bytes!("../fuzz/corpus/safetensors_header/regress-scale-of-a-missing-tensor"),
+    )
+    .unwrap();
+    let source = ryzq_core::source::Source::open_file(&path).unwrap();
+    let e = Plan::dequantize(&source, None, None, OutputKind::File).unwrap_err();
+    assert!(e.to_string().contains("is missing"), "{e}");
+    let request = ryzq_core::plan::QuantizeRequest {
+        layout: Layout::T1,
+        method: ryzq_core::Method::AbsMean,
+        granularity: Granularity::Tensor,
+        linear_class: ryzq_core::plan::LinearClass::BitLinear,
+        selection: ryzq_core::plan::Selection::default(),
+        level: SimdLevel::SCALAR,
+        threads: Some(1),
+        copy_also: Vec::new(),
+        gguf: ryzq_core::plan::gguf::GgufOptions::default(),
+        source_linear_class: None,
+    };
+    let e = Plan::quantize(&source, &request, false).unwrap_err();
+    assert!(e.to_string().contains("is missing"), "{e}");
+}

@@ -302,6 +302,7 @@ impl Plan {
         }
         crate::quantize::check_granularity(request.layout, request.granularity)?;
         let packed = describe(source, request.source_linear_class)?;
+        packed.check_scales(source)?;
         let scale_names = packed.scale_names();
         let mut files = Vec::with_capacity(source.files().len());
         for (f, file) in source.files().iter().enumerate() {
@@ -425,18 +426,8 @@ impl Plan {
             )
             .in_file(source.path(), None));
         }
+        packed.check_scales(source)?;
         let scale_names = packed.scale_names();
-        for (scale, of) in &scale_names {
-            if source.find(scale).is_none() {
-                let (place, _) = source
-                    .find(of)
-                    .expect("described tensors are in the source");
-                return Err(
-                    Error::Format(format!("its scale tensor {scale:?} is missing"))
-                        .in_file(source.file(place).path(), Some(of)),
-                );
-            }
-        }
         let mut files = Vec::with_capacity(source.files().len());
         for (f, file) in source.files().iter().enumerate() {
             let mut tensors = Vec::with_capacity(file.tensors().len());

@@ -70,6 +70,24 @@ impl Descriptions {
             .map(|b| b.divisor)
     }
 
+    /// Fails where a packed tensor's scale tensor is not in the source (a description may
+    /// name anything).
+    pub fn check_scales(&self, source: &Source) -> Result<()> {
+        for (f, description) in self.files.iter().enumerate() {
+            for (name, q) in &description.quantized {
+                if let Some(scale) = &q.scale
+                    && source.find(scale).is_none()
+                {
+                    return Err(
+                        Error::Format(format!("its scale tensor {scale:?} is missing"))
+                            .in_file(source.files()[f].path(), Some(name)),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Whether any tensor of the source is packed.
     #[must_use]
     pub fn any_packed(&self) -> bool {
