@@ -377,7 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
         "GGUF, transformers' packed BitNet) into another layout",
     )
     q.add_argument("src", help="a .safetensors file, or a Hugging Face model folder")
-    q.add_argument("dst", nargs="?", help="the output file (or folder, for a model folder)")
+    q.add_argument(
+        "dst",
+        nargs="?",
+        help="the output: a .gguf model file, or safetensors (a folder for a model folder, and "
+        "for a GGUF file unless it ends in .safetensors; else a file)",
+    )
     q.add_argument(
         "--layout",
         type=str.lower,
@@ -468,7 +473,11 @@ def build_parser() -> argparse.ArgumentParser:
         "packed BitNet checkpoint",
     )
     d.add_argument("--source-linear-class", **source_linear_class)
-    d.add_argument("dst", help="the output file (or folder, for a model folder)")
+    d.add_argument(
+        "dst",
+        help="the output (a folder for a model folder, and for a GGUF file unless it ends in "
+        ".safetensors; else a file)",
+    )
     d.add_argument(
         "--dtype",
         type=str.lower,

@@ -128,7 +128,9 @@ def quantize_file(
     scales against the source's (0 where the target holds them exactly). ``source_linear_class``
     says which of transformers' two scale conventions a packed source uses where no
     ``config.json`` says it (``"bitlinear"``: the layer divides by ``weight_scale``;
-    ``"autobitlinear"``: it multiplies).
+    ``"autobitlinear"``: it multiplies). A GGUF model file becomes a model folder
+    (``model.safetensors`` under Hugging Face names and a ``config.json`` from its keys) unless
+    ``dst`` ends in ``.safetensors``.
     """
     if Path(src).is_dir():
         raise RyzqError(f"{src}: a folder; quantize model folders with quantize_model")
