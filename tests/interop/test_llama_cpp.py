@@ -44,7 +44,8 @@ except ImportError:
         allow_module_level=True,
     )
 
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file as load_numpy
+from safetensors.numpy import save_file as save_numpy
 
 import ryzq
 
@@ -577,12 +578,12 @@ def test_a_gguf_file_becomes_a_transformers_checkpoint_again(models, kind, tmp_p
 
     direct = tmp_path / "direct"
     ryzq.quantize_model(models[kind], direct, layout="bitnet")
-    state = load_file(direct / "model.safetensors")
+    state = load_numpy(direct / "model.safetensors")
     one = np.float32(1)
     for name in [n for n in state if n.endswith("weight_scale")]:
         # bitlinear stores 1/absmean; GGUF's d is absmean in float16.
         state[name] = one / np.float16(one / state[name]).astype(np.float32)
-    save_file(state, str(direct / "model.safetensors"), metadata={"format": "pt"})
-    assert load_file(back / "model.safetensors").keys() == state.keys()
+    save_numpy(state, str(direct / "model.safetensors"), metadata={"format": "pt"})
+    assert load_numpy(back / "model.safetensors").keys() == state.keys()
     got, expected = transformers_packed_logits(back), transformers_packed_logits(direct)
     np.testing.assert_array_equal(got, expected)
