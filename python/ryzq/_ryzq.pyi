@@ -9,6 +9,36 @@ import numpy.typing as npt
 
 from ryzq.report import GroupReport
 
+__all__ = [
+    "FALLBACKS",
+    "QuantizationReport",
+    "QuantizationStats",
+    "QuantizeRequest",
+    "RyzqError",
+    "SafetensorsFileWriter",
+    "TensorReport",
+    "__version__",
+    "canonical_name",
+    "default_granularity",
+    "dequantize",
+    "dequantize_checkpoint",
+    "layouts",
+    "pack",
+    "packed_shape",
+    "parse_ryzq_metadata",
+    "plan_quantize",
+    "quantize",
+    "quantize_checkpoint",
+    "read_gguf_header",
+    "read_header",
+    "read_model_folder",
+    "read_vocab",
+    "simd_level",
+    "simd_levels",
+    "unpack",
+    "write_gguf_file",
+]
+
 __version__: str
 FALLBACKS: list[str]
 
@@ -67,13 +97,14 @@ def simd_levels() -> list[str]: ...
 
 @final
 class QuantizeRequest:
-    def __init__(
-        self,
+    # None: the default ("bitnet", "absmean", the layout's granularity, "bitlinear", ...).
+    def __new__(
+        cls,
         *,
-        layout: str = "bitnet",
-        method: str = "absmean",
+        layout: str | None = None,
+        method: str | None = None,
         granularity: str | None = None,
-        linear_class: str = "bitlinear",
+        linear_class: str | None = None,
         include: str | Iterable[str] | None = None,
         exclude: str | Iterable[str] | None = None,
         copy_also: str | Iterable[str] | None = None,
@@ -83,7 +114,7 @@ class QuantizeRequest:
         embeddings: str | None = None,
         tokenizer: bool = True,
         source_linear_class: str | None = None,
-    ) -> None: ...
+    ) -> QuantizeRequest: ...
 
 def quantize_checkpoint(
     src: str,
@@ -117,13 +148,14 @@ def write_gguf_file(
     layout: str | None = None,
 ) -> None: ...
 
+@final
 class SafetensorsFileWriter:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         path: str,
         tensors: list[tuple[str, str, list[int]]],
         metadata: dict[str, str] | None = None,
-    ) -> None: ...
+    ) -> SafetensorsFileWriter: ...
     def write(self, name: str, data: npt.NDArray[np.uint8]) -> None: ...
     def finish(self) -> None: ...
     def abort(self) -> None: ...
@@ -132,14 +164,14 @@ class SafetensorsFileWriter:
 
 @final
 class QuantizationStats:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         numel: int,
         sse: float,
         sum_sq: float,
         max_abs_error: float,
         counts: dict[int, int],
-    ) -> None: ...
+    ) -> QuantizationStats: ...
     @property
     def numel(self) -> int: ...
     @property

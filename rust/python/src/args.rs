@@ -91,16 +91,14 @@ pub fn level(simd: Option<Name<SimdLevel>>) -> PyResult<SimdLevel> {
     }
 }
 
-/// A thread count: `None` (the default) or a positive integer.
+/// A thread count: a positive integer. Taken as `Option<Threads>`, `None` (the default:
+/// `RYZQ_NUM_THREADS`, else every core) never reaches it.
 pub struct Threads(pub Option<usize>);
 
 impl<'a, 'py> FromPyObject<'a, 'py> for Threads {
     type Error = PyErr;
 
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
-        if obj.is_none() {
-            return Ok(Threads(None));
-        }
         let bad = || {
             RyzqError::new_err(format!(
                 "threads must be a positive number of threads, got {}",

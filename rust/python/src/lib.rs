@@ -74,7 +74,7 @@ type QuantizeResult<'py> = (
 /// Quantizes raw weights; returns (packed bytes, packed shape, scales, stats, granularity).
 /// `granularity=None` is the method's default in the layout.
 #[pyfunction]
-#[pyo3(signature = (data, dtype, shape, *, layout, method, granularity=None, simd=None, threads=Threads(None)))]
+#[pyo3(signature = (data, dtype, shape, *, layout, method, granularity=None, simd=None, threads=None))]
 #[allow(clippy::too_many_arguments)]
 fn quantize<'py>(
     py: Python<'py>,
@@ -85,7 +85,7 @@ fn quantize<'py>(
     method: Name<Method>,
     granularity: Option<Name<Granularity>>,
     simd: Option<Name<SimdLevel>>,
-    threads: Threads,
+    threads: Option<Threads>,
 ) -> PyResult<QuantizeResult<'py>> {
     let bytes = contiguous(&data, "the weights")?;
     let (layout, method) = (layout.0, method.0);
@@ -98,7 +98,7 @@ fn quantize<'py>(
     };
     let view = TensorView::new(bytes, dtype.0, &shape).map_err(to_py)?;
     let q = py
-        .detach(|| threads::run(threads.0, || ryzq_core::quantize(&view, &opts)))
+        .detach(|| threads::run(threads.and_then(|t| t.0), || ryzq_core::quantize(&view, &opts)))
         .and_then(|(q, _)| q)
         .map_err(to_py)?;
     Ok((
@@ -112,7 +112,7 @@ fn quantize<'py>(
 
 /// Dequantizes packed codes into `out`, the raw little-endian bytes of a `dtype` array.
 #[pyfunction]
-#[pyo3(signature = (packed, scales, shape, *, layout, granularity, dtype, out, simd=None, threads=Threads(None)))]
+#[pyo3(signature = (packed, scales, shape, *, layout, granularity, dtype, out, simd=None, threads=None))]
 #[allow(clippy::too_many_arguments)]
 fn dequantize<'py>(
     py: Python<'py>,
@@ -124,7 +124,7 @@ fn dequantize<'py>(
     dtype: Name<FloatDType>,
     mut out: PyReadwriteArray1<'py, u8>,
     simd: Option<Name<SimdLevel>>,
-    threads: Threads,
+    threads: Option<Threads>,
 ) -> PyResult<()> {
     let packed = contiguous(&packed, "the packed data")?;
     let scales = contiguous(&scales, "the scales")?;
@@ -133,7 +133,7 @@ fn dequantize<'py>(
         .as_slice_mut()
         .map_err(|_| RyzqError::new_err("out must be a C-contiguous array"))?;
     py.detach(|| {
-        threads::run(threads.0, || {
+        threads::run(threads.and_then(|t| t.0), || {
             ryzq_core::dequantize_into(
                 packed,
                 scales,
@@ -152,7 +152,7 @@ fn dequantize<'py>(
 
 /// Packs int8 codes; returns (packed bytes, packed shape).
 #[pyfunction]
-#[pyo3(signature = (codes, shape, *, layout, scales=None, simd=None, threads=Threads(None)))]
+#[pyo3(signature = (codes, shape, *, layout, scales=None, simd=None, threads=None))]
 fn pack<'py>(
     py: Python<'py>,
     codes: PyReadonlyArray1<'py, i8>,
@@ -160,7 +160,7 @@ fn pack<'py>(
     layout: Name<Layout>,
     scales: Option<PyReadonlyArray1<'py, f32>>,
     simd: Option<Name<SimdLevel>>,
-    threads: Threads,
+    threads: Option<Threads>,
 ) -> PyResult<(Bound<'py, PyArray1<u8>>, Vec<usize>)> {
     let codes = contiguous(&codes, "the codes")?;
     let scales = scales
@@ -172,7 +172,7 @@ fn pack<'py>(
     let packed_shape = layout.get().packed_shape(&shape).map_err(to_py)?;
     let packed = py
         .detach(|| {
-            threads::run(threads.0, || {
+            threads::run(threads.and_then(|t| t.0), || {
                 ryzq_core::pack(codes, &shape, layout, scales, level)
             })
         })
@@ -183,20 +183,20 @@ fn pack<'py>(
 
 /// Unpacks int8 codes (flat).
 #[pyfunction]
-#[pyo3(signature = (packed, shape, *, layout, simd=None, threads=Threads(None)))]
+#[pyo3(signature = (packed, shape, *, layout, simd=None, threads=None))]
 fn unpack<'py>(
     py: Python<'py>,
     packed: PyReadonlyArray1<'py, u8>,
     shape: Vec<usize>,
     layout: Name<Layout>,
     simd: Option<Name<SimdLevel>>,
-    threads: Threads,
+    threads: Option<Threads>,
 ) -> PyResult<Bound<'py, PyArray1<i8>>> {
     let packed = contiguous(&packed, "the packed data")?;
     let level = args::level(simd)?;
     let codes = py
         .detach(|| {
-            threads::run(threads.0, || {
+            threads::run(threads.and_then(|t| t.0), || {
                 ryzq_core::unpack(packed, &shape, layout.0, level)
             })
         })
@@ -294,25 +294,30 @@ struct PyQuantizeRequest(QuantizeRequest);
 #[pymethods]
 impl PyQuantizeRequest {
     #[new]
-    #[pyo3(signature = (*, layout=Name(Layout::Bitnet), method=Name(Method::AbsMean), granularity=None, linear_class=Name(LinearClass::BitLinear), include=Patterns::default(), exclude=Patterns::default(), copy_also=Patterns::default(), threads=Threads(None), simd=None, fallback=None, embeddings=None, tokenizer=true, source_linear_class=None))]
+    // Every default is None (the documented default in its place), so that the signature
+    // Python sees is the one the stub states.
+    #[pyo3(signature = (*, layout=None, method=None, granularity=None, linear_class=None, include=None, exclude=None, copy_also=None, threads=None, simd=None, fallback=None, embeddings=None, tokenizer=true, source_linear_class=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        layout: Name<Layout>,
-        method: Name<Method>,
+        layout: Option<Name<Layout>>,
+        method: Option<Name<Method>>,
         granularity: Option<Name<Granularity>>,
-        linear_class: Name<LinearClass>,
-        include: Patterns,
-        exclude: Patterns,
-        copy_also: Patterns,
-        threads: Threads,
+        linear_class: Option<Name<LinearClass>>,
+        include: Option<Patterns>,
+        exclude: Option<Patterns>,
+        copy_also: Option<Patterns>,
+        threads: Option<Threads>,
         simd: Option<Name<SimdLevel>>,
         fallback: Option<Name<Fallback>>,
         embeddings: Option<Name<FloatDType>>,
         tokenizer: bool,
         source_linear_class: Option<Name<LinearClass>>,
     ) -> PyResult<Self> {
-        let (layout, method) = (layout.0, method.0);
+        let layout = layout.map_or(Layout::Bitnet, |l| l.0);
+        let method = method.map_or(Method::AbsMean, |m| m.0);
+        let (include, exclude) = (include.unwrap_or_default(), exclude.unwrap_or_default());
         let copy_also = copy_also
+            .unwrap_or_default()
             .0
             .iter()
             .map(|p| {
@@ -324,10 +329,10 @@ impl PyQuantizeRequest {
             layout,
             method,
             granularity: granularity.map_or_else(|| layout.default_granularity(method), |g| g.0),
-            linear_class: linear_class.0,
+            linear_class: linear_class.map_or(LinearClass::BitLinear, |c| c.0),
             selection: Selection::new(&include.0, &exclude.0).map_err(to_py)?,
             level: args::level(simd)?,
-            threads: threads.0,
+            threads: threads.and_then(|t| t.0),
             copy_also,
             gguf: GgufOptions {
                 fallback: fallback.map(|f| f.0),
@@ -605,7 +610,7 @@ fn plan_dict<'py>(
 /// Dequantizes a file or, with `folder`, a model folder holding packed tensors (ryzq's,
 /// GGUF, transformers' packed BitNet layout); returns how many tensors were dequantized.
 #[pyfunction]
-#[pyo3(signature = (src, dst, *, folder, dtype=None, simd=None, threads=Threads(None), source_linear_class=None))]
+#[pyo3(signature = (src, dst, *, folder, dtype=None, simd=None, threads=None, source_linear_class=None))]
 #[allow(clippy::too_many_arguments)]
 fn dequantize_checkpoint(
     py: Python<'_>,
@@ -614,14 +619,14 @@ fn dequantize_checkpoint(
     folder: bool,
     dtype: Option<Name<FloatDType>>,
     simd: Option<Name<SimdLevel>>,
-    threads: Threads,
+    threads: Option<Threads>,
     source_linear_class: Option<Name<LinearClass>>,
 ) -> PyResult<usize> {
     let request = ryzq_core::convert::DequantizeRequest {
         dtype: dtype.map(|d| d.0),
         source_linear_class: source_linear_class.map(|c| c.0),
         level: args::level(simd)?,
-        threads: threads.0,
+        threads: threads.and_then(|t| t.0),
     };
     let mut raised: Option<PyErr> = None;
     let result = py.detach(|| {
