@@ -98,7 +98,11 @@ fn quantize<'py>(
     };
     let view = TensorView::new(bytes, dtype.0, &shape).map_err(to_py)?;
     let q = py
-        .detach(|| threads::run(threads.and_then(|t| t.0), || ryzq_core::quantize(&view, &opts)))
+        .detach(|| {
+            threads::run(threads.and_then(|t| t.0), || {
+                ryzq_core::quantize(&view, &opts)
+            })
+        })
         .and_then(|(q, _)| q)
         .map_err(to_py)?;
     Ok((
