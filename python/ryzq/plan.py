@@ -15,6 +15,7 @@ DONE = {
     "keep": "kept",
     "quantize": "quantized",
     "carry": "carried over",
+    "generate": "generated",
     "divide": "divided",
     "dequantize": "dequantized",
     "convert": "converted",

@@ -55,8 +55,11 @@ ACTIVATION_BLOCK = {"tq2_0": 256, "tq1_0": 256, "q2_0": 32, "q8_0": 32}
 FLOAT16_GRAPH = 4e-3
 
 
-def make_model(root, kind, *, intermediate=512, hidden_act="silu", tied=None, seed=0):
-    """A tiny model saved by transformers: 2 blocks, hidden 256, 4 heads of 64, 2 KV heads."""
+def make_model(
+    root, kind, *, intermediate=512, hidden_act="silu", tied=None, seed=0, rope=None, name=None
+):
+    """A tiny model saved by transformers: 2 blocks, hidden 256, 4 heads of 64, 2 KV heads;
+    ``rope``: its RoPE parameters instead of plain RoPE with base 10000."""
     torch.manual_seed(seed)
     common = dict(
         vocab_size=320,
@@ -68,7 +71,7 @@ def make_model(root, kind, *, intermediate=512, hidden_act="silu", tied=None, se
         max_position_embeddings=128,
         hidden_act=hidden_act,
         rms_norm_eps=1e-5,
-        rope_theta=10000.0,
+        rope_parameters=rope or {"rope_type": "default", "rope_theta": 10000.0},
         bos_token_id=1,
         eos_token_id=2,
     )
@@ -86,7 +89,7 @@ def make_model(root, kind, *, intermediate=512, hidden_act="silu", tied=None, se
                 p.normal_(1.0, 0.1)
             else:
                 p.normal_(0.0, 0.05)
-    path = root / kind
+    path = root / (name or kind)
     model.save_pretrained(path)
     return path
 
@@ -269,7 +272,7 @@ def test_models_a_gguf_graph_cannot_hold_are_refused(tmp_path, models):
             "BitNetForCausalLM",
         ),
         (variant("noeps", rms_norm_eps=None), "rms_norm_eps"),
-        (variant("scaled", rope_scaling={"rope_type": "llama3", "factor": 8.0}), "llama3"),
+        (variant("scaled", rope_scaling={"rope_type": "yarn", "factor": 8.0}), "yarn"),
         (variant("layers", num_hidden_layers=1), "num_hidden_layers"),
     ]
     for folder, message in cases:
@@ -587,3 +590,35 @@ def test_a_gguf_file_becomes_a_transformers_checkpoint_again(models, kind, tmp_p
     assert load_numpy(back / "model.safetensors").keys() == state.keys()
     got, expected = transformers_packed_logits(back), transformers_packed_logits(direct)
     np.testing.assert_array_equal(got, expected)
+
+
+def test_llama3_rope_scaling_runs_as_transformers_runs_it(tmp_path):
+    """llama3's RoPE scaling written as llama.cpp reads it, a rope_freqs.weight tensor of one
+    factor per rotary frequency. Its original context of 64 positions puts the 32
+    frequencies of a head of 64 in all three of its bands (unscaled, smoothed, scaled by 8),
+    so that the first ten positions see it. With float16 weights, llama.cpp and transformers
+    then compute the same graph: the bound of test_float16_weights_run_the_same_graph
+    (measured 1.0e-3). The same weights with plain RoPE are 0.11 off (asserted above 10x the
+    bound): the bound sees a missing or wrong scaling."""
+    rope = {
+        "rope_type": "llama3",
+        "rope_theta": 10000.0,
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64,
+    }
+    folder = make_model(tmp_path, "llama", rope=rope, name="scaled")
+    dst = tmp_path / "scaled.gguf"
+    report = quantize(folder, dst, layout="tq2_0", exclude="*_proj.weight")
+    assert any(t.name == "rope_freqs.weight" for t in report.tensors)
+    reader = gguf.GGUFReader(dst)
+    factors = next(t for t in reader.tensors if t.name == "rope_freqs.weight").data
+    assert factors.shape == (32,) and factors[0] == 1.0 and factors[-1] == 8.0
+    assert ((factors > 1) & (factors < 8)).any()
+    expected = transformers_logits(folder, ternary=False)
+    error = relative(llama_cpp_logits(dst), expected)
+    assert error < FLOAT16_GRAPH
+    plain = make_model(tmp_path, "llama", name="plain")  # the same weights, unscaled RoPE
+    quantize(plain, tmp_path / "plain.gguf", layout="tq2_0", exclude="*_proj.weight")
+    assert relative(llama_cpp_logits(tmp_path / "plain.gguf"), expected) > 10 * FLOAT16_GRAPH

@@ -64,6 +64,23 @@ pub fn convert(
             progress(&report, reports.len() + 1, total)?;
             reports.push(report);
         }
+        for g in &file.generated {
+            writer.write(&g.output.name, &g.data)?;
+            reports.push(TensorReport {
+                name: g.output.name.clone(),
+                dtype: g.output.dtype.name().into(),
+                shape: g.output.shape.clone(),
+                kept_because: Some(format!("made for the output: {}", g.why)),
+                carried_over: None,
+                scale: None,
+                stats: None,
+                bytes_in: 0,
+                bytes_out: g.data.len() as u64,
+                read_seconds: 0.0,
+                quantize_seconds: 0.0,
+                write_seconds: 0.0,
+            });
+        }
         bytes_out += writer.size();
         writer.finish()?;
     }

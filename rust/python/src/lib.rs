@@ -581,16 +581,15 @@ fn plan_dict<'py>(
             };
             e.set_item("action", action)?;
             e.set_item("why", why)?;
-            let outputs = PyList::empty(py);
-            for o in &t.outputs {
-                // A GGUF tensor by its GGML type and logical shape, as GGUF readers show it.
-                let (dtype, shape) = match &o.gguf {
-                    Some(p) => (p.ggml_type.name(), p.shape.clone()),
-                    None => (o.dtype.name().to_owned(), o.shape.clone()),
-                };
-                outputs.append((&o.name, dtype, shape, o.nbytes()))?;
-            }
-            e.set_item("outputs", outputs)?;
+            e.set_item("outputs", output_list(py, &t.outputs)?)?;
+            tensors.append(e)?;
+        }
+        for g in &file.generated {
+            let e = PyDict::new(py);
+            e.set_item("name", &g.output.name)?;
+            e.set_item("action", "generate")?;
+            e.set_item("why", &g.why)?;
+            e.set_item("outputs", output_list(py, std::slice::from_ref(&g.output))?)?;
             tensors.append(e)?;
         }
         f.set_item("tensors", tensors)?;
@@ -609,6 +608,20 @@ fn plan_dict<'py>(
     d.set_item("copied_files", plan.other_files.copied.clone())?;
     d.set_item("skipped_files", plan.other_files.skipped.clone())?;
     Ok(d)
+}
+
+/// Output tensors as the plan lists them: a GGUF tensor by its GGML type and logical shape,
+/// as GGUF readers show it.
+fn output_list<'py>(py: Python<'py>, outputs: &[OutputTensor]) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for o in outputs {
+        let (dtype, shape) = match &o.gguf {
+            Some(p) => (p.ggml_type.name(), p.shape.clone()),
+            None => (o.dtype.name().to_owned(), o.shape.clone()),
+        };
+        list.append((&o.name, dtype, shape, o.nbytes()))?;
+    }
+    Ok(list)
 }
 
 /// Dequantizes a file or, with `folder`, a model folder holding packed tensors (ryzq's,

@@ -64,6 +64,9 @@ pub struct Hyperparameters {
     pub explicit_head_dim: bool,
     pub hidden_act: String,
     pub tied_embeddings: bool,
+    /// For llama3-type RoPE scaling: the factor each rotary frequency's wavelength is
+    /// multiplied by, one per pair of a head's dimensions (`rope_freqs.weight`).
+    pub rope_factors: Option<Vec<f32>>,
 }
 
 fn get<'a>(config: &'a Map<String, Json>, key: &str) -> Option<&'a Json> {
@@ -85,6 +88,64 @@ fn count(config: &Map<String, Json>, key: &str) -> Result<u32> {
                 "config.json's {key:?} is {value}, not a positive integer"
             ))
         })
+}
+
+/// llama3's RoPE scaling as llama.cpp takes it, a factor per rotary frequency by which its
+/// wavelength grows (transformers' `_compute_llama3_parameters` divides the frequency by
+/// it): 1 for wavelengths shorter than `original / high_freq_factor`, `factor` for those
+/// longer than `original / low_freq_factor`, and in between the smooth blend of the two.
+/// The arithmetic is float32 where transformers' is (its frequencies), float64 elsewhere,
+/// as in llama.cpp's converter.
+fn llama3_rope_factors(
+    scaling: &Map<String, Json>,
+    config: &Map<String, Json>,
+    theta: f32,
+    head_dim: u32,
+) -> Result<Vec<f32>> {
+    let number = |key: &str, default: f64| -> Result<f64> {
+        match get(scaling, key) {
+            None => Ok(default),
+            Some(v) => v
+                .as_f64()
+                .filter(|x| x.is_finite() && *x > 0.0)
+                .ok_or_else(|| {
+                    Error::Format(format!(
+                        "config.json's RoPE scaling {key:?} is {v}, not a positive number"
+                    ))
+                }),
+        }
+    };
+    let factor = number("factor", 8.0)?;
+    let low = number("low_freq_factor", 1.0)?;
+    let high = number("high_freq_factor", 4.0)?;
+    let fallback = get(config, "original_max_position_embeddings")
+        .and_then(Json::as_f64)
+        .unwrap_or(8192.0);
+    let original = number("original_max_position_embeddings", fallback)?;
+    if high <= low {
+        return Err(Error::Format(format!(
+            "config.json's llama3 RoPE scaling has high_freq_factor {high} not above \
+             low_freq_factor {low}"
+        )));
+    }
+    let (low_wavelen, high_wavelen) = (original / low, original / high);
+    let dim = head_dim as usize;
+    Ok((0..dim / 2)
+        .map(|i| {
+            let exponent = (2 * i) as f32 / dim as f32;
+            let freq = 1.0 / theta.powf(exponent);
+            let wavelen = 2.0 * std::f64::consts::PI / f64::from(freq);
+            let multiplier = if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                factor
+            } else {
+                let smooth = (original / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            };
+            multiplier as f32
+        })
+        .collect())
 }
 
 fn float(config: &Map<String, Json>, key: &str) -> Option<Result<f32>> {
@@ -132,24 +193,26 @@ impl Hyperparameters {
         let rope_scaling = get(config, "rope_scaling")
             .and_then(Json::as_object)
             .or(rope);
-        if let Some(kind) = rope_scaling
+        let rope_type = rope_scaling
             .and_then(|r| r.get("rope_type").or_else(|| r.get("type")))
             .and_then(Json::as_str)
-            .filter(|k| *k != "default")
-        {
+            .filter(|k| *k != "default");
+        if let Some(kind) = rope_type.filter(|k| *k != "llama3") {
             return Err(Error::Format(format!(
                 "config.json asks for RoPE scaling of type {kind:?}, which ryzq does not \
-                 write to GGUF yet"
+                 write to GGUF yet (it writes llama3's)"
             )));
         }
-        if let Some(factor) = rope_scaling
-            .and_then(|r| r.get("factor"))
-            .and_then(Json::as_f64)
-            .filter(|f| (*f - 1.0).abs() > f64::EPSILON)
-        {
+        if let (None, Some(factor)) = (
+            rope_type,
+            rope_scaling
+                .and_then(|r| r.get("factor"))
+                .and_then(Json::as_f64)
+                .filter(|f| (*f - 1.0).abs() > f64::EPSILON),
+        ) {
             return Err(Error::Format(format!(
-                "config.json asks for RoPE scaling by {factor}, which ryzq does not write to \
-                 GGUF yet"
+                "config.json asks for RoPE scaling by {factor} without a type, which ryzq \
+                 does not write to GGUF"
             )));
         }
         let rope_freq_base = match (
@@ -158,6 +221,15 @@ impl Hyperparameters {
         ) {
             (Some(theta), _) | (None, Some(Some(theta))) => theta?,
             _ => 10_000.0,
+        };
+        let rope_factors = match (rope_type, rope_scaling) {
+            (Some(_), Some(scaling)) => Some(llama3_rope_factors(
+                scaling,
+                config,
+                rope_freq_base,
+                head_dim,
+            )?),
+            _ => None,
         };
         let rms_epsilon = float(config, "rms_norm_eps").ok_or_else(|| {
             Error::Format("config.json has no \"rms_norm_eps\", which the GGUF file needs".into())
@@ -182,6 +254,7 @@ impl Hyperparameters {
             tied_embeddings: get(config, "tie_word_embeddings")
                 .and_then(Json::as_bool)
                 .unwrap_or(false),
+            rope_factors,
         })
     }
 }

@@ -4,7 +4,9 @@
 
 use serde_json::Value as Json;
 
-use super::{Action, OutputFile, PackedSource, Plan, PlannedTensor, QuantizeRequest};
+use super::{
+    Action, GeneratedTensor, OutputFile, PackedSource, Plan, PlannedTensor, QuantizeRequest,
+};
 use crate::dtype::{FloatDType, StoredType};
 use crate::error::{Error, Result};
 use crate::gguf::value::Array;
@@ -568,6 +570,23 @@ impl Plan {
             ));
         }
 
+        // llama.cpp scales llama3's rotary frequencies by this tensor at every position; the
+        // bitnet graphs have no place for it.
+        let mut generated = Vec::new();
+        if let Some(factors) = &hp.rope_factors {
+            if arch.bitnet {
+                return Err(in_config(Error::Format(
+                    "llama3 RoPE scaling, which BitNet's GGUF graphs cannot hold (they have no \
+                     rope_freqs)"
+                        .into(),
+                )));
+            }
+            generated.push(GeneratedTensor {
+                output: output("rope_freqs.weight", GgmlType::F32, &[factors.len()])?,
+                data: FloatDType::F32.encode(factors),
+                why: "llama3 RoPE scaling from config.json's rope_scaling".into(),
+            });
+        }
         let mut kvs: Vec<(String, Value)> = vec![
             ("general.architecture".into(), arch_name.into()),
             ("general.type".into(), "model".into()),
@@ -613,6 +632,7 @@ impl Plan {
             files: vec![OutputFile {
                 shard: None,
                 tensors,
+                generated,
                 metadata: std::collections::HashMap::new(),
             }],
             config: None,

@@ -230,13 +230,27 @@ pub struct OutputFile {
     /// For a model folder, the shard's file name; `None` for a single file.
     pub shard: Option<String>,
     pub tensors: Vec<PlannedTensor>,
+    /// Tensors the output needs that the source does not have, made from its configuration,
+    /// written after the others.
+    pub generated: Vec<GeneratedTensor>,
     pub metadata: HashMap<String, String>,
+}
+
+/// A tensor made for the output (llama3's `rope_freqs.weight`), and why.
+#[derive(Debug, Clone)]
+pub struct GeneratedTensor {
+    pub output: OutputTensor,
+    pub data: Vec<u8>,
+    pub why: String,
 }
 
 impl OutputFile {
     /// Every output tensor of the file, in order.
     pub fn outputs(&self) -> impl Iterator<Item = &OutputTensor> {
-        self.tensors.iter().flat_map(|t| t.outputs.iter())
+        self.tensors
+            .iter()
+            .flat_map(|t| t.outputs.iter())
+            .chain(self.generated.iter().map(|g| &g.output))
     }
 }
 
@@ -343,6 +357,7 @@ impl Plan {
             files.push(OutputFile {
                 shard: folder.then(|| shard_name(source, file.path())),
                 tensors,
+                generated: Vec::new(),
                 metadata: header,
             });
         }
@@ -448,6 +463,7 @@ impl Plan {
             files.push(OutputFile {
                 shard: folder.then(|| shard_name(source, file.path())),
                 tensors,
+                generated: Vec::new(),
                 metadata: header,
             });
         }
