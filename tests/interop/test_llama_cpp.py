@@ -56,7 +56,7 @@ FLOAT16_GRAPH = 4e-3
 
 
 def make_model(
-    root, kind, *, intermediate=512, hidden_act="silu", tied=None, seed=0, rope=None, name=None
+    root, kind, *, intermediate=512, hidden_act="silu", tied=None, seed=0, rope=None, folder=None
 ):
     """A tiny model saved by transformers: 2 blocks, hidden 256, 4 heads of 64, 2 KV heads;
     ``rope``: its RoPE parameters instead of plain RoPE with base 10000."""
@@ -89,7 +89,7 @@ def make_model(
                 p.normal_(1.0, 0.1)
             else:
                 p.normal_(0.0, 0.05)
-    path = root / (name or kind)
+    path = root / (folder or kind)
     model.save_pretrained(path)
     return path
 
@@ -608,7 +608,7 @@ def test_llama3_rope_scaling_runs_as_transformers_runs_it(tmp_path):
         "high_freq_factor": 4.0,
         "original_max_position_embeddings": 64,
     }
-    folder = make_model(tmp_path, "llama", rope=rope, name="scaled")
+    folder = make_model(tmp_path, "llama", rope=rope, folder="scaled")
     dst = tmp_path / "scaled.gguf"
     report = quantize(folder, dst, layout="tq2_0", exclude="*_proj.weight")
     assert any(t.name == "rope_freqs.weight" for t in report.tensors)
@@ -619,6 +619,6 @@ def test_llama3_rope_scaling_runs_as_transformers_runs_it(tmp_path):
     expected = transformers_logits(folder, ternary=False)
     error = relative(llama_cpp_logits(dst), expected)
     assert error < FLOAT16_GRAPH
-    plain = make_model(tmp_path, "llama", name="plain")  # the same weights, unscaled RoPE
+    plain = make_model(tmp_path, "llama", folder="plain")  # the same weights, unscaled RoPE
     quantize(plain, tmp_path / "plain.gguf", layout="tq2_0", exclude="*_proj.weight")
     assert relative(llama_cpp_logits(tmp_path / "plain.gguf"), expected) > 10 * FLOAT16_GRAPH
