@@ -30,12 +30,6 @@ pub struct Descriptions {
 }
 
 impl Descriptions {
-    /// The description of file `file`: empty for a file of float tensors.
-    #[must_use]
-    pub fn file(&self, file: usize) -> &RyzqMetadata {
-        &self.files[file]
-    }
-
     /// The packed tensor `name` of file `file`, if it is one.
     #[must_use]
     pub fn packed(&self, file: usize, name: &str) -> Option<&QuantizedTensor> {
