@@ -428,3 +428,15 @@ def test_a_dry_run_says_what_is_carried_over(tmp_path):
     summary = plan.summary()
     assert "4 tensors carried over" in summary
     assert "codes carried over from the source's bitnet codes, scale per tensor" in summary
+
+
+def test_weights_exactly_ternary_per_row_say_so_at_a_coarser_granularity(tmp_path):
+    # TriLM-style: a scale per block of rows (model-parallel shards), so one per row too.
+    codes = np.random.default_rng(3).integers(-1, 2, (8, 128)).astype(np.int8)
+    scales = np.repeat(np.array([0.02, 0.03], np.float32), 4)
+    src = write(tmp_path / "w.safetensors", {W: codes * scales[:, None]})
+    with pytest.warns(ryzq.RyzqWarning, match=r"1 weight is exactly ternary .*--granularity row"):
+        report = ryzq.quantize_file(src, tmp_path / "t.safetensors", layout="t1")
+    assert tensor(report, W).carried_over is None and tensor(report, W).stats.sse > 0
+    report = ryzq.quantize_file(src, tmp_path / "r.safetensors", layout="t1", granularity="row")
+    assert tensor(report, W).carried_over is not None and tensor(report, W).stats.sse == 0

@@ -10,6 +10,7 @@ use crate::dtype::FloatDType;
 use crate::error::{Error, Result};
 use crate::kernels::widen::widen;
 use crate::metadata::ScaleConvention;
+use crate::method::Granularity;
 use crate::plan::scales::{convert_float, divide_bias, stored_scales, stored_type};
 use crate::plan::{
     Action, LinearClass, PackedSource, Plan, PlannedTensor, QuantizeRequest, ScaleSource,
@@ -43,23 +44,33 @@ pub fn open(src: &Path, folder: bool) -> Result<Source> {
     }
 }
 
-/// Carries out `plan` on `source` into `sink`; returns the report of every tensor and the
-/// bytes written. On any error nothing is left at the destination.
+/// What a conversion did: the report of every tensor, the bytes written, and what the data
+/// showed that the user likely wants to know (weights exactly ternary at a finer granularity
+/// than the one asked for).
+pub struct Converted {
+    pub reports: Vec<TensorReport>,
+    pub bytes_out: u64,
+    pub notes: Vec<String>,
+}
+
+/// Carries out `plan` on `source` into `sink`. On any error nothing is left at the
+/// destination.
 pub fn convert(
     source: &Source,
     plan: &Plan,
     sink: Sink,
     run: &Run<'_>,
     progress: &mut Progress<'_>,
-) -> Result<(Vec<TensorReport>, u64)> {
+) -> Result<Converted> {
     let total = plan.tensors().count();
     let mut reports = Vec::with_capacity(total);
     let mut bytes_out = 0;
+    let mut finer = Vec::new();
     for file in &plan.files {
         let mut writer = sink.create(plan, file)?;
         for t in &file.tensors {
             let holder = source.file(t.source);
-            let report = convert_tensor(source, t, run, &mut writer)
+            let report = convert_tensor(source, t, run, &mut writer, &mut finer)
                 .map_err(|e| e.in_file(holder.path(), Some(&t.name)))?;
             progress(&report, reports.len() + 1, total)?;
             reports.push(report);
@@ -85,7 +96,22 @@ pub fn convert(
         writer.finish()?;
     }
     sink.finish(source, plan)?;
-    Ok((reports, bytes_out))
+    let mut notes = Vec::new();
+    if let Some(first) = finer.first() {
+        notes.push(format!(
+            "{} weight{} exactly ternary with one scale per row ({first}{}), but \
+             quantized at a coarser granularity, which loses that: --granularity row \
+             (granularity=\"row\") carries them over exactly",
+            finer.len(),
+            if finer.len() == 1 { " is" } else { "s are" },
+            if finer.len() > 1 { ", ..." } else { "" }
+        ));
+    }
+    Ok(Converted {
+        reports,
+        bytes_out,
+        notes,
+    })
 }
 
 /// Quantizes the file (or, with `folder`, the model folder) `src` into `dst`.
@@ -113,7 +139,9 @@ pub fn quantize(
         threads,
         request: Some(request),
     };
-    let (tensors, file_bytes_out) = convert(&source, &plan, sink, &run, progress)?;
+    let converted = convert(&source, &plan, sink, &run, progress)?;
+    let (tensors, file_bytes_out) = (converted.reports, converted.bytes_out);
+    plan.warnings.extend(converted.notes);
     Ok(FileReport {
         src: src.display().to_string(),
         dst: dst.display().to_string(),
@@ -221,6 +249,7 @@ fn convert_tensor(
     planned: &PlannedTensor,
     run: &Run<'_>,
     writer: &mut TensorFile,
+    finer: &mut Vec<String>,
 ) -> Result<TensorReport> {
     let file = source.file(planned.source);
     let t = &file.tensors()[planned.source.index];
@@ -379,6 +408,12 @@ fn convert_tensor(
             let work = || -> Result<_> {
                 let exact = exact_ternary_scales(&view, *granularity);
                 let carried = exact.is_some();
+                // Exact per row where a coarser granularity was asked for: worth saying.
+                let per_row = !carried
+                    && *granularity != Granularity::Row
+                    && granularity.groups(view.shape())?.1
+                        > view.shape().last().copied().unwrap_or(1)
+                    && exact_ternary_scales(&view, Granularity::Row).is_some();
                 let mut scales = match exact {
                     Some(mut scales) => {
                         // As the layout stores them (float16 in GGUF blocks): the error
@@ -402,9 +437,12 @@ fn convert_tensor(
                     &scales,
                     request.level,
                 )?;
-                Ok((stored, q, carried))
+                Ok((stored, q, carried, per_row))
             };
-            let (stored, q, carried) = crate::threads::run(run.threads, work)?.0?;
+            let (stored, q, carried, per_row) = crate::threads::run(run.threads, work)?.0?;
+            if per_row {
+                finer.push(t.name.clone());
+            }
             if carried {
                 report.carried_over = Some(format!(
                     "exactly ternary in the source, one scale per {}: codes and scales taken \
