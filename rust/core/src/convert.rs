@@ -370,6 +370,22 @@ fn convert_tensor(
             scale,
         } => {
             let scales = source_scales(source, from, &bytes, run.level)?;
+            if let Some((g, s)) = scales
+                .iter()
+                .enumerate()
+                .find(|(_, s)| !s.scale.is_finite() || !s.inv.is_finite() && s.scale != 0.0)
+            {
+                return Err(Error::ScaleRange(format!(
+                    "the scale of its group {g} is {} (stored {}): not a number its codes can \
+                     be carried over with",
+                    s.scale,
+                    if from.convention == ScaleConvention::Divide {
+                        s.inv
+                    } else {
+                        s.scale
+                    }
+                )));
+            }
             let work = || -> Result<_> {
                 let mut codes = Codes {
                     codes: crate::unpack(&bytes, &from.shape, from.layout, run.level)?,

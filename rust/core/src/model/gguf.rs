@@ -130,7 +130,7 @@ fn llama3_rope_factors(
     }
     let (low_wavelen, high_wavelen) = (original / low, original / high);
     let dim = head_dim as usize;
-    Ok((0..dim / 2)
+    let factors: Vec<f32> = (0..dim / 2)
         .map(|i| {
             let exponent = (2 * i) as f32 / dim as f32;
             let freq = 1.0 / theta.powf(exponent);
@@ -145,7 +145,14 @@ fn llama3_rope_factors(
             };
             multiplier as f32
         })
-        .collect())
+        .collect();
+    if let Some(bad) = factors.iter().find(|f| !f.is_finite() || **f <= 0.0) {
+        return Err(Error::Format(format!(
+            "config.json's llama3 RoPE scaling (factor {factor}) gives a rope_freqs factor of \
+             {bad}, which float32 cannot hold"
+        )));
+    }
+    Ok(factors)
 }
 
 fn float(config: &Map<String, Json>, key: &str) -> Option<Result<f32>> {
@@ -520,6 +527,22 @@ impl HeadPermutation {
         }
     }
 
+    /// Fails unless `rows` split into the heads, each of an even number of rows.
+    pub fn check(self, rows: usize) -> Result<()> {
+        let n_head = self.n_head;
+        if n_head == 0
+            || n_head
+                .checked_mul(2)
+                .is_none_or(|n| !rows.is_multiple_of(n))
+        {
+            return Err(Error::Shape(format!(
+                "{rows} rows do not split into {n_head} heads of an even number of rows, as \
+                 llama's rotary permutation needs"
+            )));
+        }
+        Ok(())
+    }
+
     /// `data`, `rows` rows of `row_len` items each, in the other order.
     pub fn apply<T: Copy + Default>(
         self,
@@ -527,11 +550,12 @@ impl HeadPermutation {
         rows: usize,
         row_len: usize,
     ) -> Result<Vec<T>> {
+        self.check(rows)?;
         let n_head = self.n_head;
-        if n_head == 0 || !rows.is_multiple_of(2 * n_head) || data.len() != rows * row_len {
+        if data.len() != rows * row_len {
             return Err(Error::Shape(format!(
-                "{rows} rows do not split into {n_head} heads of an even number of rows, as \
-                 llama's rotary permutation needs"
+                "{} items are not {rows} rows of {row_len}",
+                data.len()
             )));
         }
         let d = rows / n_head;

@@ -384,7 +384,7 @@ impl Plan {
             ))));
         }
         let packed = describe(source, request.source_linear_class)?;
-        packed.check_scales(source)?;
+        packed.check(source)?;
         warnings.extend(packed.warnings.iter().cloned());
         let scale_names = packed.scale_names();
         let mut tensors = Vec::new();

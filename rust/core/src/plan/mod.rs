@@ -133,6 +133,15 @@ impl PackedSource {
                 expected: packed_len,
             });
         }
+        if t.shape != packed_shape {
+            return Err(Error::Shape(format!(
+                "stored with shape {:?}, but the {} layout packs the shape its description \
+                 gives, {:?}, to {packed_shape:?}",
+                t.shape,
+                layout.name(),
+                q.shape
+            )));
+        }
         let mut granularity = Granularity::parse(&q.granularity)?;
         let scales = if let Some(name) = &q.scale {
             ScaleSource::Tensor(name.clone())
@@ -315,8 +324,9 @@ impl Plan {
             ));
         }
         crate::quantize::check_granularity(request.layout, request.granularity)?;
+        refuse_lost_rope_scaling(source, folder)?;
         let packed = describe(source, request.source_linear_class)?;
-        packed.check_scales(source)?;
+        packed.check(source)?;
         let scale_names = packed.scale_names();
         let mut files = Vec::with_capacity(source.files().len());
         for (f, file) in source.files().iter().enumerate() {
@@ -343,6 +353,7 @@ impl Plan {
                 };
                 let outputs = quantize_outputs(source, t, &action, request, &mut description)
                     .map_err(|e| in_file(e, t))?;
+                check_row_order(t).map_err(|e| in_file(e, t))?;
                 tensors.push(PlannedTensor {
                     source: TensorRef { file: f, index },
                     name: t.name.clone(),
@@ -431,6 +442,7 @@ impl Plan {
             ));
         }
         let folder = kind == OutputKind::Folder;
+        refuse_lost_rope_scaling(source, folder)?;
         let packed = describe(source, source_linear_class)?;
         if !packed.any_packed() && !(0..source.files().len()).any(|f| packed.by_ryzq(f)) {
             return Err(Error::Format(
@@ -441,13 +453,14 @@ impl Plan {
             )
             .in_file(source.path(), None));
         }
-        packed.check_scales(source)?;
+        packed.check(source)?;
         let scale_names = packed.scale_names();
         let mut files = Vec::with_capacity(source.files().len());
         for (f, file) in source.files().iter().enumerate() {
             let mut tensors = Vec::with_capacity(file.tensors().len());
             for (index, t) in file.tensors().iter().enumerate() {
                 let planned = dequantize_tensor(t, dtype, &packed, f, &scale_names)
+                    .and_then(|planned| check_row_order(t).map(|()| planned))
                     .map_err(|e| e.in_file(file.path(), Some(&t.name)))?;
                 let (action, outputs) = planned;
                 tensors.push(PlannedTensor {
@@ -499,6 +512,32 @@ fn shard_name(source: &Source, path: &std::path::Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+/// Fails where a tensor's rows are to be reordered (llama's q/k from a GGUF file) but do not
+/// split into its heads: found by the plan, so that a dry run says it too.
+fn check_row_order(t: &StoredTensor) -> Result<()> {
+    match (t.row_order, t.shape.first()) {
+        (Some(order), Some(&rows)) => order.check(rows),
+        (Some(_), None) => Err(Error::Shape("a 0-d tensor has no rows to reorder".into())),
+        (None, _) => Ok(()),
+    }
+}
+
+/// Refuses a model folder made from a GGUF file whose llama3 RoPE scaling (its
+/// `rope_freqs.weight`) config.json would not keep: transformers would run it unscaled.
+fn refuse_lost_rope_scaling(source: &Source, folder: bool) -> Result<()> {
+    if folder && source.folder().is_none() && source.find("rope_freqs.weight").is_some() {
+        return Err(Error::InvalidArgument(
+            "this GGUF file scales its RoPE by rope_freqs.weight (llama3), which ryzq does not \
+             write back into config.json's rope_scaling: a model folder from it would run with \
+             unscaled RoPE; write a .safetensors file instead, or take config.json from the \
+             original model"
+                .into(),
+        )
+        .in_file(source.path(), Some("rope_freqs.weight")));
+    }
+    Ok(())
 }
 
 /// What a model folder made from a GGUF file lacks.

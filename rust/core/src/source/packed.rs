@@ -64,18 +64,32 @@ impl Descriptions {
             .map(|b| b.divisor)
     }
 
-    /// Fails where a packed tensor's scale tensor is not in the source (a description may
-    /// name anything).
-    pub fn check_scales(&self, source: &Source) -> Result<()> {
+    /// Fails where a description names what the source does not hold as it says (a
+    /// description may name anything): a packed tensor its file lacks, a scale tensor that is
+    /// missing, or one that is a packed tensor itself.
+    pub fn check(&self, source: &Source) -> Result<()> {
         for (f, description) in self.files.iter().enumerate() {
+            let file = &source.files()[f];
             for (name, q) in &description.quantized {
-                if let Some(scale) = &q.scale
-                    && source.find(scale).is_none()
-                {
-                    return Err(
-                        Error::Format(format!("its scale tensor {scale:?} is missing"))
-                            .in_file(source.files()[f].path(), Some(name)),
-                    );
+                let in_file = |e: Error| e.in_file(file.path(), Some(name));
+                if file.tensor(name).is_none() {
+                    return Err(in_file(Error::Format(format!(
+                        "described as packed ({}), but the file has no such tensor",
+                        q.layout
+                    ))));
+                }
+                let Some(scale) = &q.scale else {
+                    continue;
+                };
+                if scale == name || self.files.iter().any(|d| d.quantized.contains_key(scale)) {
+                    return Err(in_file(Error::Format(format!(
+                        "its scale tensor {scale:?} is a packed tensor itself"
+                    ))));
+                }
+                if source.find(scale).is_none() {
+                    return Err(in_file(Error::Format(format!(
+                        "its scale tensor {scale:?} is missing"
+                    ))));
                 }
             }
         }
