@@ -34,8 +34,10 @@ try:
     import llama_cpp
     import torch
     import transformers
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
     from transformers.integrations.bitnet import AutoBitLinear, BitLinear, pack_weights
+
+    from transformers_packing import pack_weights_file, write_packed_config
 except ImportError:
     if os.environ.get("RYZQ_REQUIRE_INTEROP"):
         raise
@@ -441,28 +443,12 @@ def test_a_bpe_tokenizer_without_bos_and_eos_warns(models, tmp_path):
 
 
 def packed_by_transformers(master, dst, linear_class):
-    """The master model as transformers publishes a packed BitNet checkpoint: per-tensor
-    absmean ternary codes packed by transformers' pack_weights, each weight_scale (1/absmean
-    for BitLinear, absmean for AutoBitLinear) in the weights' dtype, and config.json with
-    the offline bitnet quantization_config."""
+    """The master model as transformers publishes a packed BitNet checkpoint: its weights
+    packed by transformers' pack_weights, each weight_scale in the weights' dtype, and
+    config.json with the offline bitnet quantization_config."""
     dst.mkdir()
-    state = {}
-    for name, w in load_file(master / "model.safetensors").items():
-        if not name.endswith("_proj.weight"):
-            state[name] = w
-            continue
-        inv = 1.0 / w.float().abs().mean().clamp(min=1e-5)
-        state[name] = pack_weights((w.float() * inv).round().clamp(-1, 1))
-        weight_scale = inv if linear_class == "bitlinear" else 1.0 / inv
-        state[name.removesuffix("weight") + "weight_scale"] = weight_scale.reshape(1).to(w.dtype)
-    save_file(state, str(dst / "model.safetensors"), metadata={"format": "pt"})
-    config = json.loads((master / "config.json").read_text())
-    config["quantization_config"] = {
-        "quant_method": "bitnet",
-        "linear_class": linear_class,
-        "quantization_mode": "offline",
-    }
-    (dst / "config.json").write_text(json.dumps(config))
+    pack_weights_file(master, dst, linear_class)
+    write_packed_config(master, dst, linear_class)
     return dst
 
 

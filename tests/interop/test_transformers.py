@@ -26,9 +26,10 @@ try:
     from transformers.integrations.bitnet import (
         AutoBitLinear,
         BitLinear,
-        pack_weights,
         unpack_weights,
     )
+
+    from transformers_packing import pack_weights_file, write_packed_config
 except ImportError:
     if os.environ.get("RYZQ_REQUIRE_INTEROP"):
         raise
@@ -73,23 +74,6 @@ def logits(path, tokens):
         return model, model(tokens).logits
 
 
-def packed_by_transformers(master, dst, linear_class):
-    """The master weights quantized with transformers' WeightQuant math and pack_weights."""
-    state = {}
-    for name, w in load_file(master / "model.safetensors").items():
-        if not name.endswith("_proj.weight"):
-            state[name] = w
-            continue
-        scale = 1.0 / w.float().abs().mean().clamp_(min=1e-5)
-        codes = (w.float() * scale).round().clamp(-1, 1)
-        state[name] = pack_weights(codes)
-        weight_scale = scale if linear_class == "bitlinear" else 1.0 / scale
-        state[name.removesuffix("weight") + "weight_scale"] = weight_scale.reshape(1).to(
-            torch.bfloat16
-        )
-    save_file(state, str(dst / "model.safetensors"), metadata={"format": "pt"})
-
-
 @pytest.mark.parametrize("linear_class", ["bitlinear", "autobitlinear"])
 def test_transformers_loads_ryzq_output(master, tokens, tmp_path, linear_class):
     ours = tmp_path / "ryzq"
@@ -104,7 +88,7 @@ def test_transformers_loads_ryzq_output(master, tokens, tmp_path, linear_class):
 
     reference = tmp_path / "transformers"
     shutil.copytree(ours, reference)
-    packed_by_transformers(master, reference, linear_class)
+    pack_weights_file(master, reference, linear_class)
     _, expected = logits(reference, tokens)
     assert torch.equal(got, expected)
 
@@ -229,7 +213,7 @@ def logits_f32(path, tokens):
         return model, model(tokens).logits
 
 
-# Packed sources: a model transformers itself packed (``packed_by_transformers``), read back
+# Packed sources: a model transformers itself packed (``pack_weights_file``), read back
 # by ryzq. Its codes are carried over as they are; only a scale changes where the target's
 # convention stores the reciprocal.
 
@@ -238,17 +222,11 @@ OTHER_CLASS = {"bitlinear": "autobitlinear", "autobitlinear": "bitlinear"}
 
 def packed_source(master, dst, linear_class):
     """The master model as transformers publishes a packed BitNet checkpoint: the master's
-    files, its weights packed by ``packed_by_transformers`` and its config.json with the
+    files, its weights packed by ``pack_weights_file`` and its config.json with the
     offline bitnet quantization_config of ``linear_class``."""
     shutil.copytree(master, dst)
-    packed_by_transformers(master, dst, linear_class)
-    config = json.loads((dst / "config.json").read_text())
-    config["quantization_config"] = {
-        "quant_method": "bitnet",
-        "linear_class": linear_class,
-        "quantization_mode": "offline",
-    }
-    (dst / "config.json").write_text(json.dumps(config))
+    pack_weights_file(master, dst, linear_class)
+    write_packed_config(master, dst, linear_class)
     return dst
 
 
@@ -278,7 +256,7 @@ def test_a_transformers_packed_model_converts_to_the_other_linear_class(
     activations and divides by both scales, AutoBitLinear multiplies dequantized bf16
     activations and then the scale), so the logits cannot be equal to the source's. How far
     apart transformers' own two conventions are on the master weights (both packed by
-    ``packed_by_transformers``) is their bf16 arithmetic: measured 0.021 relative L2, for
+    ``pack_weights_file``) is their bf16 arithmetic: measured 0.021 relative L2, for
     ryzq's conversion 0.020 (both ways); asserted under twice the former. The source's bytes
     merely read in the other convention (the scale not inverted) are 1.15 apart.
     """
