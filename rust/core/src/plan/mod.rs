@@ -444,7 +444,11 @@ impl Plan {
         let folder = kind == OutputKind::Folder;
         refuse_lost_rope_scaling(source, folder)?;
         let packed = describe(source, source_linear_class)?;
-        if !packed.any_packed() && !(0..source.files().len()).any(|f| packed.by_ryzq(f)) {
+        let by_ryzq = source
+            .files()
+            .iter()
+            .any(|f| f.metadata().contains_key(metadata::KEY));
+        if !packed.any_packed() && !by_ryzq {
             return Err(Error::Format(
                 "nothing packed to dequantize: no ryzq metadata (this was not written by \
                  ryzq) and no uint8 weights with a weight_scale (transformers' packed BitNet \

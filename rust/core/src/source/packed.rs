@@ -24,8 +24,6 @@ use crate::simd::SimdLevel;
 #[derive(Debug, Clone, Default)]
 pub struct Descriptions {
     files: Vec<RyzqMetadata>,
-    /// Whether each file carries ryzq's own description (written by ryzq, or a GGUF file).
-    described_by_ryzq: Vec<bool>,
     pub warnings: Vec<String>,
 }
 
@@ -34,13 +32,6 @@ impl Descriptions {
     #[must_use]
     pub fn packed(&self, file: usize, name: &str) -> Option<&QuantizedTensor> {
         self.files[file].quantized.get(name)
-    }
-
-    /// Whether file `file` was written by ryzq (or is a GGUF file), rather than described
-    /// from transformers' layout.
-    #[must_use]
-    pub fn by_ryzq(&self, file: usize) -> bool {
-        self.described_by_ryzq[file]
     }
 
     /// Each scale tensor of a packed tensor, by name, with the packed tensor's name. A
@@ -155,7 +146,6 @@ pub fn describe(source: &Source, declared: Option<LinearClass>) -> Result<Descri
             let description =
                 RyzqMetadata::from_json(text).map_err(|e| e.in_file(file.path(), None))?;
             out.files.push(description);
-            out.described_by_ryzq.push(true);
             continue;
         }
         let mut description = RyzqMetadata {
@@ -231,7 +221,6 @@ pub fn describe(source: &Source, declared: Option<LinearClass>) -> Result<Descri
             description.linear_class = class.map(|c| c.name().into());
         }
         out.files.push(description);
-        out.described_by_ryzq.push(false);
     }
     if let (Some(class), Some((name, value))) = (class, implausible.first()) {
         let other = match class {
