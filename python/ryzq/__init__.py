@@ -18,6 +18,7 @@ from ryzq.array import (
     unpack,
 )
 from ryzq.config import RyzqWarning
+from ryzq.evaluation import EvalReport, evaluate
 from ryzq.files import (
     dequantize_file,
     dequantize_model,
@@ -32,6 +33,7 @@ __all__ = [
     "GRANULARITIES",
     "LAYOUTS",
     "METHODS",
+    "EvalReport",
     "QuantizationReport",
     "QuantizationStats",
     "RyzqError",
@@ -43,6 +45,7 @@ __all__ = [
     "default_granularity",
     "dequantize_file",
     "dequantize_model",
+    "evaluate",
     "pack",
     "quantize",
     "quantize_file",

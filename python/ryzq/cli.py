@@ -18,6 +18,7 @@ import ryzq
 from ryzq import _ryzq
 from ryzq._ryzq import FALLBACKS
 from ryzq.array import LAYOUT_INFO, LAYOUTS, METHODS, bits_per_value
+from ryzq.evaluation import DEFAULT_CONTEXT, DEFAULT_MAX_TOKENS, evaluate
 from ryzq.files import (
     LINEAR_CLASSES,
     dequantize_file,
@@ -88,14 +89,72 @@ def _quantize(args: argparse.Namespace) -> int:
             raise ryzq.RyzqError("--copy-also is for model folders")
         options["copy_also"] = args.copy_also
     _check_report_path(args.report, args.src, None if args.dry_run else args.dst)
+    run_eval = args.eval or args.eval_text is not None or args.eval_tokens is not None
+    if run_eval:
+        if args.dry_run:
+            raise ryzq.RyzqError("--eval runs the output, which --dry-run does not write")
+        _check_eval_source(args.src)
     if args.dry_run:
         print(convert(args.src, args.dst, dry_run=True, **options).summary())
         return 0
     if args.dst is None:
         raise ryzq.RyzqError("give the output (dst), or --dry-run")
     report = convert(args.src, args.dst, **options)
+    if not args.quiet:
+        print(report.summary())
+    result = report.to_dict()
     if args.report:
-        report.to_json(args.report)
+        # Written before the evaluation too, so that the conversion's report survives an
+        # evaluation that fails.
+        Path(args.report).write_text(json.dumps(result, indent=2) + "\n")
+    if run_eval:
+        evaluated = evaluate(
+            args.src,
+            args.dst,
+            text=args.eval_text,
+            tokens=args.eval_tokens,
+            threads=args.threads,
+            progress=_show_progress(args),
+        )
+        result["eval"] = evaluated.to_dict()
+        if not args.quiet:
+            print()
+            print(evaluated.summary())
+        if args.report:
+            Path(args.report).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _check_eval_source(src: str) -> None:
+    """``--eval`` runs the source model: refuses, before any work, one that is not a model."""
+    path = Path(src)
+    if not (path.is_dir() or path.suffix.lower() == ".gguf"):
+        raise ryzq.RyzqError(
+            f"{src}: --eval runs the source and the output as models; give a model folder "
+            "or a GGUF file, not a lone weight file"
+        )
+
+
+def _check_json_path(path: str | None, option: str) -> None:
+    if path is not None and not Path(path).parent.is_dir():
+        raise ryzq.RyzqError(f"{path}: {option}'s folder {Path(path).parent} does not exist")
+
+
+def _eval(args: argparse.Namespace) -> int:
+    _check_json_path(args.json, "--json")
+    report = evaluate(
+        args.reference,
+        args.candidate,
+        text=args.text,
+        tokens=args.tokens,
+        max_tokens=args.max_tokens,
+        context=args.context,
+        seed=args.seed,
+        threads=args.threads,
+        progress=_show_progress(args),
+    )
+    if args.json:
+        report.to_json(args.json)
     if not args.quiet:
         print(report.summary())
     return 0
@@ -454,6 +513,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--threads", type=int, help="threads for the kernels (default: all cores)")
     q.add_argument("--report", metavar="JSON", help="write the full report here")
+    q.add_argument(
+        "--eval",
+        action="store_true",
+        help="then run the source and the output on the built-in text and report how far "
+        "their predictions differ (as ryzq eval does; in the report under eval)",
+    )
+    q.add_argument("--eval-text", metavar="FILE", help="--eval on this UTF-8 text")
+    q.add_argument("--eval-tokens", metavar="N", type=int, help="--eval on N random token ids")
     q.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     q.add_argument(
         "--dry-run",
@@ -487,6 +554,50 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--threads", type=int, help="threads for the kernels (default: all cores)")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(run=_dequantize)
+
+    e = commands.add_parser(
+        "eval",
+        help="run two models on the same tokens and compare their predictions: KL "
+        "divergence, top-1 agreement, perplexity, logit differences",
+    )
+    e.add_argument(
+        "reference",
+        help="the model compared against (usually the master weights): a model "
+        "folder (run by transformers) or a GGUF file (run by llama.cpp)",
+    )
+    e.add_argument(
+        "candidate",
+        help="the model evaluated: a folder or GGUF file ryzq wrote, or any model "
+        "of the same vocabulary",
+    )
+    source = e.add_mutually_exclusive_group()
+    source.add_argument(
+        "--text", metavar="FILE", help="a UTF-8 text (default: the built-in sample, a few KB)"
+    )
+    source.add_argument(
+        "--tokens",
+        metavar="N",
+        type=int,
+        help="N random token ids instead of a text, for models without a tokenizer",
+    )
+    e.add_argument(
+        "--max-tokens",
+        metavar="N",
+        type=int,
+        help=f"evaluate at most N tokens of the text (default: {DEFAULT_MAX_TOKENS})",
+    )
+    e.add_argument(
+        "--context",
+        metavar="N",
+        type=int,
+        help="tokens per window (default: "
+        f"{DEFAULT_CONTEXT}, or the models' context length if shorter)",
+    )
+    e.add_argument("--seed", type=int, default=0, help="of --tokens (default: %(default)s)")
+    e.add_argument("--threads", type=int, help="threads for the models (default: all cores)")
+    e.add_argument("--json", metavar="FILE", help="write every figure, per position, here")
+    e.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    e.set_defaults(run=_eval)
 
     i = commands.add_parser("inspect", help="tensors, dtypes, layouts, sizes and metadata")
     i.add_argument("file", help="a .safetensors file or a model folder")

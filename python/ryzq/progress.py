@@ -35,3 +35,30 @@ class ProgressBar:
         if done == total:
             self.stream.write("\n")
         self.stream.flush()
+
+
+class StepProgress:
+    """A progress line on stderr for work counted in steps (the windows of an evaluation)."""
+
+    def __init__(self, total: int, label: str = "", *, unit: str = "steps", stream=None) -> None:
+        self.total = max(total, 1)
+        self.label = label
+        self.unit = unit
+        self.stream = stream or sys.stderr
+        self.done = 0
+        self.start = time.perf_counter()
+        self.step(0)
+
+    def step(self, n: int = 1) -> None:
+        self.done += n
+        elapsed = time.perf_counter() - self.start
+        frac = min(self.done / self.total, 1.0)
+        left = elapsed * (1 - frac) / frac if frac > 0 else 0.0
+        width = 30
+        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
+        self.stream.write(
+            f"\r{self.label}[{bar}] {self.done}/{self.total} {self.unit} {left:4.0f}s left"
+        )
+        if self.done >= self.total:
+            self.stream.write("\n")
+        self.stream.flush()

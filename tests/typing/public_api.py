@@ -27,3 +27,10 @@ def convert(src: Path, dst: Path) -> float:
     print(model.summary(), n, ryzq.simd_level(), ryzq.__version__)
     ryzq.write_gguf(dst.with_suffix(".gguf"), {"w": t})
     return float(t.stats.nmse)
+
+
+def evaluate(reference: Path, candidate: Path) -> float:
+    report: ryzq.EvalReport = ryzq.evaluate(reference, candidate, tokens=64, context=32)
+    print(report.summary(), report.to_json())
+    kl: list[float] = report.positions.kl
+    return report.summary_values["kl_mean"] + sum(kl)
