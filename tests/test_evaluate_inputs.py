@@ -91,6 +91,15 @@ def test_quantize_eval_of_a_lone_file_is_refused_before_any_work(tmp_path, capsy
     assert "--dry-run does not write" in capsys.readouterr().err
 
 
+def test_quantize_eval_of_a_text_without_a_tokenizer_is_refused_before_any_work(
+    folder, tmp_path, capsys
+):
+    dst = tmp_path / "q"
+    assert main(["quantize", str(folder), str(dst), "--eval"]) == 2
+    assert "no tokenizer to read the evaluation's text with" in capsys.readouterr().err
+    assert not dst.exists()
+
+
 def test_ryzq_eval_errors_are_one_line(folder, tmp_path, capsys):
     assert main(["eval", str(folder), str(tmp_path / "nowhere"), "--tokens", "4"]) == 2
     assert (

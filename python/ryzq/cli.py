@@ -19,6 +19,7 @@ from ryzq import _ryzq
 from ryzq._ryzq import FALLBACKS
 from ryzq.array import LAYOUT_INFO, LAYOUTS, METHODS, bits_per_value
 from ryzq.evaluation import DEFAULT_CONTEXT, DEFAULT_MAX_TOKENS, evaluate
+from ryzq.evaluation.runners import has_tokenizer
 from ryzq.files import (
     LINEAR_CLASSES,
     dequantize_file,
@@ -93,7 +94,7 @@ def _quantize(args: argparse.Namespace) -> int:
     if run_eval:
         if args.dry_run:
             raise ryzq.RyzqError("--eval runs the output, which --dry-run does not write")
-        _check_eval_source(args.src)
+        _check_eval_source(args.src, random_tokens=args.eval_tokens is not None)
     if args.dry_run:
         print(convert(args.src, args.dst, dry_run=True, **options).summary())
         return 0
@@ -125,13 +126,19 @@ def _quantize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_eval_source(src: str) -> None:
-    """``--eval`` runs the source model: refuses, before any work, one that is not a model."""
+def _check_eval_source(src: str, *, random_tokens: bool) -> None:
+    """``--eval`` runs the source model: refuses, before any work, one that is not a model,
+    or a text it has no tokenizer for."""
     path = Path(src)
     if not (path.is_dir() or path.suffix.lower() == ".gguf"):
         raise ryzq.RyzqError(
             f"{src}: --eval runs the source and the output as models; give a model folder "
             "or a GGUF file, not a lone weight file"
+        )
+    if path.is_dir() and not random_tokens and not has_tokenizer(path):
+        raise ryzq.RyzqError(
+            f"{src}: no tokenizer to read the evaluation's text with; evaluate on random "
+            "token ids instead (--eval-tokens N)"
         )
 
 

@@ -61,6 +61,11 @@ def open_runner(path: str | os.PathLike[str], *, threads: int | None) -> Runner:
     )
 
 
+def has_tokenizer(folder: Path) -> bool:
+    """Whether a model folder has a tokenizer transformers reads."""
+    return any((folder / name).is_file() for name in _TOKENIZER_FILES)
+
+
 def _split_prefix(full: list[int], body: list[int]) -> tuple[list[int], list[int]]:
     """The tokens a tokenizer adds before a text (BOS), and the text's own: ``full`` is the
     text tokenized as the model expects, ``body`` without special tokens."""
@@ -128,7 +133,7 @@ class TransformersRunner:
         return torch, transformers
 
     def has_tokenizer(self) -> bool:
-        return any((self._folder / name).is_file() for name in _TOKENIZER_FILES)
+        return has_tokenizer(self._folder)
 
     def load(self, context: int) -> None:
         torch, transformers = self._import()
