@@ -39,8 +39,10 @@ impl SimdLevel {
         let mut levels = vec![SimdLevel(Level::Scalar)];
         #[cfg(target_arch = "x86_64")]
         {
-            // The AVX2 kernels also widen float16 with F16C and count codes with POPCNT.
+            // The AVX2 kernels also widen float16 with F16C, count codes with POPCNT and sum
+            // squares with FMA (every AVX2 processor has the three).
             if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
                 && std::arch::is_x86_feature_detected!("f16c")
                 && std::arch::is_x86_feature_detected!("popcnt")
             {

@@ -222,7 +222,7 @@ pub mod avx2 {
         ($name:ident, $dtype:tt) => {
             /// # Safety
             /// The processor must support the target features this function enables.
-            #[target_feature(enable = "avx2,f16c,popcnt")]
+            #[target_feature(enable = "avx2,fma,f16c,popcnt")]
             pub unsafe fn $name<const AWAY: bool>(
                 x: Raw<'_>,
                 group_len: usize,
@@ -234,18 +234,21 @@ pub mod avx2 {
                 let half = _mm256_set1_ps(0.5);
                 let neg_half = _mm256_set1_ps(-0.5);
                 let sign = _mm256_set1_ps(-0.0);
-                let one = _mm256_set1_epi32(1);
                 let mut sse = [_mm256_setzero_pd(); 4];
                 let mut sum_sq = [_mm256_setzero_pd(); 4];
                 let mut max_e = _mm256_setzero_ps();
+                // Codes counted per lane in vectors (a compare's all-ones lane is -1, so
+                // subtracting it counts one), emptied into these before they can wrap.
                 let (mut positive, mut negative) = (0u64, 0u64);
+                let (mut pos_lanes, mut neg_lanes) =
+                    (_mm256_setzero_si256(), _mm256_setzero_si256());
+                let mut uncounted = 0u32;
                 let blocks = x.len() / LANES;
                 let per_group = group_len / LANES;
                 let next = x.bytes.as_ptr().wrapping_add(x.bytes.len());
                 for (g, &(inv, scale)) in groups.iter().enumerate() {
                     let inv_v = _mm256_set1_ps(inv);
-                    let pos_s = _mm256_set1_ps(scale);
-                    let neg_s = _mm256_set1_ps(-scale);
+                    let scale_v = _mm256_set1_ps(scale);
                     let first = g * per_group;
                     let last = if g + 1 == groups.len() {
                         blocks
@@ -275,15 +278,19 @@ pub mod avx2 {
                                     _mm256_cmp_ps::<_CMP_LT_OQ>(y, neg_half),
                                 )
                             };
-                            let d = _mm256_or_ps(_mm256_and_ps(p, pos_s), _mm256_and_ps(n, neg_s));
-                            let e = _mm256_sub_ps(v, d);
-                            max_e = _mm256_max_ps(max_e, _mm256_andnot_ps(sign, e));
-                            positive += u64::from(_mm256_movemask_ps(p).count_ones());
-                            negative += u64::from(_mm256_movemask_ps(n).count_ones());
-                            words[h] = _mm256_or_si256(
-                                _mm256_and_si256(_mm256_castps_si256(p), one),
-                                _mm256_castps_si256(n),
+                            // `v - scale`, `v + scale` (the same as `v - (-scale)`) or `v`;
+                            // the sign of a zero error can differ from `v - 0`'s, which
+                            // neither its square nor its magnitude sees.
+                            let e = _mm256_add_ps(
+                                _mm256_sub_ps(v, _mm256_and_ps(p, scale_v)),
+                                _mm256_and_ps(n, scale_v),
                             );
+                            max_e = _mm256_max_ps(max_e, _mm256_andnot_ps(sign, e));
+                            let (p, n) = (_mm256_castps_si256(p), _mm256_castps_si256(n));
+                            pos_lanes = _mm256_sub_epi32(pos_lanes, p);
+                            neg_lanes = _mm256_sub_epi32(neg_lanes, n);
+                            // -1 - 0 for a negative code, 0 - (-1) for a positive one.
+                            words[h] = _mm256_sub_epi32(n, p);
                             let (e_lo, e_hi) = (
                                 _mm256_cvtps_pd(_mm256_castps256_ps128(e)),
                                 _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)),
@@ -292,12 +299,20 @@ pub mod avx2 {
                                 _mm256_cvtps_pd(_mm256_castps256_ps128(v)),
                                 _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)),
                             );
-                            sse[2 * h] = _mm256_add_pd(sse[2 * h], _mm256_mul_pd(e_lo, e_lo));
-                            sse[2 * h + 1] =
-                                _mm256_add_pd(sse[2 * h + 1], _mm256_mul_pd(e_hi, e_hi));
-                            sum_sq[2 * h] = _mm256_add_pd(sum_sq[2 * h], _mm256_mul_pd(v_lo, v_lo));
-                            sum_sq[2 * h + 1] =
-                                _mm256_add_pd(sum_sq[2 * h + 1], _mm256_mul_pd(v_hi, v_hi));
+                            // The products of widened float32 are exact, so a fused
+                            // multiply-add rounds as the scalar reference's multiply and add.
+                            sse[2 * h] = _mm256_fmadd_pd(e_lo, e_lo, sse[2 * h]);
+                            sse[2 * h + 1] = _mm256_fmadd_pd(e_hi, e_hi, sse[2 * h + 1]);
+                            sum_sq[2 * h] = _mm256_fmadd_pd(v_lo, v_lo, sum_sq[2 * h]);
+                            sum_sq[2 * h + 1] = _mm256_fmadd_pd(v_hi, v_hi, sum_sq[2 * h + 1]);
+                        }
+                        uncounted += 1;
+                        if uncounted == u32::MAX / 2 {
+                            positive += lanes_total(pos_lanes);
+                            negative += lanes_total(neg_lanes);
+                            pos_lanes = _mm256_setzero_si256();
+                            neg_lanes = _mm256_setzero_si256();
+                            uncounted = 0;
                         }
                         // 16 int32 codes -> 16 int8, in order.
                         let packed16 = _mm256_permute4x64_epi64::<0b11_01_10_00>(
@@ -313,6 +328,8 @@ pub mod avx2 {
                         };
                     }
                 }
+                positive += lanes_total(pos_lanes);
+                negative += lanes_total(neg_lanes);
                 let mut acc = ErrorLanes::default();
                 for k in 0..4 {
                     // SAFETY: each lane array has 16 slots; k * 4 + 4 <= 16.
@@ -340,6 +357,15 @@ pub mod avx2 {
                 acc.finish(x.len())
             }
         };
+    }
+
+    /// The sum of 8 unsigned 32-bit counts.
+    #[target_feature(enable = "avx2")]
+    fn lanes_total(lanes: __m256i) -> u64 {
+        let mut counts = [0u32; 8];
+        // SAFETY: `counts` has 8 slots.
+        unsafe { _mm256_storeu_si256(counts.as_mut_ptr().cast(), lanes) };
+        counts.iter().map(|&c| u64::from(c)).sum()
     }
 
     ternarize!(ternarize_f32, F32);
