@@ -281,6 +281,14 @@ def test_a_gguf_file_llama_cpp_cannot_run_is_an_error(master, tmp_path):
     assert tensors.stat().st_size > 0
 
 
+def test_a_gguf_file_for_bitnet_cpp_is_refused_with_what_runs_instead(master, tmp_path):
+    i2_s = tmp_path / "m.gguf"
+    with pytest.warns(ryzq.RyzqWarning):
+        ryzq.quantize_model(master, i2_s, layout="i2_s", tokenizer=False)
+    with pytest.raises(ryzq.RyzqError, match=r"m.gguf: .*bitnet.cpp's I2_S.*tq2_0 or tq1_0"):
+        ryzq.evaluate(master, i2_s, tokens=10)
+
+
 def test_a_text_without_a_tokenizer_is_an_error(master):
     with pytest.raises(ryzq.RyzqError, match=r"has a tokenizer.*--tokens N"):
         ryzq.evaluate(master, master)

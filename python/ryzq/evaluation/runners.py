@@ -209,8 +209,13 @@ class LlamaCppRunner:
         self.context_length = int(kvs.get(f"{arch}.context_length") or 2048)
         tokens = kvs.get("tokenizer.ggml.tokens")
         self._has_tokenizer = isinstance(tokens, list) and len(tokens) > 0
-        embeddings = {t[0]: t[2] for t in header["tensors"]}.get("token_embd.weight")
-        self.vocab_size = int(embeddings[-1]) if embeddings else 0
+        if any(ggml_type == "I2_S" for _, ggml_type, _, _ in header["tensors"]):
+            raise RyzqError(
+                f"{path}: its weights are bitnet.cpp's I2_S, which llama.cpp does not run; "
+                "evaluate the model written as tq2_0 or tq1_0, or dequantized into a folder "
+                "(ryzq dequantize)"
+            )
+        self.vocab_size = 0  # llama.cpp's own count, once loaded
 
     def _import(self) -> Any:
         try:
