@@ -30,6 +30,7 @@ from ryzq.files import (
     read_model_folder,
     ryzq_description,
 )
+from ryzq.html_report import load_report, write_html
 from ryzq.report import _size, display_width, pad, plural
 from ryzq.synthetic import synthesize_checkpoint
 
@@ -90,6 +91,9 @@ def _quantize(args: argparse.Namespace) -> int:
             raise ryzq.RyzqError("--copy-also is for model folders")
         options["copy_also"] = args.copy_also
     _check_report_path(args.report, args.src, None if args.dry_run else args.dst)
+    _check_report_path(args.html, args.src, None if args.dry_run else args.dst)
+    if args.html and args.report and _same_path(Path(args.html), Path(args.report)):
+        raise ryzq.RyzqError(f"{args.html}: --html and --report name the same file")
     run_eval = args.eval or args.eval_text is not None or args.eval_tokens is not None
     if run_eval:
         if args.dry_run:
@@ -123,6 +127,8 @@ def _quantize(args: argparse.Namespace) -> int:
             print(evaluated.summary())
         if args.report:
             Path(args.report).write_text(json.dumps(result, indent=2) + "\n")
+    if args.html:
+        write_html(result, args.html)
     return 0
 
 
@@ -164,6 +170,22 @@ def _eval(args: argparse.Namespace) -> int:
         report.to_json(args.json)
     if not args.quiet:
         print(report.summary())
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    src = Path(args.report)
+    out = Path(args.output) if args.output else src.with_suffix(".html")
+    report = load_report(src)
+    if _same_path(out, src):
+        raise ryzq.RyzqError(f"{out}: the page would overwrite the report; choose another -o")
+    if not out.parent.is_dir():
+        raise ryzq.RyzqError(f"{out}: the page's folder {out.parent} does not exist")
+    if out.exists() and not out.is_file():
+        raise ryzq.RyzqError(f"{out}: exists and is not a regular file")
+    write_html(report, out)
+    if not args.quiet:
+        print(f"{src} -> {out}")
     return 0
 
 
@@ -521,6 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--threads", type=int, help="threads for the kernels (default: all cores)")
     q.add_argument("--report", metavar="JSON", help="write the full report here")
     q.add_argument(
+        "--html", metavar="PATH", help="write the report as a self-contained HTML page here"
+    )
+    q.add_argument(
         "--eval",
         action="store_true",
         help="then run the source and the output on the built-in text and report how far "
@@ -605,6 +630,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", metavar="FILE", help="write every figure, per position, here")
     e.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     e.set_defaults(run=_eval)
+
+    r = commands.add_parser(
+        "report", help="a report's JSON (quantize --report) as a self-contained HTML page"
+    )
+    r.add_argument("report", metavar="REPORT.json", help="the JSON ryzq quantize --report wrote")
+    r.add_argument(
+        "-o", "--output", metavar="OUT.html", help="the page (default: REPORT with .html)"
+    )
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(run=_report)
 
     i = commands.add_parser("inspect", help="tensors, dtypes, layouts, sizes and metadata")
     i.add_argument("file", help="a .safetensors file or a model folder")

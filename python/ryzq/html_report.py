@@ -85,8 +85,10 @@ def load_report(path: str | Path) -> dict[str, Any]:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ryzq.RyzqError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ryzq.RyzqError(f"{path}: cannot be read: {err}") from None
+    except OSError as err:
+        raise ryzq.RyzqError(f"{path}: cannot be read: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise ryzq.RyzqError(f"{path}: not JSON (not UTF-8 text: {err.reason})") from None
     try:
         report = json.loads(text)
     except json.JSONDecodeError as err:
