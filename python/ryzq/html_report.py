@@ -715,11 +715,11 @@ def _table(report: dict[str, Any]) -> str:
         ]
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return (
-        '<table class="tensors sortable" id="tensors"><thead><tr>'
+        '<div class="wide"><table class="tensors sortable" id="tensors"><thead><tr>'
         + heads
         + "</tr></thead><tbody>"
         + "\n".join(rows)
-        + "</tbody></table>"
+        + "</tbody></table></div>"
     )
 
 
@@ -732,7 +732,7 @@ code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace}
 table.kv th{text-align:left;padding:2px 16px 2px 0;vertical-align:top;white-space:nowrap}
 table.kv td{padding:2px 0}
 .warnings{background:#fff4e5;border-left:4px solid #e69f00;padding:4px 12px;margin:12px 0}
-.figure{margin:8px 0 20px;overflow-x:auto}.note{color:#555;margin:4px 0}
+.figure{margin:8px 0 20px;overflow-x:auto}.wide{overflow-x:auto}.note{color:#555;margin:4px 0}
 svg.chart{max-width:100%;height:auto;display:block}
 svg .grid{stroke:#e6e6e6}svg .axis{stroke:#444}svg .empty{fill:#f6f6f6;stroke:#ccc}
 svg text{font:12px system-ui,sans-serif;fill:#333}svg .label{font-size:13px}
