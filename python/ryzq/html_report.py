@@ -208,9 +208,10 @@ class _Plot:
         height: int = 300,
         bottom: int = 48,
         top: int = 40,
+        left: int = 76,
     ) -> None:
         self.width, self.height = width, height
-        self.left, self.right, self.top, self.bottom = 76, 16, top, bottom
+        self.left, self.right, self.top, self.bottom = left, 16, top, bottom
         self.x0, self.x1 = x_range
         self.y0, self.y1 = y_range
 
@@ -320,7 +321,7 @@ def _polyline(plot: _Plot, points: Iterable[tuple[float, float]], colour: str, *
 
 def _slot_axis(
     labels: Sequence[str], plot_width: int = 1100
-) -> tuple[list[tuple[float, str]], bool, int]:
+) -> tuple[list[tuple[float, str]], bool, int, int]:
     """Tick labels for one slot per layer, thinned so they do not overlap, whether to slant
     them (long block names) and the bottom margin that leaves."""
     longest = max((len(label) for label in labels), default=1)
@@ -328,8 +329,10 @@ def _slot_axis(
     room = 16 if rotate else max(22, 8 * longest)
     every = max(1, math.ceil(len(labels) * room / (plot_width - 92)))
     ticks = [(float(i), label) for i, label in enumerate(labels) if i % every == 0]
-    bottom = 48 + (min(longest, 24) * 6 if rotate else 0)
-    return ticks, rotate, bottom
+    bottom = 48 + (min(longest, 18) * 5 if rotate else 0)
+    # A slanted first label reaches left of its tick, past the y axis's labels.
+    left = max(76, min(longest, 18) * 5) if rotate else 76
+    return ticks, rotate, bottom, left
 
 
 # --- the report's parts ---------------------------------------------------------------------
@@ -351,16 +354,35 @@ def _slots(report: dict[str, Any]) -> tuple[list[str | None], list[str]]:
     if None in blocks:
         blocks.remove(None)
         blocks.append(None)
-    towers = {b.rsplit(".", 1)[0] for b in blocks if b is not None}
+    towers = list(dict.fromkeys(b.rsplit(".", 1)[0] for b in blocks if b is not None))
+    short = _short_names(towers)
     labels = []
     for b in blocks:
         if b is None:
             labels.append("no layer")
-        elif len(towers) > 1 or not b.rsplit(".", 1)[-1].isdigit():
-            labels.append(b if len(b) <= 24 else "\u2026" + b[-23:])
+            continue
+        tower, _, index = b.rpartition(".")
+        if len(towers) == 1 and index.isdigit():
+            labels.append(index)
         else:
-            labels.append(b.rsplit(".", 1)[-1])
+            label = f"{short[tower]}.{index}" if index.isdigit() else b
+            labels.append(label if len(label) <= 18 else "\u2026" + label[-17:])
     return blocks, labels
+
+
+def _short_names(towers: Sequence[str]) -> dict[str, str]:
+    """What tells towers of blocks apart: ``model.language_model.layers`` and
+    ``model.vision_tower.encoder.layers`` are ``language_model`` and ``vision_tower.encoder``."""
+    if len(towers) < 2:
+        return {t: t for t in towers}
+    parts = [t.split(".") for t in towers]
+    head = 0
+    while all(len(p) > head + 1 and p[head] == parts[0][head] for p in parts):
+        head += 1
+    tail = 0
+    while all(len(p) > head + tail + 1 and p[-1 - tail] == parts[0][-1 - tail] for p in parts):
+        tail += 1
+    return {t: ".".join(p[head : len(p) - tail]) for t, p in zip(towers, parts, strict=True)}
 
 
 def _quantized(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -387,8 +409,10 @@ def _per_kind_chart(
         return "", missing
     values = [v for points in series.values() for _, v, _ in points]
     y0, y1, step = _nice_range(min(values), max(values))
-    ticks, rotate, bottom = _slot_axis(labels)
-    plot = _Plot((-0.5, max(len(blocks), 1) - 0.5), (y0, y1), bottom=bottom)
+    ticks, rotate, bottom, left = _slot_axis(labels)
+    plot = _Plot(
+        (-0.5, max(len(blocks), 1) - 0.5), (y0, y1), bottom=bottom, height=252 + bottom, left=left
+    )
     body = _frame(plot, ticks, _ticks(y0, y1, step), "layer", y_label, rotate)
     kinds = [k for k in KINDS if k in series]
     body += _legend(plot, [(k, _KIND_COLOURS[k]) for k in kinds], line=True)
@@ -424,8 +448,8 @@ def _codes_chart(report: dict[str, Any]) -> str:
                 counts.setdefault(t.get("block"), Counter())[code] += n
     if not any(sum(c.values()) for c in counts.values()):
         return _no_data("codes", "Codes per layer", "no quantized tensor: no codes to show")
-    ticks, rotate, bottom = _slot_axis(labels)
-    plot = _Plot((-0.5, len(blocks) - 0.5), (0, 1), bottom=bottom)
+    ticks, rotate, bottom, left = _slot_axis(labels)
+    plot = _Plot((-0.5, len(blocks) - 0.5), (0, 1), bottom=bottom, height=252 + bottom, left=left)
     y_ticks = [(i / 4, f"{25 * i}%") for i in range(5)]
     body = _frame(plot, ticks, y_ticks, "layer", "fraction of the codes", rotate)
     body += _legend(plot, [(f"code {_CODE_LABELS[c]}", _CODE_COLOURS[c]) for c in _CODE_COLOURS])

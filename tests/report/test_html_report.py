@@ -469,3 +469,17 @@ def test_the_request_check_finds_a_request_outside_the_file(chromium, tmp_path):
     page = load(page_path.as_uri(), browser=chromium)
     assert "http://127.0.0.1:9/x.png" in page.requests
     assert any("x.png" in e for e in page.errors), page.errors
+
+
+def test_towers_of_blocks_are_told_apart_on_the_axis(report):
+    towers = copy.deepcopy(report)
+    for t in towers["tensors"]:
+        if t["block"] is not None:
+            tower = (
+                "model.vision_tower.encoder.layers" if t["layer"] else "model.language_model.layers"
+            )
+            t["block"] = f"{tower}.{t['layer']}"
+    towers["layers"] = []
+    text = render_html(towers)
+    assert ">language_model.0</text>" in text
+    assert "n_tower.encoder.1</text>" in text  # shortened from the left, the index kept
