@@ -155,6 +155,9 @@ def _check_json_path(path: str | None, option: str) -> None:
 
 def _eval(args: argparse.Namespace) -> int:
     _check_json_path(args.json, "--json")
+    _check_json_path(args.html, "--html")
+    if args.json and args.html and _same_path(Path(args.json), Path(args.html)):
+        raise ryzq.RyzqError(f"{args.html}: --html and --json name the same file")
     report = evaluate(
         args.reference,
         args.candidate,
@@ -168,6 +171,8 @@ def _eval(args: argparse.Namespace) -> int:
     )
     if args.json:
         report.to_json(args.json)
+    if args.html:
+        write_html(report.to_dict(), args.html)
     if not args.quiet:
         print(report.summary())
     return 0
@@ -628,6 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="of --tokens (default: %(default)s)")
     e.add_argument("--threads", type=int, help="threads for the models (default: all cores)")
     e.add_argument("--json", metavar="FILE", help="write every figure, per position, here")
+    e.add_argument("--html", metavar="PATH", help="write the figures as an HTML page here")
     e.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     e.set_defaults(run=_eval)
 

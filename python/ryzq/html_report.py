@@ -93,24 +93,40 @@ def load_report(path: str | Path) -> dict[str, Any]:
         report = json.loads(text)
     except json.JSONDecodeError as err:
         raise ryzq.RyzqError(f"{path}: not JSON ({err})") from None
-    if (
-        not isinstance(report, dict)
-        or not isinstance(report.get("tensors"), list)
-        or not isinstance(report.get("summary"), dict)
-    ):
+    if not (_is_report(report) or _is_evaluation(report)):
         raise ryzq.RyzqError(
             f"{path}: not a ryzq report (it needs a 'summary' and a list of 'tensors'; "
-            "ryzq quantize --report writes one)"
+            "ryzq quantize --report writes one) nor an evaluation (ryzq eval --json writes one)"
         )
     return report
 
 
+def _is_report(d: Any) -> bool:
+    return (
+        isinstance(d, dict)
+        and isinstance(d.get("tensors"), list)
+        and isinstance(d.get("summary"), dict)
+    )
+
+
+def _is_evaluation(d: Any) -> bool:
+    """An evaluation alone, as ``ryzq eval --json`` writes it."""
+    return (
+        isinstance(d, dict)
+        and isinstance(d.get("positions"), dict)
+        and isinstance(d.get("summary"), dict)
+        and "tensors" not in d
+    )
+
+
 def write_html(report: dict[str, Any] | str | Path, path: str | Path) -> Path:
-    """Writes the page of ``report`` (the report's dict, or the path of its JSON) to ``path``."""
+    """Writes the page of ``report`` (the report's dict, or the path of its JSON; or an
+    evaluation alone, as :meth:`EvalReport.to_dict` gives it) to ``path``."""
     if not isinstance(report, dict):
         report = load_report(report)
     path = Path(path)
-    path.write_text(render_html(report), encoding="utf-8")
+    page = render_eval_html(report) if _is_evaluation(report) else render_html(report)
+    path.write_text(page, encoding="utf-8")
     return path
 
 
@@ -815,6 +831,27 @@ _SCRIPT = """
 """
 
 
+def _page(title: str, heading: str, body: str) -> str:
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{title}</title><style>{_STYLE}</style></head><body>"
+        f"{heading}{body}<footer>Written by ryzq {_e(ryzq.__version__)}.</footer>"
+        f"<script>{_SCRIPT}</script></body></html>\n"
+    )
+
+
+def render_eval_html(evaluation: dict[str, Any]) -> str:
+    """The page of an evaluation alone (``ryzq eval --json``, :meth:`EvalReport.to_dict`)."""
+    ev = _dict(evaluation)
+    ref, cand = ev.get("reference", ""), ev.get("candidate", "")
+    heading = (
+        f"<h1>ryzq evaluation</h1><p class='note'><code>{_e(ref)}</code> \u2192 "
+        f"<code>{_e(cand)}</code></p>"
+    )
+    return _page(f"ryzq evaluation: {_e(cand)}", heading, f"<h2>Evaluation</h2>{_eval_section(ev)}")
+
+
 def render_html(report: dict[str, Any]) -> str:
     """The page of ``report`` (a dict as :meth:`QuantizationReport.to_dict` gives it, with
     an optional ``eval`` section), as one self-contained HTML document."""
@@ -876,12 +913,10 @@ def render_html(report: dict[str, Any]) -> str:
     )
     parts.append(_table(report))
     src = report.get("src", "")
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>ryzq report: {_e(src)}</title><style>{_STYLE}</style></head><body>"
+    heading = (
         f"<h1>ryzq report</h1><p class='note'><code>{_e(src)}</code> \u2192 "
         f"<code>{_e(report.get('dst', ''))}</code></p>"
-        f"<h2>Summary</h2>{_summary(report)}" + "".join(parts) + f"<footer>Written by ryzq "
-        f"{_e(ryzq.__version__)}.</footer><script>{_SCRIPT}</script></body></html>\n"
+    )
+    return _page(
+        f"ryzq report: {_e(src)}", heading, f"<h2>Summary</h2>{_summary(report)}" + "".join(parts)
     )

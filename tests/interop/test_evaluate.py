@@ -304,6 +304,17 @@ def test_ryzq_eval_prints_and_writes_every_figure(master, ternary, tmp_path, cap
     assert saved["summary"]["kl_mean"] == pytest.approx(np.mean(saved["positions"]["kl"]))
 
 
+def test_an_evaluation_alone_has_a_page(master, ternary, tmp_path):
+    out, page = tmp_path / "eval.json", tmp_path / "eval.html"
+    argv = ["eval", str(master), str(ternary), "--tokens", "100", "--json", str(out)]
+    assert main([*argv, "--html", str(page), "--quiet"]) == 0
+    text = page.read_text()
+    assert "<h1>ryzq evaluation</h1>" in text and "top-1 agreement" in text
+    again = tmp_path / "again.html"
+    assert main(["report", str(out), "-o", str(again), "--quiet"]) == 0
+    assert again.read_text() == text
+
+
 def test_quantize_with_eval_adds_it_to_the_report(master, tmp_path, capsys):
     report = tmp_path / "report.json"
     dst = tmp_path / "q"

@@ -432,6 +432,16 @@ def test_chromium_renders_the_page_with_no_error(chromium, report, tmp_path):
     assert _coloured_pixels(image, probe["nmse_box"]) > 500, "the NMSE chart drew no lines"
 
 
+def test_chromium_renders_an_evaluation_alone_with_no_error(chromium, tmp_path):
+    path = write_html(_eval_section(), tmp_path / "eval.html")
+    probe = "Array.from(document.querySelectorAll('svg')).map(s => s.id)"
+    page = load(path.as_uri(), expression=probe, width=1280, height=1200, browser=chromium)
+    assert page.errors == []
+    assert page.requests == [path.as_uri()]
+    assert page.value == ["eval-kl", "eval-top1"]
+    assert "<h1>ryzq evaluation</h1>" in page.dom
+
+
 def test_the_page_reads_alike_with_a_narrow_window(chromium, report, tmp_path):
     path = write_html(report, tmp_path / "page.html")
     probe = "document.getElementById('nmse').getBoundingClientRect().width"
