@@ -31,6 +31,7 @@ from ryzq.files import (
     ryzq_description,
 )
 from ryzq.html_report import load_report, write_html
+from ryzq.model_card import write_card
 from ryzq.report import _size, display_width, pad, plural
 from ryzq.synthetic import synthesize_checkpoint
 
@@ -90,6 +91,10 @@ def _quantize(args: argparse.Namespace) -> int:
         if convert is quantize_file:
             raise ryzq.RyzqError("--copy-also is for model folders")
         options["copy_also"] = args.copy_also
+    if args.no_model_card:
+        if convert is quantize_file:
+            raise ryzq.RyzqError("--no-model-card is for model folders")
+        options["model_card"] = False
     _check_report_path(args.report, args.src, None if args.dry_run else args.dst)
     _check_report_path(args.html, args.src, None if args.dry_run else args.dst)
     if args.html and args.report and _same_path(Path(args.html), Path(args.report)):
@@ -127,6 +132,8 @@ def _quantize(args: argparse.Namespace) -> int:
             print(evaluated.summary())
         if args.report:
             Path(args.report).write_text(json.dumps(result, indent=2) + "\n")
+        if convert is quantize_model and not args.no_model_card and Path(args.dst).is_dir():
+            write_card(args.dst, result, source=args.src, evaluation=result["eval"])
     if args.html:
         write_html(result, args.html)
     return 0
@@ -544,6 +551,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-tokenizer",
         action="store_true",
         help="GGUF outputs: write no tokenizer (runtimes then take token ids only)",
+    )
+    q.add_argument(
+        "--no-model-card",
+        action="store_true",
+        help="model folders: copy the source's README.md as it is instead of writing a model "
+        "card (how the weights were made, their error, how to load them, then the source's card)",
     )
     q.add_argument("--threads", type=int, help="threads for the kernels (default: all cores)")
     q.add_argument("--report", metavar="JSON", help="write the full report here")

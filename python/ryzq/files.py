@@ -163,10 +163,20 @@ def quantize_model(
     ``fallback`` names (by default ``q2_0``, then ``q8_0``, then ``f16``: the smallest that
     holds its ternary weights exactly; ``"error"`` refuses it); the token embeddings in
     ``embeddings`` (default ``"float16"``); norms in float32; the hyperparameters from
-    ``config.json`` and the folder's tokenizer (``tokenizer=False`` writes none)."""
-    return _quantize(
+    ``config.json`` and the folder's tokenizer (``tokenizer=False`` writes none).
+
+    A folder output gets a model card, ``README.md``: how the weights were made, their error
+    per layer, how to load them, and the source folder's own card after it
+    (``model_card=False`` copies the source's card as it is instead)."""
+    model_card = options.pop("model_card", True)
+    report = _quantize(
         src_dir, dst_dir, folder=True, progress=progress, dry_run=dry_run, options=options
     )
+    if not dry_run and model_card and dst_dir is not None and Path(dst_dir).is_dir():
+        from ryzq.model_card import write_card
+
+        write_card(dst_dir, report.to_dict(), source=src_dir)
+    return report
 
 
 def dequantize_file(

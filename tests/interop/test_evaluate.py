@@ -197,8 +197,9 @@ def test_ryzq_s_other_layouts_are_dequantized_and_run(master, tmp_path):
     report = ryzq.evaluate(master, i2, tokens=100)
     assert report.runners["candidate"] == "transformers (dequantized by ryzq)"
     assert 0 < report.summary_values["kl_mean"] < np.inf
+    # Dequantized elsewhere: the folder holds what quantize wrote, and nothing more.
     assert sorted(p.name for p in i2.iterdir()) == sorted(
-        ["config.json", "generation_config.json", "model.safetensors"]
+        ["README.md", "config.json", "generation_config.json", "model.safetensors"]
     )
 
 
@@ -325,3 +326,5 @@ def test_quantize_with_eval_adds_it_to_the_report(master, tmp_path, capsys):
     assert saved["eval"]["input"]["kind"] == "random"
     assert len(saved["tensors"]) > 0
     assert "top-1 agreement" in capsys.readouterr().out
+    card = (dst / "README.md").read_text()
+    assert "## What the model computes" in card and "random token ids (seed 0)" in card
