@@ -114,6 +114,7 @@ def test_the_copy_leaves_out_version_control_and_other_weights(tmp_path):
     copied = sorted(str(p.relative_to(tmp_path / "q")) for p in (tmp_path / "q").rglob("*"))
     assert copied == [
         ".gitattributes",
+        "README.md",  # the model card ryzq writes
         "config.json",
         "model.safetensors",
         "original",
