@@ -1,4 +1,4 @@
-"""ryzq.evaluate and ``ryzq eval``: what they refuse, before any model runs, and the figures
+"""ryzq.evaluation: what ryzq.evaluate and ``ryzq eval`` refuse, before any model runs, and the
 they compute from two models' logits (the runtimes themselves: tests/interop/test_evaluate.py).
 """
 
