@@ -152,3 +152,16 @@ def test_many_rows_are_taken_a_few_at_a_time_with_the_same_figures():
     parts.add(a[70:], b[70:], targets[70:], first=70)
     assert whole == parts
     assert whole.summary() == parts.summary()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--threads", "0"], "threads must be a positive whole number, not 0"),
+        (["--threads", "-1"], "threads must be a positive whole number, not -1"),
+        (["--seed", "-1"], "seed must be a whole number >= 0, not -1"),
+    ],
+)
+def test_ryzq_eval_refuses_bad_threads_and_seeds_in_one_line(folder, capsys, argv, message):
+    assert main(["eval", str(folder), str(folder), "--tokens", "4", *argv]) == 2
+    assert capsys.readouterr().err == f"ryzq: error: {message}\n"
