@@ -68,9 +68,13 @@ def has_tokenizer(folder: Path) -> bool:
 
 def _split_prefix(full: list[int], body: list[int]) -> tuple[list[int], list[int]]:
     """The tokens a tokenizer adds before a text (BOS), and the text's own: ``full`` is the
-    text tokenized as the model expects, ``body`` without special tokens."""
-    if body and full[len(full) - len(body) :] == body:
-        return full[: len(full) - len(body)], body
+    text tokenized as the model expects, ``body`` without special tokens. What it adds after
+    the text (EOS) is no part of either."""
+    if not body:
+        return full, []
+    for start in range(len(full) - len(body) + 1):
+        if full[start : start + len(body)] == body:
+            return full[:start], body
     return [], full
 
 
