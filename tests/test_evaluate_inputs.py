@@ -51,7 +51,7 @@ def test_an_unreadable_text_is_an_error_naming_it(folder, tmp_path):
         ryzq.evaluate(folder, folder, text=latin1)
 
 
-def test_what_is_not_a_model_is_an_error_naming_it(folder, tmp_path):
+def test_what_is_not_a_model_is_an_error_naming_it(folder, tmp_path, monkeypatch):
     with pytest.raises(ryzq.RyzqError, match=r"nowhere: no such file or folder"):
         ryzq.evaluate(tmp_path / "nowhere", folder, tokens=4)
     bare = tmp_path / "bare"
@@ -67,6 +67,14 @@ def test_what_is_not_a_model_is_an_error_naming_it(folder, tmp_path):
     (broken / "config.json").write_text("{")
     with pytest.raises(ryzq.RyzqError, match=r"config.json: not readable JSON"):
         ryzq.evaluate(folder, broken, tokens=4)
+    (broken / "config.json").write_text('{"max_position_embeddings": "long"}')
+    with pytest.raises(ryzq.RyzqError, match=r"config.json: not a model's config"):
+        ryzq.evaluate(folder, broken, tokens=4)
+    # Odd entries transformers judges (and refuses, if it must) once it loads the model.
+    (broken / "config.json").write_text('{"text_config": null, "quantization_config": "x"}')
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(ryzq.RyzqError, match=r"broken: .*pip install 'ryzq\[transformers\]'"):
+        ryzq.evaluate(broken, broken, tokens=4)
 
 
 def test_a_missing_runtime_says_what_to_install(folder, tmp_path, monkeypatch):
