@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import ryzq
+from checkpoints import make_folder
 from ryzq.cli import main
 from ryzq.evaluation.metrics import Positions
 from ryzq.synthetic import synthesize_checkpoint
@@ -173,3 +174,24 @@ def test_many_rows_are_taken_a_few_at_a_time_with_the_same_figures():
 def test_ryzq_eval_refuses_bad_threads_and_seeds_in_one_line(folder, capsys, argv, message):
     assert main(["eval", str(folder), str(folder), "--tokens", "4", *argv]) == 2
     assert capsys.readouterr().err == f"ryzq: error: {message}\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--eval-tokens", "0"], "--eval-tokens must be a positive whole number, not 0"),
+        (["--eval-text", "missing.txt"], "missing.txt: cannot read the text"),
+        (["--eval-text", "t.txt", "--eval-tokens", "5"], "not both"),
+    ],
+)
+def test_quantize_eval_inputs_are_refused_before_any_work(
+    tmp_path, monkeypatch, capsys, argv, message
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.txt").write_text("text")
+    src, dst = tmp_path / "src", tmp_path / "q"
+    make_folder(src, 1)
+    (src / "tokenizer.json").write_text("{}")
+    assert main(["quantize", str(src), str(dst), "--quiet", *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not dst.exists()
