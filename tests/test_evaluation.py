@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import ryzq
+from checkpoints import make_folder
 from ryzq.cli import main
 from ryzq.evaluation.metrics import Positions
 from ryzq.synthetic import synthesize_checkpoint
@@ -51,7 +52,7 @@ def test_an_unreadable_text_is_an_error_naming_it(folder, tmp_path):
         ryzq.evaluate(folder, folder, text=latin1)
 
 
-def test_what_is_not_a_model_is_an_error_naming_it(folder, tmp_path):
+def test_what_is_not_a_model_is_an_error_naming_it(folder, tmp_path, monkeypatch):
     with pytest.raises(ryzq.RyzqError, match=r"nowhere: no such file or folder"):
         ryzq.evaluate(tmp_path / "nowhere", folder, tokens=4)
     bare = tmp_path / "bare"
@@ -67,6 +68,14 @@ def test_what_is_not_a_model_is_an_error_naming_it(folder, tmp_path):
     (broken / "config.json").write_text("{")
     with pytest.raises(ryzq.RyzqError, match=r"config.json: not readable JSON"):
         ryzq.evaluate(folder, broken, tokens=4)
+    (broken / "config.json").write_text('{"max_position_embeddings": "long"}')
+    with pytest.raises(ryzq.RyzqError, match=r"config.json: not a model's config"):
+        ryzq.evaluate(folder, broken, tokens=4)
+    # Odd entries transformers judges (and refuses, if it must) once it loads the model.
+    (broken / "config.json").write_text('{"text_config": null, "quantization_config": "x"}')
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(ryzq.RyzqError, match=r"broken: .*pip install 'ryzq\[transformers\]'"):
+        ryzq.evaluate(broken, broken, tokens=4)
 
 
 def test_a_missing_runtime_says_what_to_install(folder, tmp_path, monkeypatch):
@@ -152,3 +161,37 @@ def test_many_rows_are_taken_a_few_at_a_time_with_the_same_figures():
     parts.add(a[70:], b[70:], targets[70:], first=70)
     assert whole == parts
     assert whole.summary() == parts.summary()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--threads", "0"], "threads must be a positive whole number, not 0"),
+        (["--threads", "-1"], "threads must be a positive whole number, not -1"),
+        (["--seed", "-1"], "seed must be a whole number >= 0, not -1"),
+    ],
+)
+def test_ryzq_eval_refuses_bad_threads_and_seeds_in_one_line(folder, capsys, argv, message):
+    assert main(["eval", str(folder), str(folder), "--tokens", "4", *argv]) == 2
+    assert capsys.readouterr().err == f"ryzq: error: {message}\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--eval-tokens", "0"], "--eval-tokens must be a positive whole number, not 0"),
+        (["--eval-text", "missing.txt"], "missing.txt: cannot read the text"),
+        (["--eval-text", "t.txt", "--eval-tokens", "5"], "not both"),
+    ],
+)
+def test_quantize_eval_inputs_are_refused_before_any_work(
+    tmp_path, monkeypatch, capsys, argv, message
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.txt").write_text("text")
+    src, dst = tmp_path / "src", tmp_path / "q"
+    make_folder(src, 1)
+    (src / "tokenizer.json").write_text("{}")
+    assert main(["quantize", str(src), str(dst), "--quiet", *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not dst.exists()

@@ -137,3 +137,13 @@ def test_the_evaluation_goes_into_the_card():
     assert "on 1,024 tokens of the built-in sample" in card.text
     assert "| top-1 agreement | 93.4% |" in card.text
     assert "| perplexity, reference / this | 12.5 / 13.25 |" in card.text
+
+
+def test_a_source_card_that_is_not_utf8_is_kept(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_folder(src, 1)
+    (src / "README.md").write_bytes("---\nlicense: mit\n---\n# Modèle source\n".encode("latin-1"))
+    ryzq.quantize_model(src, dst)
+    card = ModelCard.load(dst / "README.md")
+    assert card.data.license == "mit"
+    assert card.text.rstrip().endswith("# Mod\ufffdle source")

@@ -18,7 +18,7 @@ import ryzq
 from ryzq import _ryzq
 from ryzq._ryzq import FALLBACKS
 from ryzq.array import LAYOUT_INFO, LAYOUTS, METHODS, bits_per_value
-from ryzq.evaluation import DEFAULT_CONTEXT, DEFAULT_MAX_TOKENS, evaluate
+from ryzq.evaluation import DEFAULT_CONTEXT, DEFAULT_MAX_TOKENS, _positive, _read_text, evaluate
 from ryzq.evaluation.runners import has_tokenizer
 from ryzq.files import (
     LINEAR_CLASSES,
@@ -104,6 +104,11 @@ def _quantize(args: argparse.Namespace) -> int:
         if args.dry_run:
             raise ryzq.RyzqError("--eval runs the output, which --dry-run does not write")
         _check_eval_source(args.src, random_tokens=args.eval_tokens is not None)
+        if args.eval_text is not None and args.eval_tokens is not None:
+            raise ryzq.RyzqError("give --eval-text or --eval-tokens, not both")
+        _positive("--eval-tokens", args.eval_tokens)
+        if args.eval_text is not None:
+            _read_text(args.eval_text)
     if args.dry_run:
         print(convert(args.src, args.dst, dry_run=True, **options).summary())
         return 0

@@ -217,8 +217,9 @@ def write_card(
     source_card = None
     if original is not None and original.is_file():
         try:
-            source_card = original.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
+            # Not UTF-8 (a Latin-1 card): kept, its odd bytes as U+FFFD, rather than lost.
+            source_card = original.read_text(encoding="utf-8", errors="replace")
+        except OSError:
             source_card = None
     text = render_card(
         report,

@@ -328,3 +328,28 @@ def test_quantize_with_eval_adds_it_to_the_report(master, tmp_path, capsys):
     assert "top-1 agreement" in capsys.readouterr().out
     card = (dst / "README.md").read_text()
     assert "## What the model computes" in card and "random token ids (seed 0)" in card
+
+
+def test_a_tokenizer_that_adds_eos_too_still_starts_each_window_with_bos(with_tokenizer, tmp_path):
+    master, _ = with_tokenizer
+    both = tmp_path / "both"
+    shutil.copytree(master, both)
+    from tokenizers import Tokenizer, processors
+
+    tok = Tokenizer.from_file(str(both / "tokenizer.json"))
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", 1), ("</s>", 2)]
+    )
+    (both / "tokenizer.json").write_text(tok.to_str())
+    report = ryzq.evaluate(both, both, max_tokens=400)
+    # BOS and 127 tokens of the text a window, as without EOS: BOS is no token of the text.
+    assert report.windows == 4
+    assert report.positions.index == list(range(400))
+
+
+def test_an_empty_text_has_no_tokens(with_tokenizer, tmp_path):
+    master, ternary = with_tokenizer
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(ryzq.RyzqError, match=r"empty.txt: 0 token\(s\), too few"):
+        ryzq.evaluate(master, ternary, text=empty)

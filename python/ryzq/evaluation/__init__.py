@@ -164,6 +164,9 @@ def evaluate(
     _positive("tokens", tokens)
     _positive("max_tokens", max_tokens)
     _positive("context", context)
+    _positive("threads", threads)
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise RyzqError(f"seed must be a whole number >= 0, not {seed!r}")
     body_text = None
     if tokens is None:
         body_text = sample_text() if text is None else _read_text(text)

@@ -68,9 +68,13 @@ def has_tokenizer(folder: Path) -> bool:
 
 def _split_prefix(full: list[int], body: list[int]) -> tuple[list[int], list[int]]:
     """The tokens a tokenizer adds before a text (BOS), and the text's own: ``full`` is the
-    text tokenized as the model expects, ``body`` without special tokens."""
-    if body and full[len(full) - len(body) :] == body:
-        return full[: len(full) - len(body)], body
+    text tokenized as the model expects, ``body`` without special tokens. What it adds after
+    the text (EOS) is no part of either."""
+    if not body:
+        return full, []
+    for start in range(len(full) - len(body) + 1):
+        if full[start : start + len(body)] == body:
+            return full[:start], body
     return [], full
 
 
@@ -113,11 +117,16 @@ class TransformersRunner:
         if not isinstance(config, dict):
             raise RyzqError(f"{path / 'config.json'}: not a JSON object")
         self._config = config
-        text = config.get("text_config", config)
-        self.context_length = int(text.get("max_position_embeddings") or 2048)
-        self.vocab_size = int(text.get("vocab_size") or 0)
+        text = config.get("text_config")
+        text = text if isinstance(text, dict) else config
+        try:
+            self.context_length = int(text.get("max_position_embeddings") or 2048)
+            self.vocab_size = int(text.get("vocab_size") or 0)
+        except (TypeError, ValueError) as err:
+            raise RyzqError(f"{path / 'config.json'}: not a model's config: {err}") from err
         self._folder = path
-        quantization = config.get("quantization_config") or {}
+        quantization = config.get("quantization_config")
+        quantization = quantization if isinstance(quantization, dict) else {}
         if quantization.get("quant_method") == "ryzq":
             self.name = "transformers (dequantized by ryzq)"
 
