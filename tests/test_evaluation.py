@@ -195,3 +195,28 @@ def test_quantize_eval_inputs_are_refused_before_any_work(
     assert main(["quantize", str(src), str(dst), "--quiet", *argv]) == 2
     assert message in capsys.readouterr().err
     assert not dst.exists()
+
+
+def test_eval_outputs_that_name_a_folder_are_refused_before_any_model_runs(
+    folder, tmp_path, capsys
+):
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    for option in ("--json", "--html"):
+        assert main(["eval", str(folder), str(folder), "--tokens", "4", option, str(taken)]) == 2
+        assert f"{option} names something that is not a regular file" in capsys.readouterr().err
+
+
+def test_an_interrupted_evaluation_says_what_had_been_written(tmp_path, monkeypatch, capsys):
+    src, dst, report = tmp_path / "src", tmp_path / "dst", tmp_path / "report.json"
+    make_folder(src, 1)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ryzq.cli, "evaluate", interrupted)
+    argv = ["quantize", str(src), str(dst), "--eval-tokens", "8", "--report", str(report)]
+    assert main([*argv, "--quiet"]) == 130
+    err = capsys.readouterr().err
+    assert err == f"ryzq: interrupted during the evaluation; {dst} and {report} had been written\n"
+    assert (dst / "config.json").is_file() and "eval" not in json.loads(report.read_text())

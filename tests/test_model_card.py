@@ -147,3 +147,18 @@ def test_a_source_card_that_is_not_utf8_is_kept(tmp_path):
     card = ModelCard.load(dst / "README.md")
     assert card.data.license == "mit"
     assert card.text.rstrip().endswith("# Mod\ufffdle source")
+
+
+@pytest.mark.parametrize(
+    "source_card",
+    ["\ufeff" + SOURCE_CARD, SOURCE_CARD.replace("\n", "\r\n")],
+    ids=["byte-order mark", "CRLF"],
+)
+def test_a_source_card_as_editors_write_it_keeps_its_license(source_card):
+    front, body = split_card(source_card)
+    assert front.splitlines()[0] == "license: apache-2.0"
+    assert body.strip().startswith("# The source model")
+
+
+def test_empty_front_matter_is_front_matter():
+    assert split_card("---\n---\n# Title\n") == ("", "# Title\n")

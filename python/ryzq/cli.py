@@ -123,14 +123,22 @@ def _quantize(args: argparse.Namespace) -> int:
         # evaluation that fails.
         Path(args.report).write_text(json.dumps(result, indent=2) + "\n")
     if run_eval:
-        evaluated = evaluate(
-            args.src,
-            args.dst,
-            text=args.eval_text,
-            tokens=args.eval_tokens,
-            threads=args.threads,
-            progress=_show_progress(args),
-        )
+        try:
+            evaluated = evaluate(
+                args.src,
+                args.dst,
+                text=args.eval_text,
+                tokens=args.eval_tokens,
+                threads=args.threads,
+                progress=_show_progress(args),
+            )
+        except KeyboardInterrupt:
+            written = f"{args.dst}" + (f" and {args.report}" if args.report else "")
+            print(
+                f"ryzq: interrupted during the evaluation; {written} had been written",
+                file=sys.stderr,
+            )
+            return 130
         result["eval"] = evaluated.to_dict()
         if not args.quiet:
             print()
@@ -161,8 +169,12 @@ def _check_eval_source(src: str, *, random_tokens: bool) -> None:
 
 
 def _check_json_path(path: str | None, option: str) -> None:
-    if path is not None and not Path(path).parent.is_dir():
+    if path is None:
+        return
+    if not Path(path).parent.is_dir():
         raise ryzq.RyzqError(f"{path}: {option}'s folder {Path(path).parent} does not exist")
+    if Path(path).exists() and not Path(path).is_file():
+        raise ryzq.RyzqError(f"{path}: {option} names something that is not a regular file")
 
 
 def _eval(args: argparse.Namespace) -> int:

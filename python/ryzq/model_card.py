@@ -21,17 +21,18 @@ from ryzq.array import LAYOUT_INFO
 _CARRIED_KEYS = ("license", "license_name", "license_link", "language", "pipeline_tag")
 #: A top-level key of YAML front matter (the lines under it are indented, or list items).
 _KEY = re.compile(r"^([A-Za-z_][\w-]*)\s*:")
-_FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*(?:\n|\Z)", re.DOTALL)
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)^---[ \t]*(?:\r?\n|\Z)", re.DOTALL | re.MULTILINE)
 #: A Hub repository id, as transformers records it in ``_name_or_path``.
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def split_card(text: str) -> tuple[str, str]:
     """A card's front matter (without its ``---`` lines) and its body."""
+    text = text.removeprefix("\ufeff")  # a byte-order mark, as some editors write
     m = _FRONT_MATTER.match(text)
     if not m:
         return "", text
-    return m.group(1), text[m.end() :]
+    return m.group(1).rstrip("\r\n"), text[m.end() :]
 
 
 def _carried_lines(front_matter: str) -> list[str]:
