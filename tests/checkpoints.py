@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -78,3 +79,20 @@ def raw_file(path: Path, header: dict | bytes, data: bytes, length: int | None =
     n = len(h) if length is None else length
     Path(path).write_bytes(struct.pack("<Q", n) + h + data)
     return path
+
+
+def lay_out_hub_cache(cache: Path, repo: str, folder: Path, commit: str) -> Path:
+    """``folder``'s files as huggingface_hub caches a repository at ``commit``."""
+    root = cache / f"models--{repo.replace('/', '--')}"
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(commit)
+    snapshot = root / "snapshots" / commit
+    (root / "blobs").mkdir()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        blob = root / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        link = snapshot / path.relative_to(folder)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    return snapshot

@@ -31,6 +31,9 @@ from ryzq.files import (
     ryzq_description,
 )
 from ryzq.html_report import load_report, write_html
+from ryzq.hub import fetch as fetch_hub_model
+from ryzq.hub import is_hub
+from ryzq.hub import parse as parse_hub_url
 from ryzq.model_card import write_card
 from ryzq.report import _size, display_width, pad, plural
 from ryzq.synthetic import synthesize_checkpoint
@@ -86,7 +89,10 @@ def _quantize(args: argparse.Namespace) -> int:
         options["tokenizer"] = False
     if args.source_linear_class is not None:
         options["source_linear_class"] = args.source_linear_class
-    convert = quantize_model if Path(args.src).is_dir() else quantize_file
+    hub_source = is_hub(args.src)
+    if hub_source:
+        parse_hub_url(args.src)  # a malformed one is refused before any other work
+    convert = quantize_model if hub_source or Path(args.src).is_dir() else quantize_file
     if args.copy_also:
         if convert is quantize_file:
             raise ryzq.RyzqError("--copy-also is for model folders")
@@ -103,21 +109,30 @@ def _quantize(args: argparse.Namespace) -> int:
     if run_eval:
         if args.dry_run:
             raise ryzq.RyzqError("--eval runs the output, which --dry-run does not write")
-        _check_eval_source(args.src, random_tokens=args.eval_tokens is not None)
+        if not hub_source:
+            _check_eval_source(args.src, random_tokens=args.eval_tokens is not None)
         if args.eval_text is not None and args.eval_tokens is not None:
             raise ryzq.RyzqError("give --eval-text or --eval-tokens, not both")
         _positive("--eval-tokens", args.eval_tokens)
         if args.eval_text is not None:
             _read_text(args.eval_text)
-    if args.dry_run:
-        print(convert(args.src, args.dst, dry_run=True, **options).summary())
-        return 0
-    if args.dst is None:
+    if args.dst is None and not args.dry_run:
         raise ryzq.RyzqError("give the output (dst), or --dry-run")
-    report = convert(args.src, args.dst, **options)
+    src: Any = args.src
+    if hub_source:
+        src = fetch_hub_model(args.src, progress=_show_progress(args))
+        if run_eval:
+            _check_eval_source(str(src.path), random_tokens=args.eval_tokens is not None)
+    source_path = str(src.path) if hub_source else args.src
+    if args.dry_run:
+        print(convert(src, args.dst, dry_run=True, **options).summary())
+        return 0
+    report = convert(src, args.dst, **options)
     if not args.quiet:
         print(report.summary())
     result = report.to_dict()
+    if hub_source:
+        result["source"] = {"hub": src.repo_id, "commit": src.commit, "url": src.url}
     if args.report:
         # Written before the evaluation too, so that the conversion's report survives an
         # evaluation that fails.
@@ -125,7 +140,7 @@ def _quantize(args: argparse.Namespace) -> int:
     if run_eval:
         try:
             evaluated = evaluate(
-                args.src,
+                source_path,
                 args.dst,
                 text=args.eval_text,
                 tokens=args.eval_tokens,
@@ -146,7 +161,13 @@ def _quantize(args: argparse.Namespace) -> int:
         if args.report:
             Path(args.report).write_text(json.dumps(result, indent=2) + "\n")
         if convert is quantize_model and not args.no_model_card and Path(args.dst).is_dir():
-            write_card(args.dst, result, source=args.src, evaluation=result["eval"])
+            write_card(
+                args.dst,
+                result,
+                source=source_path,
+                evaluation=result["eval"],
+                hub=src if hub_source else None,
+            )
     if args.html:
         write_html(result, args.html)
     return 0
@@ -493,7 +514,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="quantize a .safetensors file or a model folder, or carry a packed one (ryzq's, "
         "GGUF, transformers' packed BitNet) into another layout",
     )
-    q.add_argument("src", help="a .safetensors file, or a Hugging Face model folder")
+    q.add_argument(
+        "src",
+        help="a .safetensors file, a Hugging Face model folder, or a model on the Hub: "
+        "hf://ORG/MODEL[@REVISION]",
+    )
     q.add_argument(
         "dst",
         nargs="?",

@@ -13,6 +13,7 @@ from ryzq import _ryzq
 from ryzq._ryzq import RyzqError
 from ryzq.array import _dtype_name
 from ryzq.config import RyzqWarning
+from ryzq.hub import HubModel, fetch, is_hub
 from ryzq.plan import ConversionPlan
 from ryzq.progress import ProgressBar
 from ryzq.report import QuantizationReport
@@ -138,7 +139,7 @@ def quantize_file(
 
 
 def quantize_model(
-    src_dir: str | os.PathLike,
+    src_dir: str | os.PathLike | HubModel,
     dst_dir: str | os.PathLike | None = None,
     *,
     progress: bool = False,
@@ -146,9 +147,11 @@ def quantize_model(
     **options: Any,
 ) -> QuantizationReport:
     """Quantize a Hugging Face model folder (``config.json`` and ``model.safetensors`` or
-    shards with ``model.safetensors.index.json``) into ``dst_dir``: the packed shards, a
-    correct index, ``config.json`` with its ``quantization_config``, and the model's other
-    files copied unchanged. It takes the keywords of :func:`quantize_file`, and ``copy_also``.
+    shards with ``model.safetensors.index.json``), or a model on the Hub
+    (``"hf://ORG/MODEL[@REVISION]"``, fetched into the Hub's cache first), into ``dst_dir``:
+    the packed shards, a correct index, ``config.json`` with its ``quantization_config``,
+    and the model's other files copied unchanged. It takes the keywords of
+    :func:`quantize_file`, and ``copy_also``.
     Left out (and listed in the report's ``skipped_files``):
     version-control folders and other copies of the weights (``*.pth``, ``*.pt``, ``*.bin``,
     ``*.ckpt``, ``*.gguf``, ``*.safetensors`` the index does not list), unless a glob of
@@ -169,13 +172,17 @@ def quantize_model(
     per layer, how to load them, and the source folder's own card after it
     (``model_card=False`` copies the source's card as it is instead)."""
     model_card = options.pop("model_card", True)
+    hub_model = None
+    if isinstance(src_dir, HubModel) or is_hub(src_dir):
+        hub_model = src_dir if isinstance(src_dir, HubModel) else fetch(src_dir, progress=progress)
+        src_dir = hub_model.path
     report = _quantize(
         src_dir, dst_dir, folder=True, progress=progress, dry_run=dry_run, options=options
     )
     if not dry_run and model_card and dst_dir is not None and Path(dst_dir).is_dir():
         from ryzq.model_card import write_card
 
-        write_card(dst_dir, report.to_dict(), source=src_dir)
+        write_card(dst_dir, report.to_dict(), source=src_dir, hub=hub_model)
     return report
 
 

@@ -78,8 +78,10 @@ def render_card(
     base: str | None = None,
     source_card: str | None = None,
     evaluation: dict[str, Any] | None = None,
+    source: str | None = None,
 ) -> str:
-    """The card of the folder ``report`` (a :meth:`QuantizationReport.to_dict`) describes."""
+    """The card of the folder ``report`` (a :meth:`QuantizationReport.to_dict`) describes;
+    ``source`` names where it came from (by default the report's source path)."""
     layout = report["layout"]
     info = LAYOUT_INFO.get(layout, {})
     summary = report["summary"]
@@ -122,7 +124,7 @@ def render_card(
             f"{_nmse(summary['nmse'].get('mean'))}, max {_nmse(summary['nmse'].get('max'))}",
         ),
         ("written by", f"ryzq {ryzq.__version__}"),
-        ("source", f"`{report['src']}`"),
+        ("source", f"`{source or report['src']}`"),
     ]
     lines = [
         "---",
@@ -210,9 +212,11 @@ def write_card(
     *,
     source: str | os.PathLike[str],
     evaluation: dict[str, Any] | None = None,
+    hub: Any = None,
 ) -> Path:
     """Writes the card of the model folder ``folder`` that ryzq made from ``source``, in place
-    of the source's card it holds a copy of; it appears whole or not at all."""
+    of the source's card it holds a copy of; it appears whole or not at all. ``hub``: the
+    :class:`ryzq.hub.HubModel` the source was fetched as, which names the base model."""
     folder, source = Path(folder), Path(source)
     original = source / "README.md" if source.is_dir() else None
     source_card = None
@@ -222,11 +226,12 @@ def write_card(
             source_card = original.read_text(encoding="utf-8", errors="replace")
         except OSError:
             source_card = None
+    if hub is not None:
+        base, label = hub.repo_id, hub.url
+    else:
+        base, label = (base_model(source) if source.is_dir() else None), None
     text = render_card(
-        report,
-        base=base_model(source) if source.is_dir() else None,
-        source_card=source_card,
-        evaluation=evaluation,
+        report, base=base, source_card=source_card, evaluation=evaluation, source=label
     )
     path = folder / "README.md"
     tmp = folder / ".README.md.ryzq-tmp"

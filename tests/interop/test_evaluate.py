@@ -9,6 +9,8 @@ master computes, and a wrong scale convention stands out.
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -353,3 +355,22 @@ def test_an_empty_text_has_no_tokens(with_tokenizer, tmp_path):
     empty.write_text("")
     with pytest.raises(ryzq.RyzqError, match=r"empty.txt: 0 token\(s\), too few"):
         ryzq.evaluate(master, ternary, text=empty)
+
+
+def test_a_model_on_the_hub_runs_from_the_cache(master, ternary, tmp_path):
+    from checkpoints import lay_out_hub_cache
+
+    commit = "89abcdef0123456789abcdef0123456789abcdef"
+    cache = tmp_path / "cache"
+    lay_out_hub_cache(cache, "some-org/master", master, commit)
+    out = tmp_path / "eval.json"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache))
+    argv = ["eval", "hf://some-org/master", str(ternary), "--tokens", "100", "--json", str(out)]
+    done = subprocess.run(
+        [sys.executable, "-m", "ryzq", *argv, "--quiet"], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    saved = json.loads(out.read_text())
+    assert saved["reference"] == "hf://some-org/master"
+    direct = ryzq.evaluate(master, ternary, tokens=100)
+    assert saved["summary"]["kl_mean"] == pytest.approx(direct.summary_values["kl_mean"], rel=1e-12)

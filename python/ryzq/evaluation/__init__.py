@@ -22,6 +22,7 @@ import numpy as np
 from ryzq._ryzq import RyzqError
 from ryzq.evaluation.metrics import Positions
 from ryzq.evaluation.runners import Runner, open_runner
+from ryzq.hub import fetch, is_hub
 from ryzq.progress import StepProgress
 
 #: Tokens evaluated unless asked otherwise: enough for the figures to settle, few enough that
@@ -153,7 +154,8 @@ def evaluate(
     any model of the same vocabulary) on the same tokens and compare their predictions.
 
     Each is a model folder (run by transformers, in float32; a folder in one of ryzq's own
-    layouts is dequantized first) or a GGUF file (run by llama.cpp). The tokens are ``text``
+    layouts is dequantized first), a GGUF file (run by llama.cpp), or a model on the Hub
+    (``hf://ORG/MODEL[@REVISION]``, fetched into the Hub's cache first). The tokens are ``text``
     (a UTF-8 file; by default the built-in sample) tokenized by the reference's tokenizer (the
     candidate's if the reference has none), at most ``max_tokens`` of them (default 1024);
     or, with ``tokens=N``, N random token ids drawn with ``seed``, for models without a
@@ -170,11 +172,16 @@ def evaluate(
     body_text = None
     if tokens is None:
         body_text = sample_text() if text is None else _read_text(text)
+    # Models on the Hub run from the Hub's cache, fetched first.
+    where = {}
+    for name, model in (("reference", reference), ("candidate", candidate)):
+        if is_hub(model):
+            where[name] = fetch(str(model), progress=progress).path
     runners: list[Runner] = []
     try:
-        ref = open_runner(reference, threads=threads)
+        ref = open_runner(where.get("reference", reference), threads=threads)
         runners.append(ref)
-        cand = open_runner(candidate, threads=threads)
+        cand = open_runner(where.get("candidate", candidate), threads=threads)
         runners.append(cand)
         window = min(ref.context_length, cand.context_length, context or DEFAULT_CONTEXT)
         if window < 2:

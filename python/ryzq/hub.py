@@ -1,0 +1,166 @@
+"""Models on the Hugging Face Hub as sources: ``hf://ORG/MODEL[@REVISION]``.
+
+huggingface_hub fetches what a conversion reads (the config, the tokenizer's files, the card,
+the index and the shards it lists, never other weight files such as ``original/`` or
+pickles) into its standard cache (``HF_HOME`` / ``HF_HUB_CACHE``), and credentials come from
+where it finds them (``HF_TOKEN``, the stored login). ryzq never prints or writes them: its
+errors are its own sentences, with no text of the server's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ryzq._ryzq import RyzqError
+
+PREFIX = "hf://"
+_URL = re.compile(r"^([A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@([\w.\-/]+))?$")
+#: The files of a model repository a conversion reads besides the weights: the config, the
+#: tokenizer's, the card and license (copied into the output).
+MODEL_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+    "README.md",
+    "LICENSE",
+)
+INDEX = "model.safetensors.index.json"
+SINGLE = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class HubModel:
+    """A model fetched from the Hub: its repository, the commit it was read at, and the
+    folder of the cache that holds it."""
+
+    repo_id: str
+    commit: str
+    path: Path
+
+    @property
+    def url(self) -> str:
+        return f"{PREFIX}{self.repo_id}@{self.commit}"
+
+
+def is_hub(src: object) -> bool:
+    return isinstance(src, str) and src.startswith(PREFIX)
+
+
+def parse(url: str) -> tuple[str, str | None]:
+    """``hf://ORG/MODEL[@REVISION]`` as (repository id, revision or None)."""
+    m = _URL.match(url.removeprefix(PREFIX))
+    if not url.startswith(PREFIX) or not m:
+        raise RyzqError(f"{url}: not a Hub model; write hf://ORG/MODEL or hf://ORG/MODEL@REVISION")
+    return m.group(1), m.group(2)
+
+
+def _import() -> Any:
+    try:
+        import huggingface_hub
+        from huggingface_hub import constants, errors, utils  # noqa: F401 (submodules)
+    except ImportError as err:
+        raise RyzqError(
+            "reading models from the Hub needs huggingface_hub: pip install 'ryzq[hub]'"
+        ) from err
+    return huggingface_hub
+
+
+@contextlib.contextmanager
+def _bars(utils: Any, shown: bool) -> Iterator[None]:
+    """huggingface_hub's download bars on or off for the call, then as they were."""
+    was_off = utils.are_progress_bars_disabled()
+    if shown:
+        utils.enable_progress_bars()
+    else:
+        utils.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_off:
+            utils.disable_progress_bars()
+        else:
+            utils.enable_progress_bars()
+
+
+def wanted_files(listed: list[str], index: dict[str, Any] | None) -> list[str]:
+    """Of a repository's files, those a conversion of its model reads: the top-level model
+    files, and the index with its shards or the one weight file."""
+    top = [f for f in listed if "/" not in f]
+    chosen = [f for f in top if f in MODEL_FILES]
+    if index is not None:
+        shards = sorted(set(index.get("weight_map", {}).values()))
+        missing = [s for s in shards if s not in listed]
+        if missing:
+            raise RyzqError(f"{INDEX} lists {missing[0]}, which the repository does not hold")
+        return [*chosen, INDEX, *shards]
+    if SINGLE in top:
+        return [*chosen, SINGLE]
+    raise RyzqError(f"no {SINGLE} or {INDEX} at the top of the repository: no model to read")
+
+
+def fetch(url: str, *, progress: bool = False) -> HubModel:
+    """Fetches the model ``url`` names into the Hub's cache (from the cache alone where
+    ``HF_HUB_OFFLINE=1``) and returns where it is."""
+    repo_id, revision = parse(url)
+    hub = _import()
+    from huggingface_hub import constants, errors, utils
+
+    at = f"{repo_id}" + (f"@{revision}" if revision else "")
+    try:
+        with _bars(utils, progress):
+            if constants.is_offline_mode():
+                path = Path(
+                    hub.snapshot_download(repo_id, revision=revision, local_files_only=True)
+                )
+            else:
+                info = hub.HfApi().model_info(repo_id, revision=revision)
+                listed = [s.rfilename for s in info.siblings or []]
+                index = None
+                if INDEX in listed:
+                    index_path = hub.hf_hub_download(repo_id, INDEX, revision=info.sha)
+                    index = json.loads(Path(index_path).read_text())
+                try:
+                    files = wanted_files(listed, index)
+                except RyzqError as err:
+                    raise RyzqError(f"{PREFIX}{at}: {err}") from None
+                path = Path(hub.snapshot_download(repo_id, revision=info.sha, allow_patterns=files))
+                absent = [f for f in files if not (path / f).is_file()]
+                if absent:
+                    raise RyzqError(f"{PREFIX}{at}: the Hub listed {absent[0]} but did not give it")
+    except errors.GatedRepoError:
+        raise RyzqError(
+            f"{PREFIX}{at}: a gated repository this account has no access to (ask for it on its "
+            "page, then log in or set HF_TOKEN)"
+        ) from None
+    except errors.RepositoryNotFoundError:
+        raise RyzqError(
+            f"{PREFIX}{at}: no such model repository (or a private one this account cannot see)"
+        ) from None
+    except errors.RevisionNotFoundError:
+        raise RyzqError(f"{PREFIX}{at}: the repository has no revision {revision}") from None
+    except errors.LocalEntryNotFoundError:
+        raise RyzqError(
+            f"{PREFIX}{at}: not in the Hub's cache, and HF_HUB_OFFLINE forbids fetching it"
+        ) from None
+    except errors.HfHubHTTPError as err:
+        status = getattr(err.response, "status_code", None)
+        raise RyzqError(f"{PREFIX}{at}: the Hub answered HTTP {status}") from None
+    except OSError as err:
+        raise RyzqError(
+            f"{PREFIX}{at}: fetching it failed: {err.strerror or type(err).__name__}"
+        ) from None
+    return HubModel(repo_id=repo_id, commit=path.name, path=path)

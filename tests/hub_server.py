@@ -1,0 +1,141 @@
+"""A Hub on 127.0.0.1 for the tests: model repositories at one commit each, served the way the
+Hub serves downloads to huggingface_hub (``HF_ENDPOINT``): the revision's info with its file
+list, the file tree, and ``resolve`` with the commit, ETag and size headers, HEAD and GET,
+byte ranges. It records every request, and answers the Hub's own error codes for an unknown
+repository, an unknown revision and a gated one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+
+@dataclass
+class Repository:
+    repo_id: str
+    commit: str
+    folder: Path
+    gated: bool = False
+
+    def files(self) -> list[str]:
+        return sorted(
+            str(p.relative_to(self.folder)) for p in self.folder.rglob("*") if p.is_file()
+        )
+
+
+@dataclass
+class HubServer:
+    repos: dict[str, Repository]
+    #: (method, path, whether an Authorization header came with it)
+    requests: list[tuple[str, str, str | None]] = field(default_factory=list)
+    url: str = ""
+
+    def __enter__(self) -> HubServer:
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_HEAD(self) -> None:
+                self.answer(body=False)
+
+            def do_GET(self) -> None:
+                self.answer(body=True)
+
+            def json(self, value: object, body: bool) -> None:
+                data = json.dumps(value).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if body:
+                    self.wfile.write(data)
+
+            def error(self, status: int, code: str, message: str) -> None:
+                data = json.dumps({"error": message}).encode()
+                self.send_response(status)
+                self.send_header("X-Error-Code", code)
+                self.send_header("X-Error-Message", message)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def answer(self, body: bool) -> None:
+                path = unquote(urlparse(self.path).path)
+                hub.requests.append((self.command, path, self.headers.get("Authorization")))
+                info = re.match(r"^/api/models/([^/]+/[^/]+)(?:/revision/(.+))?$", path)
+                tree = re.match(r"^/api/models/([^/]+/[^/]+)/tree/([^/]+)(?:/.*)?$", path)
+                resolve = re.match(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", path)
+                if tree:
+                    info = None
+                match = tree or info or resolve
+                if not match:
+                    return self.error(404, "EntryNotFound", "no such route")
+                repo = hub.repos.get(match.group(1))
+                if repo is None:
+                    return self.error(404, "RepoNotFound", "Repository not found")
+                if repo.gated:
+                    return self.error(403, "GatedRepo", "Access to this model is restricted")
+                revision = match.group(2) or "main"
+                if revision not in ("main", repo.commit):
+                    return self.error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+                if tree:
+                    entries = []
+                    for f in repo.files():
+                        data = (repo.folder / f).read_bytes()
+                        oid = hashlib.sha256(data).hexdigest()
+                        entry = {"type": "file", "path": f, "size": len(data), "oid": oid}
+                        if f.endswith(".safetensors"):
+                            entry["lfs"] = {"oid": oid, "size": len(data), "pointerSize": 134}
+                        entries.append(entry)
+                    return self.json(entries, body)
+                if info:
+                    siblings = [{"rfilename": f} for f in repo.files()]
+                    info = {"id": repo.repo_id, "sha": repo.commit, "siblings": siblings}
+                    return self.json(info, body)
+                file = repo.folder / match.group(3)
+                if not file.is_file():
+                    return self.error(404, "EntryNotFound", "Entry not found")
+                data = file.read_bytes()
+                start = 0
+                ranged = re.match(r"bytes=(\d+)-$", self.headers.get("Range", ""))
+                if ranged:
+                    start = int(ranged.group(1))
+                self.send_response(206 if ranged else 200)
+                self.send_header("X-Repo-Commit", repo.commit)
+                self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("Content-Length", str(len(data) - start))
+                self.end_headers()
+                if body:
+                    self.wfile.write(data[start:])
+                return None
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+    def fetched(self) -> list[str]:
+        """The files whose bytes were sent (GET of a resolve route)."""
+        return sorted(
+            {
+                path.split("/resolve/", 1)[1].split("/", 1)[1]
+                for method, path, _ in self.requests
+                if method == "GET" and "/resolve/" in path
+            }
+        )

@@ -1,0 +1,225 @@
+"""ryzq.hub: models on the Hub as sources, through huggingface_hub's own code, against a cache
+the test lays out as huggingface_hub does (``refs/main``, ``snapshots/<commit>/`` whose files
+link into ``blobs/``), with ``HF_HUB_OFFLINE=1``. Each run is a ``ryzq`` process of its own:
+huggingface_hub reads its settings from the environment when it is first imported.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import ryzq
+from checkpoints import lay_out_hub_cache, make_folder
+from hub_server import HubServer, Repository
+from ryzq.hub import parse, wanted_files
+
+REPO = "some-org/BitNet-tiny"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+TOKEN = "hf_ThisIsNotARealTokenButMustNeverBeWritten"
+
+
+def run(*args, cache: Path, endpoint: str | None = None) -> subprocess.CompletedProcess:
+    """``ryzq ARGS``: offline, or against the Hub at ``endpoint``."""
+    env = dict(os.environ, HF_HUB_CACHE=str(cache), HF_TOKEN=TOKEN, HF_HUB_DISABLE_XET="1")
+    env.pop("HF_HOME", None)
+    if endpoint is None:
+        env["HF_HUB_OFFLINE"] = "1"
+    else:
+        env.pop("HF_HUB_OFFLINE", None)
+        env["HF_ENDPOINT"] = endpoint
+    return subprocess.run(
+        [sys.executable, "-m", "ryzq", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+
+
+@pytest.fixture
+def hub(tmp_path):
+    pytest.importorskip("huggingface_hub", reason="the Hub's client: pip install 'ryzq[hub]'")
+    folder = tmp_path / "model"
+    make_folder(folder, 2)
+    cache = tmp_path / "cache"
+    snapshot = lay_out_hub_cache(cache, REPO, folder, COMMIT)
+    return folder, cache, snapshot
+
+
+def every_byte(paths) -> bytes:
+    return b"".join(
+        p.read_bytes() for top in paths for p in sorted(Path(top).rglob("*")) if p.is_file()
+    )
+
+
+def test_a_cached_hub_model_converts_as_its_folder_does(hub, tmp_path):
+    folder, cache, snapshot = hub
+    dst, report = tmp_path / "out", tmp_path / "report.json"
+    done = run("quantize", f"hf://{REPO}", dst, "--report", report, "--quiet", cache=cache)
+    assert done.returncode == 0, done.stderr
+    local = tmp_path / "local"
+    ryzq.quantize_model(folder, local)
+    names = sorted(str(p.relative_to(dst)) for p in dst.rglob("*") if p.is_file())
+    assert names == sorted(str(p.relative_to(local)) for p in local.rglob("*") if p.is_file())
+    for name in names:
+        if name != "README.md":  # the card names its source
+            assert (dst / name).read_bytes() == (local / name).read_bytes(), name
+    saved = json.loads(report.read_text())
+    assert saved["source"] == {"hub": REPO, "commit": COMMIT, "url": f"hf://{REPO}@{COMMIT}"}
+    card = (dst / "README.md").read_text()
+    assert f'base_model: "{REPO}"' in card and f"`hf://{REPO}@{COMMIT}`" in card
+    # The credentials are nowhere: not in the output, the report, or what was printed.
+    assert TOKEN.encode() not in every_byte([dst, report])
+    assert TOKEN not in done.stdout + done.stderr
+    # The cache is the input: untouched.
+    assert sorted(p.name for p in snapshot.iterdir()) == sorted(p.name for p in folder.iterdir())
+
+
+def test_a_revision_names_the_commit(hub, tmp_path):
+    _, cache, _ = hub
+    dst = tmp_path / "out"
+    done = run("quantize", f"hf://{REPO}@{COMMIT}", dst, "--layout", "t1", "--quiet", cache=cache)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((dst / "config.json").read_text())["quantization_config"]["layout"] == "t1"
+
+
+def test_what_the_cache_lacks_offline_is_one_error_and_nothing_written(hub, tmp_path):
+    _, cache, _ = hub
+    dst = tmp_path / "out"
+    done = run("quantize", "hf://some-org/not-here", dst, cache=cache)
+    assert done.returncode == 2
+    assert done.stderr == (
+        "ryzq: error: hf://some-org/not-here: not in the Hub's cache, and HF_HUB_OFFLINE "
+        "forbids fetching it\n"
+    )
+    assert not dst.exists()
+
+
+@pytest.mark.parametrize("url", ["hf://", "hf://just-a-name", "hf://a/b/c", "hf://a/b@"])
+def test_a_malformed_hub_url_is_refused(url):
+    with pytest.raises(ryzq.RyzqError, match="not a Hub model; write hf://ORG/MODEL"):
+        parse(url)
+
+
+def test_only_what_the_model_needs_is_fetched():
+    listed = [
+        "README.md",
+        "config.json",
+        "tokenizer.json",
+        "model.safetensors.index.json",
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+        "original/consolidated.00.pth",
+        "pytorch_model.bin",
+        "other.safetensors",
+        "extra/notes.txt",
+    ]
+    index = {
+        "weight_map": {
+            "a": "model-00002-of-00002.safetensors",
+            "b": "model-00001-of-00002.safetensors",
+        }
+    }
+    assert wanted_files(listed, index) == [
+        "README.md",
+        "config.json",
+        "tokenizer.json",
+        "model.safetensors.index.json",
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ]
+    assert wanted_files(["config.json", "model.safetensors", "x.bin"], None) == [
+        "config.json",
+        "model.safetensors",
+    ]
+    with pytest.raises(ryzq.RyzqError, match=r"lists model-00002-of-00002\.safetensors"):
+        wanted_files(listed[:5], index)
+    with pytest.raises(ryzq.RyzqError, match=r"no model\.safetensors or"):
+        wanted_files(["config.json", "pytorch_model.bin"], None)
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A repository as people publish them: the model's files, and more that it does not
+    need (``original/`` pickles, another weight file)."""
+    pytest.importorskip("huggingface_hub", reason="the Hub's client: pip install 'ryzq[hub]'")
+    folder = tmp_path / "repo"
+    make_folder(folder, 2)
+    (folder / "original").mkdir()
+    (folder / "original" / "consolidated.00.pth").write_bytes(b"\x80\x04 a pickle")
+    (folder / "pytorch_model.bin").write_bytes(b"\x80\x04 another")
+    return folder
+
+
+def test_a_hub_model_is_fetched_with_only_what_it_needs_then_converted(served, tmp_path):
+    repos = {REPO: Repository(REPO, COMMIT, served)}
+    cache, dst, report = tmp_path / "cache", tmp_path / "out", tmp_path / "report.json"
+    with HubServer(repos) as hub:
+        done = run(
+            "quantize",
+            f"hf://{REPO}",
+            dst,
+            "--report",
+            report,
+            "--quiet",
+            cache=cache,
+            endpoint=hub.url,
+        )
+        assert done.returncode == 0, done.stderr
+        fetched = hub.fetched()
+        authorized = {auth for _, path, auth in hub.requests if REPO in path}
+    assert fetched == sorted(
+        [
+            "config.json",
+            "tokenizer.json",
+            "model.safetensors.index.json",
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors",
+        ]
+    )
+    # The token went to the Hub with every request for the repository, as huggingface_hub
+    # sends it, and nowhere else.
+    assert authorized == {f"Bearer {TOKEN}"}
+    assert TOKEN.encode() not in every_byte([dst, report])
+    assert TOKEN not in done.stdout + done.stderr
+    # Into the standard cache, as huggingface_hub lays it out.
+    snapshot = cache / f"models--{REPO.replace('/', '--')}" / "snapshots" / COMMIT
+    assert (snapshot / "config.json").is_symlink()
+    local = tmp_path / "local"
+    ryzq.quantize_model(snapshot, local)
+    for name in ("model.safetensors.index.json", "model-00001-of-00002.safetensors"):
+        assert (dst / name).read_bytes() == (local / name).read_bytes()
+    assert json.loads(report.read_text())["source"]["commit"] == COMMIT
+    # Again: from the cache, with no byte downloaded twice.
+    with HubServer(repos) as hub:
+        again = run(
+            "quantize", f"hf://{REPO}", tmp_path / "again", "--quiet", cache=cache, endpoint=hub.url
+        )
+        assert again.returncode == 0, again.stderr
+        assert hub.fetched() == []
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("hf://some-org/nothing", "no such model repository (or a private one"),
+        (f"hf://{REPO}@v9", "the repository has no revision v9"),
+        ("hf://gated-org/model", "a gated repository this account has no access to"),
+    ],
+)
+def test_hub_errors_are_one_line_and_leave_nothing(served, tmp_path, url, says):
+    repos = {
+        REPO: Repository(REPO, COMMIT, served),
+        "gated-org/model": Repository("gated-org/model", COMMIT, served, gated=True),
+    }
+    dst = tmp_path / "out"
+    with HubServer(repos) as hub:
+        done = run("quantize", url, dst, cache=tmp_path / "cache", endpoint=hub.url)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"ryzq: error: {url}: {says}"), done.stderr
+    assert done.stderr.count("\n") == 1 and TOKEN not in done.stderr
+    assert not dst.exists()
