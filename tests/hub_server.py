@@ -6,6 +6,7 @@ repository, an unknown revision and a gated one."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -32,9 +33,14 @@ class Repository:
 @dataclass
 class HubServer:
     repos: dict[str, Repository]
-    #: (method, path, whether an Authorization header came with it)
+    #: (method, path, the Authorization header that came with it)
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)
     url: str = ""
+    #: uploads: the repositories created (id, private), and each commit's files
+    created: list[tuple[str, bool]] = field(default_factory=list)
+    commits: list[tuple[str, dict[str, bytes]]] = field(default_factory=list)
+    #: refuse every upload, as the Hub does a token without write access
+    read_only: bool = False
 
     def __enter__(self) -> HubServer:
         hub = self
@@ -48,6 +54,46 @@ class HubServer:
 
             def do_GET(self) -> None:
                 self.answer(body=True)
+
+            def do_POST(self) -> None:
+                # Uploads as huggingface_hub makes them: create the repository, ask how each
+                # file goes (all as regular files here, inside the commit), commit.
+                path = unquote(urlparse(self.path).path)
+                hub.requests.append(("POST", path, self.headers.get("Authorization")))
+                data = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if hub.read_only and path != "/api/validate-yaml":
+                    return self.error(403, "Forbidden", "You don't have the rights")
+                if path == "/api/repos/create":
+                    asked = json.loads(data)
+                    repo_id = f"{asked['organization']}/{asked['name']}"
+                    if asked.get("organization") is None:
+                        repo_id = asked["name"]
+                    private = asked.get("visibility") == "private" or bool(asked.get("private"))
+                    hub.created.append((repo_id, private))
+                    return self.json({"url": f"{hub.url}/{repo_id}", "name": repo_id}, True)
+                if path == "/api/validate-yaml":
+                    return self.json({"errors": [], "warnings": []}, True)
+                preupload = re.match(r"^/api/models/(.+)/preupload/([^/]+)$", path)
+                if preupload:
+                    files = json.loads(data)["files"]
+                    modes = [
+                        {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                        for f in files
+                    ]
+                    return self.json({"files": modes}, True)
+                commit = re.match(r"^/api/models/(.+)/commit/([^/]+)$", path)
+                if commit:
+                    files = {}
+                    for line in data.decode().splitlines():
+                        entry = json.loads(line)
+                        if entry.get("key") == "file":
+                            value = entry["value"]
+                            files[value["path"]] = base64.b64decode(value["content"])
+                    hub.commits.append((commit.group(1), files))
+                    oid = hashlib.sha1(repr(sorted(files)).encode()).hexdigest()
+                    url = f"{hub.url}/{commit.group(1)}/commit/{oid}"
+                    return self.json({"commitUrl": url, "commitOid": oid}, True)
+                return self.error(404, "EntryNotFound", "no such route")
 
             def json(self, value: object, body: bool) -> None:
                 data = json.dumps(value).encode()

@@ -15,6 +15,7 @@ import pytest
 import ryzq
 from checkpoints import lay_out_hub_cache, make_folder
 from hub_server import HubServer, Repository
+from ryzq.cli import main
 from ryzq.hub import parse, wanted_files
 
 REPO = "some-org/BitNet-tiny"
@@ -222,4 +223,85 @@ def test_hub_errors_are_one_line_and_leave_nothing(served, tmp_path, url, says):
     assert done.returncode == 2
     assert done.stderr.startswith(f"ryzq: error: {url}: {says}"), done.stderr
     assert done.stderr.count("\n") == 1 and TOKEN not in done.stderr
+    assert not dst.exists()
+
+
+def test_push_to_hub_uploads_the_finished_output(tmp_path):
+    pytest.importorskip("huggingface_hub", reason="the Hub's client: pip install 'ryzq[hub]'")
+    src, dst = tmp_path / "src", tmp_path / "out"
+    make_folder(src, 2)
+    with HubServer({}) as hub:
+        done = run(
+            "quantize",
+            src,
+            dst,
+            "--push-to-hub",
+            "me/tiny-ternary",
+            "--private",
+            cache=tmp_path / "cache",
+            endpoint=hub.url,
+        )
+        assert done.returncode == 0, done.stderr
+        created, commits = hub.created, hub.commits
+        tokens = {auth for method, _, auth in hub.requests if method == "POST"}
+    assert created == [("me/tiny-ternary", True)]
+    assert len(commits) == 1 and commits[0][0] == "me/tiny-ternary"
+    files = {str(p.relative_to(dst)): p.read_bytes() for p in dst.rglob("*") if p.is_file()}
+    assert commits[0][1] == files  # every file, byte for byte, the card included
+    assert "README.md" in files
+    assert tokens == {f"Bearer {TOKEN}"}
+    assert f"uploaded {dst} to me/tiny-ternary: " in done.stdout
+    assert TOKEN not in done.stdout + done.stderr
+
+
+def test_push_to_hub_of_one_file(tmp_path):
+    pytest.importorskip("huggingface_hub", reason="the Hub's client: pip install 'ryzq[hub]'")
+    from ryzq.synthetic import synthesize_checkpoint
+
+    src, dst = tmp_path / "m.safetensors", tmp_path / "q.safetensors"
+    synthesize_checkpoint(src, layers=1, hidden=64, intermediate=128, vocab=32)
+    with HubServer({}) as hub:
+        done = run(
+            "quantize",
+            src,
+            dst,
+            "--push-to-hub",
+            "me/q",
+            "--quiet",
+            cache=tmp_path / "c",
+            endpoint=hub.url,
+        )
+        assert done.returncode == 0, done.stderr
+        assert hub.commits == [("me/q", {"q.safetensors": dst.read_bytes()})]
+        assert hub.created == [("me/q", False)]
+
+
+def test_a_refused_upload_is_one_error_and_the_output_stays(tmp_path):
+    pytest.importorskip("huggingface_hub", reason="the Hub's client: pip install 'ryzq[hub]'")
+    src, dst = tmp_path / "src", tmp_path / "out"
+    make_folder(src, 1)
+    with HubServer({}, read_only=True) as hub:
+        done = run(
+            "quantize", src, dst, "--push-to-hub", "me/x", cache=tmp_path / "c", endpoint=hub.url
+        )
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"ryzq: error: me/x: the upload of {dst} failed: HTTP 403 (no right to write there)\n"
+    )
+    assert (dst / "config.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--push-to-hub", "not a repo"], "not a repo: not a Hub repository; write ORG/NAME"),
+        (["--push-to-hub", "me/x", "--dry-run"], "--dry-run does not write"),
+        (["--private"], "--private is for --push-to-hub"),
+    ],
+)
+def test_push_to_hub_options_are_checked_before_any_work(tmp_path, capsys, extra, says):
+    src, dst = tmp_path / "src", tmp_path / "out"
+    make_folder(src, 1)
+    assert main(["quantize", str(src), str(dst), *extra]) == 2
+    assert says in capsys.readouterr().err
     assert not dst.exists()

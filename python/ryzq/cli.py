@@ -31,9 +31,10 @@ from ryzq.files import (
     ryzq_description,
 )
 from ryzq.html_report import load_report, write_html
+from ryzq.hub import check_repo_id, is_hub
 from ryzq.hub import fetch as fetch_hub_model
-from ryzq.hub import is_hub
 from ryzq.hub import parse as parse_hub_url
+from ryzq.hub import push as push_to_hub
 from ryzq.model_card import write_card
 from ryzq.report import _size, display_width, pad, plural
 from ryzq.synthetic import synthesize_checkpoint
@@ -106,6 +107,12 @@ def _quantize(args: argparse.Namespace) -> int:
     if args.html and args.report and _same_path(Path(args.html), Path(args.report)):
         raise ryzq.RyzqError(f"{args.html}: --html and --report name the same file")
     run_eval = args.eval or args.eval_text is not None or args.eval_tokens is not None
+    if args.push_to_hub:
+        if args.dry_run:
+            raise ryzq.RyzqError("--push-to-hub uploads the output, which --dry-run does not write")
+        check_repo_id(args.push_to_hub)
+    elif args.private:
+        raise ryzq.RyzqError("--private is for --push-to-hub")
     if run_eval:
         if args.dry_run:
             raise ryzq.RyzqError("--eval runs the output, which --dry-run does not write")
@@ -170,6 +177,18 @@ def _quantize(args: argparse.Namespace) -> int:
             )
     if args.html:
         write_html(result, args.html)
+    if args.push_to_hub:
+        # Only now, with the output and everything about it complete.
+        what = f"{report.layout} ({report.method} per {report.granularity})"
+        origin = result.get("source", {}).get("url") or args.src
+        url = push_to_hub(
+            args.dst,
+            args.push_to_hub,
+            private=args.private,
+            message=f"ryzq {ryzq.__version__}: {what} from {origin}",
+        )
+        if not args.quiet:
+            print(f"uploaded {args.dst} to {args.push_to_hub}: {url}")
     return 0
 
 
@@ -600,6 +619,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="model folders: copy the source's README.md as it is instead of writing a model "
         "card (how the weights were made, their error, how to load them, then the source's card)",
     )
+    q.add_argument(
+        "--push-to-hub",
+        metavar="ORG/NAME",
+        help="then upload the output to this model repository on the Hub (created where it "
+        "does not exist), once it is complete",
+    )
+    q.add_argument("--private", action="store_true", help="--push-to-hub: a private repository")
     q.add_argument("--threads", type=int, help="threads for the kernels (default: all cores)")
     q.add_argument("--report", metavar="JSON", help="write the full report here")
     q.add_argument(

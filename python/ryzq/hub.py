@@ -164,3 +164,49 @@ def fetch(url: str, *, progress: bool = False) -> HubModel:
             f"{PREFIX}{at}: fetching it failed: {err.strerror or type(err).__name__}"
         ) from None
     return HubModel(repo_id=repo_id, commit=path.name, path=path)
+
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+
+
+def check_repo_id(repo_id: str) -> None:
+    if not _REPO_ID.match(repo_id):
+        raise RyzqError(f"{repo_id}: not a Hub repository; write ORG/NAME")
+
+
+def push(path: str | Path, repo_id: str, *, private: bool = False, message: str) -> str:
+    """Uploads the finished output ``path`` (a model folder, or one file) to the model
+    repository ``repo_id``, creating it (``private`` if asked) where it does not exist; returns
+    the commit's URL."""
+    check_repo_id(repo_id)
+    hub = _import()
+    from huggingface_hub import errors
+
+    path = Path(path)
+    try:
+        api = hub.HfApi()
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        if path.is_dir():
+            commit = api.upload_folder(
+                folder_path=path, repo_id=repo_id, repo_type="model", commit_message=message
+            )
+        else:
+            commit = api.upload_file(
+                path_or_fileobj=path,
+                path_in_repo=path.name,
+                repo_id=repo_id,
+                repo_type="model",
+                commit_message=message,
+            )
+    except errors.HfHubHTTPError as err:
+        status = getattr(err.response, "status_code", None)
+        why = {401: "not logged in, or the token is refused", 403: "no right to write there"}
+        raise RyzqError(
+            f"{repo_id}: the upload of {path} failed: HTTP {status}"
+            + (f" ({why[status]})" if status in why else "")
+        ) from None
+    except OSError as err:
+        raise RyzqError(
+            f"{repo_id}: the upload of {path} failed: {err.strerror or type(err).__name__}"
+        ) from None
+    return str(getattr(commit, "commit_url", commit))
