@@ -16,7 +16,7 @@ import ryzq
 from checkpoints import lay_out_hub_cache, make_folder
 from hub_server import HubServer, Repository
 from ryzq.cli import main
-from ryzq.hub import parse, wanted_files
+from ryzq.hub import check_repo_id, parse, wanted_files
 
 REPO = "some-org/BitNet-tiny"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -305,3 +305,54 @@ def test_push_to_hub_options_are_checked_before_any_work(tmp_path, capsys, extra
     assert main(["quantize", str(src), str(dst), *extra]) == 2
     assert says in capsys.readouterr().err
     assert not dst.exists()
+
+
+@pytest.mark.parametrize("url", ["hf://a/b--c", "hf://a/b..c", "hf://a/b.", "hf://a/" + "x" * 96])
+def test_a_repository_id_the_hub_refuses_is_refused(url):
+    with pytest.raises(ryzq.RyzqError, match="not a Hub model"):
+        parse(url)
+    with pytest.raises(ryzq.RyzqError, match="not a Hub repository"):
+        check_repo_id(url.removeprefix("hf://"))
+
+
+def test_a_hub_that_cannot_be_reached_is_one_error(tmp_path):
+    pytest.importorskip("huggingface_hub", reason="the Hub's client: pip install 'ryzq[hub]'")
+    closed = "http://127.0.0.1:9"
+    done = run("quantize", f"hf://{REPO}", tmp_path / "o", cache=tmp_path / "c", endpoint=closed)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "could not be reached" in done.stderr and TOKEN not in done.stderr
+    src, dst = tmp_path / "src", tmp_path / "out"
+    make_folder(src, 1)
+    done = run(
+        "quantize",
+        src,
+        dst,
+        "--push-to-hub",
+        "me/x",
+        "--quiet",
+        cache=tmp_path / "c",
+        endpoint=closed,
+    )
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "could not be reached" in done.stderr and (dst / "config.json").is_file()
+
+
+def test_a_partly_cached_model_offline_is_one_error(tmp_path):
+    pytest.importorskip("huggingface_hub", reason="the Hub's client: pip install 'ryzq[hub]'")
+    folder = tmp_path / "model"
+    make_folder(folder, 2)
+    (folder / "model-00002-of-00002.safetensors").unlink()
+    lay_out_hub_cache(tmp_path / "cache", REPO, folder, COMMIT)
+    done = run("quantize", f"hf://{REPO}", tmp_path / "out", cache=tmp_path / "cache")
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"ryzq: error: hf://{REPO}: the Hub's cache holds it only in part (not "
+        "model-00002-of-00002.safetensors), and HF_HUB_OFFLINE forbids fetching the rest\n"
+    )
+
+
+def test_shards_in_a_subfolder_are_refused_before_any_download():
+    index = {"weight_map": {"a": "w/model.safetensors"}}
+    listed = ["config.json", "model.safetensors.index.json", "w/model.safetensors"]
+    with pytest.raises(ryzq.RyzqError, match=r"lists w/model\.safetensors, not a plain file"):
+        wanted_files(listed, index)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,10 +61,50 @@ def is_hub(src: object) -> bool:
     return isinstance(src, str) and src.startswith(PREFIX)
 
 
+def _hub_accepts(repo_id: str) -> bool:
+    """The Hub's own rules for a repository id beyond the characters: at most 96 of them, no
+    ``--`` or ``..``, no name ending in ``-`` or ``.`` (huggingface_hub refuses the rest)."""
+    return (
+        len(repo_id) <= 96
+        and "--" not in repo_id
+        and ".." not in repo_id
+        and not any(part.endswith(("-", ".")) for part in repo_id.split("/"))
+    )
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """The errors of the HTTP client huggingface_hub uses for a connection that fails (not
+    OSError): the Hub unreachable, a timeout."""
+    found = []
+    for name in ("httpx2", "httpx"):
+        module = sys.modules.get(name)
+        if module is not None and isinstance(getattr(module, "TransportError", None), type):
+            found.append(module.TransportError)
+    return tuple(found)
+
+
+def _why(err: BaseException) -> str:
+    """What went wrong, in ryzq's words (never the client's text, which may hold a URL)."""
+    name = type(err).__name__
+    if name == "OfflineModeIsEnabled":
+        return "HF_HUB_OFFLINE forbids reaching the Hub"
+    if "Timeout" in name:
+        return "the Hub did not answer in time"
+    if isinstance(err, _network_errors()):
+        return f"the Hub could not be reached at {_endpoint()} ({name})"
+    return name
+
+
+def _endpoint() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.ENDPOINT)
+
+
 def parse(url: str) -> tuple[str, str | None]:
     """``hf://ORG/MODEL[@REVISION]`` as (repository id, revision or None)."""
     m = _URL.match(url.removeprefix(PREFIX))
-    if not url.startswith(PREFIX) or not m:
+    if not url.startswith(PREFIX) or not m or not _hub_accepts(m.group(1)):
         raise RyzqError(f"{url}: not a Hub model; write hf://ORG/MODEL or hf://ORG/MODEL@REVISION")
     return m.group(1), m.group(2)
 
@@ -103,6 +144,9 @@ def wanted_files(listed: list[str], index: dict[str, Any] | None) -> list[str]:
     chosen = [f for f in top if f in MODEL_FILES]
     if index is not None:
         shards = sorted(set(index.get("weight_map", {}).values()))
+        nested = [s for s in shards if "/" in s]
+        if nested:
+            raise RyzqError(f"{INDEX} lists {nested[0]}, not a plain file name beside it")
         missing = [s for s in shards if s not in listed]
         if missing:
             raise RyzqError(f"{INDEX} lists {missing[0]}, which the repository does not hold")
@@ -126,6 +170,16 @@ def fetch(url: str, *, progress: bool = False) -> HubModel:
                 path = Path(
                     hub.snapshot_download(repo_id, revision=revision, local_files_only=True)
                 )
+                # A snapshot holds what was fetched into it, perhaps not all the shards.
+                index_file = path / INDEX
+                if index_file.is_file():
+                    listed = json.loads(index_file.read_text()).get("weight_map", {}).values()
+                    absent = sorted(s for s in set(listed) if not (path / s).is_file())
+                    if absent:
+                        raise RyzqError(
+                            f"{PREFIX}{at}: the Hub's cache holds it only in part (not "
+                            f"{absent[0]}), and HF_HUB_OFFLINE forbids fetching the rest"
+                        )
             else:
                 info = hub.HfApi().model_info(repo_id, revision=revision)
                 listed = [s.rfilename for s in info.siblings or []]
@@ -159,9 +213,9 @@ def fetch(url: str, *, progress: bool = False) -> HubModel:
     except errors.HfHubHTTPError as err:
         status = getattr(err.response, "status_code", None)
         raise RyzqError(f"{PREFIX}{at}: the Hub answered HTTP {status}") from None
-    except OSError as err:
+    except (OSError, *_network_errors()) as err:
         raise RyzqError(
-            f"{PREFIX}{at}: fetching it failed: {err.strerror or type(err).__name__}"
+            f"{PREFIX}{at}: fetching it failed: {getattr(err, 'strerror', None) or _why(err)}"
         ) from None
     return HubModel(repo_id=repo_id, commit=path.name, path=path)
 
@@ -170,7 +224,7 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 
 
 def check_repo_id(repo_id: str) -> None:
-    if not _REPO_ID.match(repo_id):
+    if not _REPO_ID.match(repo_id) or not _hub_accepts(repo_id):
         raise RyzqError(f"{repo_id}: not a Hub repository; write ORG/NAME")
 
 
@@ -205,8 +259,8 @@ def push(path: str | Path, repo_id: str, *, private: bool = False, message: str)
             f"{repo_id}: the upload of {path} failed: HTTP {status}"
             + (f" ({why[status]})" if status in why else "")
         ) from None
-    except OSError as err:
+    except (OSError, *_network_errors()) as err:
         raise RyzqError(
-            f"{repo_id}: the upload of {path} failed: {err.strerror or type(err).__name__}"
+            f"{repo_id}: the upload of {path} failed: {getattr(err, 'strerror', None) or _why(err)}"
         ) from None
     return str(getattr(commit, "commit_url", commit))
