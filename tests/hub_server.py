@@ -39,6 +39,8 @@ class HubServer:
     #: uploads: the repositories created (id, private), and each commit's files
     created: list[tuple[str, bool]] = field(default_factory=list)
     commits: list[tuple[str, dict[str, bytes]]] = field(default_factory=list)
+    #: each commit's message
+    messages: list[str] = field(default_factory=list)
     #: refuse every upload, as the Hub does a token without write access
     read_only: bool = False
 
@@ -86,6 +88,8 @@ class HubServer:
                     files = {}
                     for line in data.decode().splitlines():
                         entry = json.loads(line)
+                        if entry.get("key") == "header":
+                            hub.messages.append(entry["value"].get("summary", ""))
                         if entry.get("key") == "file":
                             value = entry["value"]
                             files[value["path"]] = base64.b64decode(value["content"])

@@ -242,7 +242,7 @@ def test_push_to_hub_uploads_the_finished_output(tmp_path):
             endpoint=hub.url,
         )
         assert done.returncode == 0, done.stderr
-        created, commits = hub.created, hub.commits
+        created, commits, messages = hub.created, hub.commits, hub.messages
         tokens = {auth for method, _, auth in hub.requests if method == "POST"}
     assert created == [("me/tiny-ternary", True)]
     assert len(commits) == 1 and commits[0][0] == "me/tiny-ternary"
@@ -250,6 +250,8 @@ def test_push_to_hub_uploads_the_finished_output(tmp_path):
     assert commits[0][1] == files  # every file, byte for byte, the card included
     assert "README.md" in files
     assert tokens == {f"Bearer {TOKEN}"}
+    # The source by its name: its local path would show in a public repository.
+    assert messages == [f"ryzq {ryzq.__version__}: bitnet (absmean per tensor) from src"]
     assert f"uploaded {dst} to me/tiny-ternary: " in done.stdout
     assert TOKEN not in done.stdout + done.stderr
 
@@ -356,3 +358,19 @@ def test_shards_in_a_subfolder_are_refused_before_any_download():
     listed = ["config.json", "model.safetensors.index.json", "w/model.safetensors"]
     with pytest.raises(ryzq.RyzqError, match=r"lists w/model\.safetensors, not a plain file"):
         wanted_files(listed, index)
+
+
+@pytest.mark.parametrize("index", [b"{not json", b'{"weight_map": [1, 2]}'])
+def test_a_broken_index_on_the_hub_is_one_error(tmp_path, index):
+    pytest.importorskip("huggingface_hub", reason="the Hub's client: pip install 'ryzq[hub]'")
+    folder = tmp_path / "repo"
+    make_folder(folder, 2)
+    (folder / "model.safetensors.index.json").write_bytes(index)
+    with HubServer({REPO: Repository(REPO, COMMIT, folder)}) as hub:
+        done = run(
+            "quantize", f"hf://{REPO}", tmp_path / "out", cache=tmp_path / "c", endpoint=hub.url
+        )
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"ryzq: error: hf://{REPO}: its model.safetensors.index.json ")
+    assert done.stderr.count("\n") == 1
+    assert not (tmp_path / "out").exists()

@@ -180,7 +180,8 @@ def _quantize(args: argparse.Namespace) -> int:
     if args.push_to_hub:
         # Only now, with the output and everything about it complete.
         what = f"{report.layout} ({report.method} per {report.granularity})"
-        origin = result.get("source", {}).get("url") or args.src
+        # The source's name, not its local path, which a public repository would show.
+        origin = result.get("source", {}).get("url") or Path(args.src).name
         url = push_to_hub(
             args.dst,
             args.push_to_hub,

@@ -156,6 +156,17 @@ def wanted_files(listed: list[str], index: dict[str, Any] | None) -> list[str]:
     raise RyzqError(f"no {SINGLE} or {INDEX} at the top of the repository: no model to read")
 
 
+def _read_index(path: Path, url: str) -> dict[str, Any]:
+    """The repository's shard index; one error naming the model if it is not an index."""
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RyzqError(f"{url}: its {INDEX} is not JSON ({err})") from None
+    if not isinstance(index, dict) or not isinstance(index.get("weight_map", {}), dict):
+        raise RyzqError(f"{url}: its {INDEX} has no weight_map object")
+    return index
+
+
 def fetch(url: str, *, progress: bool = False) -> HubModel:
     """Fetches the model ``url`` names into the Hub's cache (from the cache alone where
     ``HF_HUB_OFFLINE=1``) and returns where it is."""
@@ -173,7 +184,7 @@ def fetch(url: str, *, progress: bool = False) -> HubModel:
                 # A snapshot holds what was fetched into it, perhaps not all the shards.
                 index_file = path / INDEX
                 if index_file.is_file():
-                    listed = json.loads(index_file.read_text()).get("weight_map", {}).values()
+                    listed = _read_index(index_file, f"{PREFIX}{at}").get("weight_map", {}).values()
                     absent = sorted(s for s in set(listed) if not (path / s).is_file())
                     if absent:
                         raise RyzqError(
@@ -186,7 +197,7 @@ def fetch(url: str, *, progress: bool = False) -> HubModel:
                 index = None
                 if INDEX in listed:
                     index_path = hub.hf_hub_download(repo_id, INDEX, revision=info.sha)
-                    index = json.loads(Path(index_path).read_text())
+                    index = _read_index(Path(index_path), f"{PREFIX}{at}")
                 try:
                     files = wanted_files(listed, index)
                 except RyzqError as err:
