@@ -21,7 +21,8 @@ from typing import Any
 from ryzq._ryzq import RyzqError
 
 PREFIX = "hf://"
-_URL = re.compile(r"^([A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@([\w.\-/]+))?$")
+_REPO = r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*"
+_URL = re.compile(rf"^({_REPO})(?:@([\w.\-/]+))?$")
 #: The files of a model repository a conversion reads besides the weights: the config, the
 #: tokenizer's, the card and license (copied into the output).
 MODEL_FILES = (
@@ -61,11 +62,13 @@ def is_hub(src: object) -> bool:
     return isinstance(src, str) and src.startswith(PREFIX)
 
 
-def _hub_accepts(repo_id: str) -> bool:
-    """The Hub's own rules for a repository id beyond the characters: at most 96 of them, no
-    ``--`` or ``..``, no name ending in ``-`` or ``.`` (huggingface_hub refuses the rest)."""
+def is_repo_id(repo_id: str) -> bool:
+    """Whether ``repo_id`` is ``ORG/NAME`` as the Hub takes it: its characters, and at most 96
+    of them, no ``--`` or ``..``, no name ending in ``-`` or ``.`` (huggingface_hub refuses
+    the rest)."""
     return (
-        len(repo_id) <= 96
+        re.fullmatch(_REPO, repo_id) is not None
+        and len(repo_id) <= 96
         and "--" not in repo_id
         and ".." not in repo_id
         and not any(part.endswith(("-", ".")) for part in repo_id.split("/"))
@@ -104,7 +107,7 @@ def _endpoint() -> str:
 def parse(url: str) -> tuple[str, str | None]:
     """``hf://ORG/MODEL[@REVISION]`` as (repository id, revision or None)."""
     m = _URL.match(url.removeprefix(PREFIX))
-    if not url.startswith(PREFIX) or not m or not _hub_accepts(m.group(1)):
+    if not url.startswith(PREFIX) or not m or not is_repo_id(m.group(1)):
         raise RyzqError(f"{url}: not a Hub model; write hf://ORG/MODEL or hf://ORG/MODEL@REVISION")
     return m.group(1), m.group(2)
 
@@ -231,11 +234,8 @@ def fetch(url: str, *, progress: bool = False) -> HubModel:
     return HubModel(repo_id=repo_id, commit=path.name, path=path)
 
 
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
-
-
 def check_repo_id(repo_id: str) -> None:
-    if not _REPO_ID.match(repo_id) or not _hub_accepts(repo_id):
+    if not is_repo_id(repo_id):
         raise RyzqError(f"{repo_id}: not a Hub repository; write ORG/NAME")
 
 

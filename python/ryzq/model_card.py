@@ -16,14 +16,13 @@ from typing import Any
 
 import ryzq
 from ryzq.array import LAYOUT_INFO
+from ryzq.hub import is_repo_id
 
 #: Front-matter keys of the source's card that hold for the converted model too.
 _CARRIED_KEYS = ("license", "license_name", "license_link", "language", "pipeline_tag")
 #: A top-level key of YAML front matter (the lines under it are indented, or list items).
 _KEY = re.compile(r"^([A-Za-z_][\w-]*)\s*:")
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)^---[ \t]*(?:\r?\n|\Z)", re.DOTALL | re.MULTILINE)
-#: A Hub repository id, as transformers records it in ``_name_or_path``.
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def split_card(text: str) -> tuple[str, str]:
@@ -55,7 +54,8 @@ def base_model(folder: Path) -> str | None:
     except (OSError, ValueError):
         return None
     name = config.get("_name_or_path") if isinstance(config, dict) else None
-    if isinstance(name, str) and _REPO_ID.match(name) and not Path(name).exists():
+    # transformers records the repository a model was loaded from in ``_name_or_path``.
+    if isinstance(name, str) and is_repo_id(name) and not Path(name).exists():
         return name
     return None
 
