@@ -204,7 +204,7 @@ def test_eval_outputs_that_name_a_folder_are_refused_before_any_model_runs(
     taken.mkdir()
     for option in ("--json", "--html"):
         assert main(["eval", str(folder), str(folder), "--tokens", "4", option, str(taken)]) == 2
-        assert f"{option} names something that is not a regular file" in capsys.readouterr().err
+        assert f"{taken}: exists and is not a regular file" in capsys.readouterr().err
 
 
 def test_an_interrupted_evaluation_says_what_had_been_written(tmp_path, monkeypatch, capsys):

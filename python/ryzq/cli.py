@@ -65,10 +65,16 @@ def _check_report_path(report: str | None, src: str, dst: str | None) -> None:
         _same_path(path, Path(dst)) or path.resolve().is_relative_to(Path(dst).resolve())
     ):
         raise ryzq.RyzqError(f"{report}: the report would overwrite the output; choose another")
+    _check_output_file(path, "the report")
+
+
+def _check_output_file(path: Path, what: str) -> None:
+    """Refuses, before any work, an output file that cannot be written: its folder missing,
+    or something other than a file in its place."""
     if not path.parent.is_dir():
-        raise ryzq.RyzqError(f"{report}: the report's folder {path.parent} does not exist")
+        raise ryzq.RyzqError(f"{path}: {what}'s folder {path.parent} does not exist")
     if path.exists() and not path.is_file():
-        raise ryzq.RyzqError(f"{report}: exists and is not a regular file")
+        raise ryzq.RyzqError(f"{path}: exists and is not a regular file")
 
 
 def _quantize(args: argparse.Namespace) -> int:
@@ -140,10 +146,14 @@ def _quantize(args: argparse.Namespace) -> int:
     result = report.to_dict()
     if hub_source:
         result["source"] = {"hub": src.repo_id, "commit": src.commit, "url": src.url}
-    if args.report:
-        # Written before the evaluation too, so that the conversion's report survives an
-        # evaluation that fails.
-        Path(args.report).write_text(json.dumps(result, indent=2) + "\n")
+
+    def save_report() -> None:
+        if args.report:
+            Path(args.report).write_text(json.dumps(result, indent=2) + "\n")
+
+    # Written before the evaluation too, so that the conversion's report survives an
+    # evaluation that fails.
+    save_report()
     if run_eval:
         try:
             evaluated = evaluate(
@@ -165,8 +175,7 @@ def _quantize(args: argparse.Namespace) -> int:
         if not args.quiet:
             print()
             print(evaluated.summary())
-        if args.report:
-            Path(args.report).write_text(json.dumps(result, indent=2) + "\n")
+        save_report()
         if convert is quantize_model and not args.no_model_card and Path(args.dst).is_dir():
             write_card(
                 args.dst,
@@ -209,18 +218,10 @@ def _check_eval_source(src: str, *, random_tokens: bool) -> None:
         )
 
 
-def _check_json_path(path: str | None, option: str) -> None:
-    if path is None:
-        return
-    if not Path(path).parent.is_dir():
-        raise ryzq.RyzqError(f"{path}: {option}'s folder {Path(path).parent} does not exist")
-    if Path(path).exists() and not Path(path).is_file():
-        raise ryzq.RyzqError(f"{path}: {option} names something that is not a regular file")
-
-
 def _eval(args: argparse.Namespace) -> int:
-    _check_json_path(args.json, "--json")
-    _check_json_path(args.html, "--html")
+    for path, option in ((args.json, "--json"), (args.html, "--html")):
+        if path is not None:
+            _check_output_file(Path(path), option)
     if args.json and args.html and _same_path(Path(args.json), Path(args.html)):
         raise ryzq.RyzqError(f"{args.html}: --html and --json name the same file")
     report = evaluate(
@@ -249,10 +250,7 @@ def _report(args: argparse.Namespace) -> int:
     report = load_report(src)
     if _same_path(out, src):
         raise ryzq.RyzqError(f"{out}: the page would overwrite the report; choose another -o")
-    if not out.parent.is_dir():
-        raise ryzq.RyzqError(f"{out}: the page's folder {out.parent} does not exist")
-    if out.exists() and not out.is_file():
-        raise ryzq.RyzqError(f"{out}: exists and is not a regular file")
+    _check_output_file(out, "the page")
     write_html(report, out)
     if not args.quiet:
         print(f"{src} -> {out}")
