@@ -24,6 +24,7 @@ from ryzq.evaluation.metrics import Positions
 from ryzq.evaluation.runners import Runner, open_runner
 from ryzq.hub import fetch, is_hub
 from ryzq.progress import StepProgress
+from ryzq.report import _finite
 
 #: Tokens evaluated unless asked otherwise: enough for the figures to settle, few enough that
 #: a 2B-parameter model on a laptop takes a minute or two.
@@ -132,10 +133,6 @@ class EvalReport:
                 f"{self.seconds['candidate']:.1f} s",
             ]
         )
-
-
-def _finite(x: float | None) -> float | None:
-    return x if x is None or math.isfinite(x) else None
 
 
 def evaluate(

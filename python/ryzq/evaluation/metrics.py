@@ -16,10 +16,9 @@ _ROWS = 64
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """``log p`` of each row, in float64, shifted by the row's maximum so that no exp
-    overflows."""
-    z = logits.astype(np.float64)
-    z -= z.max(axis=-1, keepdims=True)
+    """``log p`` of each row of float64 ``logits``, shifted by the row's maximum so that no
+    exp overflows."""
+    z = logits - logits.max(axis=-1, keepdims=True)
     z -= np.log(np.exp(z).sum(axis=-1, keepdims=True))
     return z
 
@@ -45,14 +44,15 @@ class Positions:
         ``first + i`` of the sequence."""
         for start in range(0, len(targets), _ROWS):
             rows = slice(start, start + _ROWS)
-            a, b = reference[rows], candidate[rows]
+            a = reference[rows].astype(np.float64)
+            b = candidate[rows].astype(np.float64)
             la, lb = log_softmax(a), log_softmax(b)
             # KL(reference || candidate) >= 0; rounding can leave a tiny negative sum when the
             # two distributions are (nearly) equal.
             kl = np.maximum((np.exp(la) * (la - lb)).sum(axis=-1), 0.0)
             picked = targets[rows]
             at = np.arange(len(picked))
-            diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+            diff = np.abs(a - b)
             self.index.extend(range(first + start, first + start + len(picked)))
             self.kl.extend(kl.tolist())
             self.top1_agree.extend((a.argmax(axis=-1) == b.argmax(axis=-1)).tolist())
