@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import ryzq
+from ryzq.report import _size as report_size
 
 __all__ = ["KINDS", "load_report", "render_html", "tensor_kind", "write_html"]
 
@@ -175,13 +176,7 @@ def _pct(x: Any) -> str:
 
 def _size(nbytes: Any) -> str:
     n = _float(nbytes)
-    if n is None:
-        return "\u2013"
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
+    return "\u2013" if n is None else report_size(n)
 
 
 # --- charts ---------------------------------------------------------------------------------
