@@ -20,7 +20,7 @@ use crate::simd::SimdLevel;
 use crate::sink::{Sink, TensorFile};
 use crate::source::Source;
 use crate::tensor::TensorView;
-use crate::transcode::{Codes, exact_ternary_scales, source_scale, transcode};
+use crate::transcode::{carry, exact_ternary_scales, source_scale};
 use crate::{group_scales, quantize_with_scales};
 
 /// Called after each tensor with its report, the number of tensors done and their total; an
@@ -386,17 +386,15 @@ fn convert_tensor(
                     }
                 )));
             }
-            let work = || -> Result<_> {
-                let mut codes = Codes {
-                    codes: crate::unpack(&bytes, &from.shape, from.layout, run.level)?,
-                    shape: &from.shape,
-                    granularity: from.granularity,
+            let work = || {
+                carry(
+                    &bytes,
+                    from,
                     scales,
-                };
-                if let Some(order) = planned.row_order {
-                    codes.reorder_rows(order)?;
-                }
-                transcode(&codes, *layout, *granularity, scale.as_ref(), run.level)
+                    planned.row_order,
+                    (*layout, *granularity, scale.as_ref()),
+                    run.level,
+                )
             };
             let carried = crate::threads::run(run.threads, work)?.0?;
             let t2 = Instant::now();

@@ -35,7 +35,7 @@ pub use layout::Layout;
 pub use method::{Granularity, Method, TernaryScale};
 pub use quantize::{
     QuantizeOptions, Quantized, check_granularity, dequantize, dequantize_into, group_scales, pack,
-    quantize, quantize_with_scales, unpack,
+    quantize, quantize_with_scales, repack, unpack,
 };
 pub use simd::SimdLevel;
 pub use stats::ErrorStats;

@@ -479,24 +479,17 @@ fn check_packed_len(layout: &dyn PackedLayout, shape: &[usize], packed: &[u8]) -
     })
 }
 
-/// Packs int8 codes (each -1, 0 or 1) of a tensor of `shape`. Layouts that store a scale in
-/// every block take those `scales` (one per block), layouts that store the tensor's scale
-/// after the codes take that one; the others take none.
-pub fn pack(
-    codes: &[i8],
+/// The scales a packed tensor of `shape` stores in its data, as `layout` stores them: one per
+/// block for layouts with blocks, the tensor's one for layouts that keep it after the codes,
+/// none for the others; checked against those the layout takes.
+fn stored_for_pack(
+    layout: &dyn PackedLayout,
     shape: &[usize],
-    layout: Layout,
     scales: Option<&[f32]>,
-    level: SimdLevel,
-) -> Result<Vec<u8>> {
+) -> Result<Vec<f32>> {
     let name = layout.name();
-    let layout = layout.get();
-    let packed_shape = layout.packed_shape(shape)?;
     let numel: usize = shape.iter().product();
-    Error::check_size(codes.len(), numel, || {
-        format!("int8 codes of shape {shape:?}")
-    })?;
-    let stored: Vec<f32> = match (layout.block(), scales) {
+    Ok(match (layout.block(), scales) {
         (Some(block), Some(scales)) => {
             if scales.len() != numel / block {
                 return Err(Error::Shape(format!(
@@ -540,22 +533,45 @@ pub fn pack(
             )));
         }
         (None, None) => Vec::new(),
-    };
+    })
+}
+
+/// The stored scales of a tile's blocks, for layouts that have blocks.
+fn tile_scales<'s>(layout: &dyn PackedLayout, stored: &'s [f32], tile: &Tile) -> &'s [f32] {
+    match layout.block() {
+        Some(block) => &stored[tile.values.start / block..tile.values.end / block],
+        None => &[][..],
+    }
+}
+
+/// Packs int8 codes (each -1, 0 or 1) of a tensor of `shape`. Layouts that store a scale in
+/// every block take those `scales` (one per block), layouts that store the tensor's scale
+/// after the codes take that one; the others take none.
+pub fn pack(
+    codes: &[i8],
+    shape: &[usize],
+    layout: Layout,
+    scales: Option<&[f32]>,
+    level: SimdLevel,
+) -> Result<Vec<u8>> {
+    let layout = layout.get();
+    let packed_shape = layout.packed_shape(shape)?;
+    let numel: usize = shape.iter().product();
+    Error::check_size(codes.len(), numel, || {
+        format!("int8 codes of shape {shape:?}")
+    })?;
+    let stored = stored_for_pack(layout, shape, scales)?;
     let tiles = layout.tiles(shape);
     let mut packed = vec![0u8; packed_shape.iter().product()];
     let mut valid = true;
     for part in tiles.chunk_by(|a, b| a.part == b.part) {
         let outs = split_by_tiles(&mut packed, part);
         valid &= part.par_iter().zip(outs).all(|(tile, out)| {
-            let tile_scales = match layout.block() {
-                Some(block) => &stored[tile.values.start / block..tile.values.end / block],
-                None => &[][..],
-            };
             layout.pack(
                 level,
                 tile.part,
                 &codes[tile.values.clone()],
-                tile_scales,
+                tile_scales(layout, &stored, tile),
                 out,
             )
         });
@@ -573,6 +589,79 @@ pub fn pack(
         });
     }
     Ok(packed)
+}
+
+/// Carries the codes of `packed` (a tensor of `shape` in layout `from`) into layout `to`, as
+/// [`unpack`] then [`pack`] would, without the codes of the whole tensor: each tile of `to`
+/// unpacks the source tiles it overlaps into a buffer of its own, so the codes stay in cache.
+/// Returns the packed bytes and how many codes are -1, 0 and +1.
+pub fn repack(
+    packed: &[u8],
+    shape: &[usize],
+    from: Layout,
+    to: Layout,
+    scales: Option<&[f32]>,
+    level: SimdLevel,
+) -> Result<(Vec<u8>, [u64; 3])> {
+    let (source, target) = (from.get(), to.get());
+    check_packed_len(source, shape, packed)?;
+    let packed_shape = target.packed_shape(shape)?;
+    let stored = stored_for_pack(target, shape, scales)?;
+    let mut sources = source.tiles(shape);
+    sources.sort_by_key(|t| t.values.start);
+    let targets = target.tiles(shape);
+    let mut out = vec![0u8; packed_shape.iter().product()];
+    let mut counts = [0u64; 3];
+    let mut corrupt = false;
+    for part in targets.chunk_by(|a, b| a.part == b.part) {
+        let outs = split_by_tiles(&mut out, part);
+        let tiles = part.par_iter().zip(outs).map_init(
+            || (Vec::new(), Vec::new()),
+            |(codes, scratch): &mut (Vec<i8>, Vec<i8>), (tile, out)| {
+                codes.resize(tile.values.len(), 0);
+                let first = sources.partition_point(|s| s.values.end <= tile.values.start);
+                for s in sources[first..]
+                    .iter()
+                    .take_while(|s| s.values.start < tile.values.end)
+                {
+                    scratch.resize(s.values.len(), 0);
+                    source
+                        .unpack(level, s.part, &packed[s.packed.clone()], scratch)
+                        .ok()?;
+                    let lo = s.values.start.max(tile.values.start);
+                    let hi = s.values.end.min(tile.values.end);
+                    codes[lo - tile.values.start..hi - tile.values.start]
+                        .copy_from_slice(&scratch[lo - s.values.start..hi - s.values.start]);
+                }
+                let valid = target.pack(
+                    level,
+                    tile.part,
+                    codes,
+                    tile_scales(target, &stored, tile),
+                    out,
+                );
+                assert!(valid, "unpacked codes are -1, 0 or +1");
+                Some(crate::transcode::count_codes(codes))
+            },
+        );
+        let part_counts: Option<Vec<[u64; 3]>> = tiles.collect();
+        let Some(part_counts) = part_counts else {
+            corrupt = true;
+            break;
+        };
+        for c in part_counts {
+            for (total, n) in counts.iter_mut().zip(c) {
+                *total += n;
+            }
+        }
+    }
+    if corrupt {
+        // Names the first corrupt byte, whichever tile a thread stopped at.
+        let err = unpack(packed, shape, from, level).expect_err("a source tile was refused");
+        return Err(err);
+    }
+    put_tensor_scale(target, &stored, &mut out);
+    Ok((out, counts))
 }
 
 /// A buffer that tiles fill in parallel, each tile at element ranges no other tile touches.

@@ -121,7 +121,7 @@ fn runs(codes: &[i8], from_len: usize, to_len: usize) -> Vec<Run> {
 /// (low bit set: -1 and +1 alike) and positive codes of 32 values at a time, emptied into
 /// wide totals before they can overflow: a loop the compiler turns into byte-wise vector adds
 /// at any SIMD level.
-fn count_codes(codes: &[i8]) -> [u64; 3] {
+pub(crate) fn count_codes(codes: &[i8]) -> [u64; 3] {
     const LANES: usize = 32;
     let (mut nonzero, mut positive) = (0u64, 0u64);
     let mut blocks = codes.chunks_exact(LANES * 255);
@@ -305,6 +305,93 @@ pub fn transcode(
         scales,
         stats,
     })
+}
+
+/// Carries the packed tensor `packed` (as `from` describes it, its groups' `scales` read)
+/// into `layout`, its rows reordered first where `order` says. A tensor of one scale whose
+/// rows stay in place goes tile by tile ([`crate::quantize::repack`]): every target group
+/// takes that scale, and only the codes' counts are needed besides. The others are unpacked
+/// whole, since their target scales depend on where the codes lie.
+pub fn carry(
+    packed: &[u8],
+    from: &crate::plan::PackedSource,
+    scales: Vec<SourceScale>,
+    order: Option<HeadPermutation>,
+    target: (Layout, Granularity, Option<&ScaleStorage>),
+    level: SimdLevel,
+) -> Result<Transcoded> {
+    let (layout, granularity, storage) = target;
+    if let (None, [scale]) = (order, &scales[..])
+        && let Some(carried) = carry_one_scale(packed, from, *scale, target, level)?
+    {
+        return Ok(carried);
+    }
+    let mut codes = Codes {
+        codes: crate::unpack(packed, &from.shape, from.layout, level)?,
+        shape: &from.shape,
+        granularity: from.granularity,
+        scales,
+    };
+    if let Some(order) = order {
+        codes.reorder_rows(order)?;
+    }
+    transcode(&codes, layout, granularity, storage, level)
+}
+
+/// [`carry`] of a tensor with one scale, tile by tile; `None` where that scale cannot be
+/// stored the same in every target group (a reciprocal storage of 0), which [`transcode`]
+/// handles.
+fn carry_one_scale(
+    packed: &[u8],
+    from: &crate::plan::PackedSource,
+    scale: SourceScale,
+    (layout, granularity, storage): (Layout, Granularity, Option<&ScaleStorage>),
+    level: SimdLevel,
+) -> Result<Option<Transcoded>> {
+    let shape = &from.shape[..];
+    let divides = storage.is_some_and(|s| s.convention == crate::metadata::ScaleConvention::Divide);
+    if divides && (scale.scale == 0.0 || !scale.scale.is_finite()) {
+        return Ok(None);
+    }
+    let (groups, _) = granularity.groups(shape)?;
+    let mut target = vec![scale; groups];
+    let (packed, stored, scales, counts) = if let Some(storage) = storage {
+        let stored = stored_scales(storage, &mut target)?;
+        let (out, counts) = crate::repack(packed, shape, from.layout, layout, None, level)?;
+        (
+            out,
+            stored,
+            target.iter().map(|s| s.scale).collect(),
+            counts,
+        )
+    } else {
+        let wanted: Vec<f32> = target.iter().map(|s| s.scale).collect();
+        let (out, counts) =
+            crate::repack(packed, shape, from.layout, layout, Some(&wanted), level)?;
+        let scales = layout.get().block_scales(&out);
+        crate::quantize::check_stored_scales(&wanted, &scales, "block", || {
+            format!("the {} layout's stored scales", layout.name())
+        })?;
+        (out, Vec::new(), scales, counts)
+    };
+    let Some(&first) = scales.first() else {
+        return Ok(None);
+    };
+    if scales.iter().any(|s| s.to_bits() != first.to_bits()) {
+        return Ok(None);
+    }
+    let run = Run {
+        from: 0,
+        to: 0,
+        counts,
+    };
+    let stats = error_stats(&[run], &[scale], &[first]);
+    Ok(Some(Transcoded {
+        packed,
+        stored,
+        scales,
+        stats,
+    }))
 }
 
 /// The error of the target's scales against the source's, over every value.
