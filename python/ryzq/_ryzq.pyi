@@ -19,13 +19,17 @@ __all__ = [
     "TensorReport",
     "__version__",
     "canonical_name",
+    "convert_part",
     "default_granularity",
     "dequantize",
     "dequantize_checkpoint",
+    "finish_parts",
     "layouts",
     "pack",
     "packed_shape",
     "parse_ryzq_metadata",
+    "parts_folder",
+    "plan_parts",
     "plan_quantize",
     "quantize",
     "quantize_checkpoint",
@@ -127,6 +131,20 @@ def quantize_checkpoint(
 def plan_quantize(
     src: str, *, folder: bool, request: QuantizeRequest, dst: str | None = None
 ) -> dict[str, Any]: ...
+def plan_parts(
+    src: str, dst: str, *, request: QuantizeRequest
+) -> tuple[list[dict[str, Any]], list[str], Path]: ...
+def parts_folder(dst: str) -> Path: ...
+def convert_part(src: str, dst: str, *, request: QuantizeRequest, index: int) -> str: ...
+def finish_parts(
+    src: str,
+    dst: str,
+    *,
+    request: QuantizeRequest,
+    parts: list[str],
+    seconds: float,
+    reused: int,
+) -> QuantizationReport: ...
 def dequantize_checkpoint(
     src: str,
     dst: str,

@@ -108,6 +108,12 @@ def _quantize(args: argparse.Namespace) -> int:
         if convert is quantize_file:
             raise ryzq.RyzqError("--no-model-card is for model folders")
         options["model_card"] = False
+    if args.workers is not None or args.scheduler is not None:
+        if args.workers is not None and args.scheduler is not None:
+            raise ryzq.RyzqError("give --workers or --scheduler, not both")
+        if convert is quantize_file:
+            raise ryzq.RyzqError("--workers and --scheduler are for model folders")
+        _positive("--workers", args.workers)
     _check_report_path(args.report, args.src, None if args.dry_run else args.dst)
     _check_report_path(args.html, args.src, None if args.dry_run else args.dst)
     if args.html and args.report and _same_path(Path(args.html), Path(args.report)):
@@ -140,7 +146,13 @@ def _quantize(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(convert(src, args.dst, dry_run=True, **options).summary())
         return 0
-    report = convert(src, args.dst, **options)
+    if args.workers is not None or args.scheduler is not None:
+        from ryzq.distributed import dask_executor
+
+        with dask_executor(args.scheduler, workers=args.workers) as executor:
+            report = convert(src, args.dst, executor=executor, **options)
+    else:
+        report = convert(src, args.dst, **options)
     if not args.quiet:
         print(report.summary())
     result = report.to_dict()
@@ -625,6 +637,21 @@ def build_parser() -> argparse.ArgumentParser:
         "does not exist), once it is complete",
     )
     q.add_argument("--private", action="store_true", help="--push-to-hub: a private repository")
+    q.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="model folders: convert each output file in a job of its own on a local Dask "
+        "cluster of N processes (needs ryzq[dask]); finished files are kept beside the "
+        "output until all are done, so a rerun after a failure redoes only what is missing",
+    )
+    q.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="model folders: as --workers, on the workers of the Dask scheduler at ADDRESS "
+        "(tcp://host:8786), which must see the source and the output's folder at the same "
+        "paths",
+    )
     q.add_argument("--threads", type=int, help="threads for the kernels (default: all cores)")
     q.add_argument("--report", metavar="JSON", help="write the full report here")
     q.add_argument(

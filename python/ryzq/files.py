@@ -3,6 +3,7 @@ and everything that touches a file, is the core's; this module is its Python fac
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import warnings
@@ -78,9 +79,10 @@ def _quantize(
     return report
 
 
-def _warn(messages: list[str]) -> None:
+def _warn(messages: list[str], stacklevel: int = 4) -> None:
+    # By default, for the caller of the public function that called _quantize.
     for message in messages:
-        warnings.warn(message, RyzqWarning, stacklevel=4)
+        warnings.warn(message, RyzqWarning, stacklevel=stacklevel)
 
 
 def _source_bytes(src: Path) -> int:
@@ -144,6 +146,7 @@ def quantize_model(
     *,
     progress: bool = False,
     dry_run: bool = False,
+    executor: concurrent.futures.Executor | None = None,
     **options: Any,
 ) -> QuantizationReport:
     """Quantize a Hugging Face model folder (``config.json`` and ``model.safetensors`` or
@@ -170,15 +173,30 @@ def quantize_model(
 
     A folder output gets a model card, ``README.md``: how the weights were made, their error
     per layer, how to load them, and the source folder's own card after it
-    (``model_card=False`` copies the source's card as it is instead)."""
+    (``model_card=False`` copies the source's card as it is instead).
+
+    With ``executor`` (any :class:`concurrent.futures.Executor`: ``dask.distributed``'s
+    ``Client.get_executor()``, a ``ProcessPoolExecutor``), each output file is converted by a
+    job of its own on the executor's workers, which must see ``src_dir`` and ``dst_dir``'s
+    folder at the same paths (a shared file system). The output and the report are those of a
+    one-process run. Finished files are kept beside ``dst_dir`` (``.NAME.ryzq-parts``) until
+    all are done, so that after a failure the same call redoes only what is missing."""
     model_card = options.pop("model_card", True)
     hub_model = None
     if isinstance(src_dir, HubModel) or is_hub(src_dir):
         hub_model = src_dir if isinstance(src_dir, HubModel) else fetch(src_dir, progress=progress)
         src_dir = hub_model.path
-    report = _quantize(
-        src_dir, dst_dir, folder=True, progress=progress, dry_run=dry_run, options=options
-    )
+    if executor is not None and not dry_run:
+        if dst_dir is None:
+            raise RyzqError("give a destination, or dry_run=True")
+        from ryzq.distributed import quantize_model_with
+
+        report = quantize_model_with(executor, src_dir, dst_dir, options, progress=progress)
+        _warn(report.warnings, stacklevel=3)
+    else:
+        report = _quantize(
+            src_dir, dst_dir, folder=True, progress=progress, dry_run=dry_run, options=options
+        )
     if not dry_run and model_card and dst_dir is not None and Path(dst_dir).is_dir():
         from ryzq.model_card import write_card
 

@@ -7,9 +7,12 @@ import time
 
 
 class ProgressBar:
-    def __init__(self, total_bytes: int, label: str = "", stream=None) -> None:
+    def __init__(
+        self, total_bytes: int, label: str = "", stream=None, *, unit: str = "tensors"
+    ) -> None:
         self.total_bytes = max(total_bytes, 1)
         self.label = label
+        self.unit = unit
         self.stream = stream or sys.stderr
         self.done_bytes = 0
         self.start = time.perf_counter()
@@ -28,7 +31,7 @@ class ProgressBar:
         width = 30
         bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
         self.stream.write(
-            f"\r{self.label}[{bar}] {done}/{total} tensors "
+            f"\r{self.label}[{bar}] {done}/{total} {self.unit} "
             f"{self.done_bytes / 1e9:.2f}/{self.total_bytes / 1e9:.2f} GB "
             f"{rate:.2f} GB/s {left:4.0f}s left"
         )

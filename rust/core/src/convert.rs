@@ -6,6 +6,8 @@ use std::borrow::Cow;
 use std::path::Path;
 use std::time::Instant;
 
+use serde::{Deserialize, Serialize};
+
 use crate::dtype::FloatDType;
 use crate::error::{Error, Result};
 use crate::kernels::widen::widen;
@@ -13,7 +15,8 @@ use crate::metadata::ScaleConvention;
 use crate::method::Granularity;
 use crate::plan::scales::{convert_float, divide_bias, stored_scales, stored_type};
 use crate::plan::{
-    Action, LinearClass, PackedSource, Plan, PlannedTensor, QuantizeRequest, ScaleSource,
+    Action, LinearClass, OutputFile, PackedSource, Plan, PlannedTensor, QuantizeRequest,
+    ScaleSource,
 };
 use crate::report::{FileReport, TensorReport};
 use crate::simd::SimdLevel;
@@ -53,6 +56,48 @@ pub struct Converted {
     pub notes: Vec<String>,
 }
 
+/// What converting one output file did: its tensors' reports, the bytes it holds, and the
+/// weights found exactly ternary per row where a coarser granularity was asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Part {
+    /// The file's name in a model folder; `None` for a single file.
+    pub shard: Option<String>,
+    pub reports: Vec<TensorReport>,
+    pub bytes_out: u64,
+    pub finer: Vec<String>,
+}
+
+impl Converted {
+    /// The parts of one conversion, in the plan's order of files, as one.
+    #[must_use]
+    pub fn of_parts(parts: Vec<Part>) -> Self {
+        let mut reports = Vec::new();
+        let mut bytes_out = 0;
+        let mut finer = Vec::new();
+        for part in parts {
+            reports.extend(part.reports);
+            bytes_out += part.bytes_out;
+            finer.extend(part.finer);
+        }
+        let mut notes = Vec::new();
+        if let Some(first) = finer.first() {
+            notes.push(format!(
+                "{} weight{} exactly ternary with one scale per row ({first}{}), but \
+                 quantized at a coarser granularity, which loses that: --granularity row \
+                 (granularity=\"row\") carries them over exactly",
+                finer.len(),
+                if finer.len() == 1 { " is" } else { "s are" },
+                if finer.len() > 1 { ", ..." } else { "" }
+            ));
+        }
+        Self {
+            reports,
+            bytes_out,
+            notes,
+        }
+    }
+}
+
 /// Carries out `plan` on `source` into `sink`. On any error nothing is left at the
 /// destination.
 pub fn convert(
@@ -63,54 +108,60 @@ pub fn convert(
     progress: &mut Progress<'_>,
 ) -> Result<Converted> {
     let total = plan.tensors().count();
-    let mut reports = Vec::with_capacity(total);
-    let mut bytes_out = 0;
-    let mut finer = Vec::new();
+    let mut done = 0;
+    let mut parts = Vec::with_capacity(plan.files.len());
     for file in &plan.files {
-        let mut writer = sink.create(plan, file)?;
-        for t in &file.tensors {
-            let holder = source.file(t.source);
-            let report = convert_tensor(source, t, run, &mut writer, &mut finer)
-                .map_err(|e| e.in_file(holder.path(), Some(&t.name)))?;
-            progress(&report, reports.len() + 1, total)?;
-            reports.push(report);
-        }
-        for g in &file.generated {
-            writer.write(&g.output.name, &g.data)?;
-            reports.push(TensorReport {
-                name: g.output.name.clone(),
-                dtype: g.output.dtype.name().into(),
-                shape: g.output.shape.clone(),
-                kept_because: Some(format!("made for the output: {}", g.why)),
-                carried_over: None,
-                scale: None,
-                stats: None,
-                bytes_in: 0,
-                bytes_out: g.data.len() as u64,
-                read_seconds: 0.0,
-                quantize_seconds: 0.0,
-                write_seconds: 0.0,
-            });
-        }
-        bytes_out += writer.size();
-        writer.finish()?;
+        let writer = sink.create(plan, file)?;
+        parts.push(convert_file(source, file, writer, run, &mut |report| {
+            done += 1;
+            progress(report, done, total)
+        })?);
     }
     sink.finish(source, plan)?;
-    let mut notes = Vec::new();
-    if let Some(first) = finer.first() {
-        notes.push(format!(
-            "{} weight{} exactly ternary with one scale per row ({first}{}), but \
-             quantized at a coarser granularity, which loses that: --granularity row \
-             (granularity=\"row\") carries them over exactly",
-            finer.len(),
-            if finer.len() == 1 { " is" } else { "s are" },
-            if finer.len() > 1 { ", ..." } else { "" }
-        ));
+    Ok(Converted::of_parts(parts))
+}
+
+/// Converts the tensors of one output file of a plan into `writer`, then completes it.
+pub fn convert_file(
+    source: &Source,
+    file: &OutputFile,
+    mut writer: TensorFile,
+    run: &Run<'_>,
+    progress: &mut dyn FnMut(&TensorReport) -> Result<()>,
+) -> Result<Part> {
+    let mut reports = Vec::with_capacity(file.tensors.len() + file.generated.len());
+    let mut finer = Vec::new();
+    for t in &file.tensors {
+        let holder = source.file(t.source);
+        let report = convert_tensor(source, t, run, &mut writer, &mut finer)
+            .map_err(|e| e.in_file(holder.path(), Some(&t.name)))?;
+        progress(&report)?;
+        reports.push(report);
     }
-    Ok(Converted {
+    for g in &file.generated {
+        writer.write(&g.output.name, &g.data)?;
+        reports.push(TensorReport {
+            name: g.output.name.clone(),
+            dtype: g.output.dtype.name().into(),
+            shape: g.output.shape.clone(),
+            kept_because: Some(format!("made for the output: {}", g.why)),
+            carried_over: None,
+            scale: None,
+            stats: None,
+            bytes_in: 0,
+            bytes_out: g.data.len() as u64,
+            read_seconds: 0.0,
+            quantize_seconds: 0.0,
+            write_seconds: 0.0,
+        });
+    }
+    let bytes_out = writer.size();
+    writer.finish()?;
+    Ok(Part {
+        shard: file.shard.clone(),
         reports,
         bytes_out,
-        notes,
+        finer,
     })
 }
 
@@ -153,7 +204,7 @@ pub fn quantize(
         file_bytes_in: source.size(),
         file_bytes_out,
         seconds: start.elapsed().as_secs_f64(),
-        threads: threads.unwrap_or_else(rayon::current_num_threads),
+        threads: threads.unwrap_or_else(crate::threads::default_count),
         warnings: plan.warnings.clone(),
         skipped_files: plan.other_files.skipped.clone(),
     })

@@ -18,6 +18,7 @@ pub mod metadata;
 pub mod method;
 pub mod model;
 pub mod optimal;
+pub mod parts;
 pub mod plan;
 pub mod quantize;
 pub mod report;

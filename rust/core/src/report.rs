@@ -1,8 +1,10 @@
 //! What a conversion did, tensor by tensor.
 
+use serde::{Deserialize, Serialize};
+
 use crate::stats::ErrorStats;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TensorReport {
     pub name: String,
     /// safetensors dtype of the input tensor

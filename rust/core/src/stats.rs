@@ -2,7 +2,7 @@
 
 /// Sums over a set of values `w` and their dequantized `w'`, combined in a fixed order so that
 /// the result does not depend on the SIMD level or the number of threads.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ErrorStats {
     pub numel: u64,
     /// `sum((w - w')^2)`

@@ -398,6 +398,101 @@ fn quantize_checkpoint(
     }
 }
 
+/// The parts a conversion of the model folder `src` into the model folder `dst` splits into,
+/// one per output file, for jobs that convert each alone: a list of dicts (`name`, `sources`:
+/// the source files it reads, `bytes_in`), and the plan's warnings. Makes the parts folder
+/// beside `dst`.
+#[pyfunction]
+#[pyo3(signature = (src, dst, *, request))]
+fn plan_parts<'py>(
+    py: Python<'py>,
+    src: PathBuf,
+    dst: PathBuf,
+    request: &Bound<'py, PyQuantizeRequest>,
+) -> PyResult<(Bound<'py, PyList>, Vec<String>, PathBuf)> {
+    let request = request.get().for_source(true)?;
+    let (parts, warnings) = py
+        .detach(|| ryzq_core::parts::plan(&src, &dst, request))
+        .map_err(to_py)?;
+    let list = PyList::empty(py);
+    for part in parts {
+        let d = PyDict::new(py);
+        d.set_item("name", part.name)?;
+        d.set_item("sources", part.sources)?;
+        d.set_item("bytes_in", part.bytes_in)?;
+        list.append(d)?;
+    }
+    Ok((list, warnings, ryzq_core::parts::parts_folder(&dst)))
+}
+
+/// The folder beside the model folder `dst` where the parts of its conversion are written.
+#[pyfunction]
+fn parts_folder(dst: PathBuf) -> PathBuf {
+    ryzq_core::parts::parts_folder(&dst)
+}
+
+/// Converts output file `index` of the conversion of `src` into `dst` into its parts folder;
+/// returns what it did as JSON, for [`finish_parts`]. Ctrl-C stops it and leaves nothing.
+#[pyfunction]
+#[pyo3(signature = (src, dst, *, request, index))]
+fn convert_part(
+    py: Python<'_>,
+    src: PathBuf,
+    dst: PathBuf,
+    request: &Bound<'_, PyQuantizeRequest>,
+    index: usize,
+) -> PyResult<String> {
+    let request = request.get().for_source(true)?;
+    let mut raised: Option<PyErr> = None;
+    let result = py.detach(|| {
+        let mut on_tensor = |_: &TensorReport, _: usize, _: usize| {
+            // A closure: the method itself is not general over the lifetime `attach` gives.
+            #[allow(clippy::redundant_closure_for_method_calls)]
+            Python::attach(|py| py.check_signals()).map_err(|e| {
+                raised = Some(e);
+                ryzq_core::Error::Interrupted
+            })
+        };
+        ryzq_core::parts::convert_part(&src, &dst, request, index, &mut on_tensor)
+    });
+    match (result, raised) {
+        (Ok(part), _) => Ok(serde_json::to_string(&part).expect("plain data serializes")),
+        (Err(_), Some(err)) => Err(err),
+        (Err(err), None) => Err(to_py(err)),
+    }
+}
+
+/// Puts the `parts` (JSON, as [`convert_part`] returns them, in the plan's order) together into
+/// the model folder `dst` and returns the report of the whole conversion; `seconds` is the
+/// time the run took before this call.
+#[pyfunction]
+#[pyo3(signature = (src, dst, *, request, parts, seconds, reused))]
+fn finish_parts(
+    py: Python<'_>,
+    src: PathBuf,
+    dst: PathBuf,
+    request: &Bound<'_, PyQuantizeRequest>,
+    parts: Vec<String>,
+    seconds: f64,
+    reused: usize,
+) -> PyResult<PyFileReport> {
+    let request = request.get().for_source(true)?;
+    let parts = parts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            serde_json::from_str(text)
+                .map_err(|e| RyzqError::new_err(format!("part {i}: not what a job returns: {e}")))
+        })
+        .collect::<PyResult<Vec<ryzq_core::convert::Part>>>()?;
+    let started = std::time::Instant::now()
+        .checked_sub(std::time::Duration::from_secs_f64(seconds.max(0.0)))
+        .unwrap_or_else(std::time::Instant::now);
+    py.detach(|| ryzq_core::parts::finish(&src, &dst, request, parts, started, reused))
+        .map(PyFileReport)
+        .map_err(to_py)
+}
+
 /// A GGUF value as Python sees it; long arrays stay whole (the caller summarizes them).
 fn gguf_value<'py>(py: Python<'py>, value: &GgufValue) -> PyResult<Bound<'py, PyAny>> {
     use ryzq_core::gguf::value::Array;
@@ -818,6 +913,10 @@ fn _ryzq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(simd_levels, m)?)?;
     m.add_function(wrap_pyfunction!(quantize_checkpoint, m)?)?;
     m.add_function(wrap_pyfunction!(plan_quantize, m)?)?;
+    m.add_function(wrap_pyfunction!(plan_parts, m)?)?;
+    m.add_function(wrap_pyfunction!(convert_part, m)?)?;
+    m.add_function(wrap_pyfunction!(finish_parts, m)?)?;
+    m.add_function(wrap_pyfunction!(parts_folder, m)?)?;
     m.add_function(wrap_pyfunction!(dequantize_checkpoint, m)?)?;
     m.add_function(wrap_pyfunction!(read_header, m)?)?;
     m.add_function(wrap_pyfunction!(read_gguf_header, m)?)?;

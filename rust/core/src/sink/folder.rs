@@ -50,6 +50,15 @@ fn copy_file(from: &Path, to: &Path, umask: u32) -> Result<()> {
 impl FolderSink {
     /// `dst` must not exist, or be an empty folder.
     pub fn create(dst: &Path) -> Result<Self> {
+        Self::check(dst)?;
+        Ok(Self {
+            work: AtomicDir::create(dst)?,
+            dst: dst.to_path_buf(),
+        })
+    }
+
+    /// Refuses a `dst` that exists and is not an empty folder.
+    pub fn check(dst: &Path) -> Result<()> {
         let occupied = match std::fs::read_dir(dst) {
             Ok(mut entries) => entries.next().is_some(),
             Err(_) => dst.exists(),
@@ -60,10 +69,7 @@ impl FolderSink {
                 dst.display()
             )));
         }
-        Ok(Self {
-            work: AtomicDir::create(dst)?,
-            dst: dst.to_path_buf(),
-        })
+        Ok(())
     }
 
     #[must_use]

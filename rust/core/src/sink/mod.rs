@@ -113,6 +113,16 @@ fn check_outside(src_dir: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Refuses `dst` as a model-folder output of `source` where a one-process run would, without
+/// making anything: the input itself, a folder inside the model's, a folder not empty.
+pub fn check_folder_destination(source: &Source, dst: &Path) -> Result<()> {
+    check_destination(source.path(), dst)?;
+    if let Some(model) = source.folder() {
+        check_outside(model.dir(), dst)?;
+    }
+    folder::FolderSink::check(dst)
+}
+
 impl Sink {
     /// A sink of the kind [`output_kind`] says.
     pub fn for_source(source: &Source, dst: &Path) -> Result<Self> {
