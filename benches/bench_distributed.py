@@ -55,6 +55,22 @@ CONFIG = {
 }
 
 
+# What `ryzq quantize hf://` downloads, downloaded alone by huggingface_hub.
+DOWNLOAD = """
+import sys
+from ryzq.hub import fetch
+fetch("hf://" + sys.argv[1])
+"""
+# What `--workers N` starts and stops besides the conversion.
+CLUSTER = """
+import sys
+from ryzq.distributed import dask_executor
+if __name__ == "__main__":
+    with dask_executor(workers=int(sys.argv[1])):
+        pass
+"""
+
+
 def sharded_model(folder: Path, layers: int, shards: int, dtype: str) -> int:
     """Writes the synthetic model as `shards` shards of whole layers, with an index and a
     config; returns its bytes."""
@@ -168,6 +184,15 @@ def main() -> None:
             if not same_files(out, reference):
                 raise SystemExit("the Hub path gave other bytes than the local folder")
             shutil.rmtree(cache)
+            cache = Path(tempfile.mkdtemp(dir=work, prefix="hub-cache-"))
+            env["HF_HUB_CACHE"] = str(cache)
+            runs.setdefault("  of which the download", []).append(
+                timed([sys.executable, "-c", DOWNLOAD, REPO], "download", env=env)
+            )
+            shutil.rmtree(cache)
+            runs.setdefault(f"  a Dask cluster of {args.workers}, up and down", []).append(
+                timed([sys.executable, "-c", CLUSTER, str(args.workers)], "cluster")
+            )
     medians = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
     peaks = {k: max(r["peak_rss_mib"] for r in v) for k, v in runs.items()}
     floor = medians["cat (floor)"]
@@ -176,7 +201,11 @@ def main() -> None:
     for k, s in medians.items():
         print(f"{k:28} {s:8.2f} {nbytes / s / 1e9:7.2f} {s / floor:6.2f} {peaks[k]:13.0f}")
     one = medians["one process"]
-    print(f"--workers {args.workers} / one process: {medians[workers] / one:.2f}x the time")
+    cluster = medians[f"  a Dask cluster of {args.workers}, up and down"]
+    print(
+        f"--workers {args.workers} / one process: {medians[workers] / one:.2f}x the time "
+        f"({(medians[workers] - cluster) / one:.2f}x without the cluster's start and stop)"
+    )
     print(f"hf:// / local folder: {medians['hf:// from 127.0.0.1'] / one:.2f}x the time")
     print("every output identical to the first one-process run")
     if args.json:
