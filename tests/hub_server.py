@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -43,6 +44,9 @@ class HubServer:
     messages: list[str] = field(default_factory=list)
     #: refuse every upload, as the Hub does a token without write access
     read_only: bool = False
+    #: called with a file's name before its bytes are sent in full (not for a range); an HTTP
+    #: status it returns is answered instead
+    before_sending: Callable[[str], int | None] | None = None
 
     def __enter__(self) -> HubServer:
         hub = self
@@ -155,18 +159,26 @@ class HubServer:
                 if not file.is_file():
                     return self.error(404, "EntryNotFound", "Entry not found")
                 data = file.read_bytes()
-                start = 0
-                ranged = re.match(r"bytes=(\d+)-$", self.headers.get("Range", ""))
+                start, end = 0, len(data)
+                ranged = re.match(r"bytes=(\d+)-(\d*)$", self.headers.get("Range", ""))
                 if ranged:
                     start = int(ranged.group(1))
+                    if ranged.group(2):
+                        end = min(int(ranged.group(2)) + 1, len(data))
+                elif body and hub.before_sending is not None:
+                    status = hub.before_sending(match.group(3))
+                    if status is not None:
+                        return self.error(status, "Refused", "refused by the test")
                 self.send_response(206 if ranged else 200)
                 self.send_header("X-Repo-Commit", repo.commit)
                 self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
                 self.send_header("Accept-Ranges", "bytes")
-                self.send_header("Content-Length", str(len(data) - start))
+                if ranged:
+                    self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+                self.send_header("Content-Length", str(end - start))
                 self.end_headers()
                 if body:
-                    self.wfile.write(data[start:])
+                    self.wfile.write(data[start:end])
                 return None
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -379,3 +380,86 @@ def test_a_broken_index_on_the_hub_is_one_error(tmp_path, hub_client, index):
     assert done.stderr.startswith(f"ryzq: error: hf://{REPO}: its model.safetensors.index.json ")
     assert done.stderr.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_shards_convert_while_the_next_ones_download(tmp_path, hub_client):
+    """The server holds back the last shard until the first output file is recorded as
+    converted (or 60 s pass): only a conversion that overlaps the downloads sees it early."""
+    folder = tmp_path / "repo"
+    make_folder(folder, 4)
+    cache, dst, report = tmp_path / "cache", tmp_path / "out", tmp_path / "report.json"
+    first = tmp_path / ".out.ryzq-parts" / "model-00001-of-00004.safetensors.done.json"
+    seen: dict[str, bool] = {}
+
+    def hold_back_the_last(name: str) -> None:
+        if name == "model-00004-of-00004.safetensors":
+            deadline = time.monotonic() + 60
+            while not first.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            seen[name] = first.exists()
+        return None
+
+    repos = {REPO: Repository(REPO, COMMIT, folder)}
+    with HubServer(repos, before_sending=hold_back_the_last) as hub:
+        done = run(
+            "quantize",
+            f"hf://{REPO}",
+            dst,
+            "--report",
+            report,
+            "--quiet",
+            cache=cache,
+            endpoint=hub.url,
+        )
+        assert done.returncode == 0, done.stderr
+    assert seen == {"model-00004-of-00004.safetensors": True}
+    assert not (tmp_path / ".out.ryzq-parts").exists()
+    # What a conversion of the whole snapshot gives, byte for byte, and the same report.
+    snapshot = cache / f"models--{REPO.replace('/', '--')}" / "snapshots" / COMMIT
+    local = tmp_path / "local"
+    expected = ryzq.quantize_model(snapshot, local).to_dict()
+    for path in sorted(local.iterdir()):
+        if path.name != "README.md":
+            assert (dst / path.name).read_bytes() == path.read_bytes(), path.name
+    got = json.loads(report.read_text())
+    assert got["src"] == str(snapshot) == expected["src"]
+    for key in ("summary", "tensors"):
+        for r in (got, expected):
+            for t in r["tensors"]:
+                t.pop("seconds", None)
+            for k in ("seconds", "parameters_per_second", "bytes_per_second"):
+                r["summary"].pop(k, None)
+        assert got[key] == expected[key]
+    assert got["source"]["commit"] == COMMIT
+
+
+def test_a_download_that_fails_midway_leaves_nothing_but_what_a_rerun_reuses(tmp_path, hub_client):
+    folder = tmp_path / "repo"
+    make_folder(folder, 4)
+    cache, dst = tmp_path / "cache", tmp_path / "out"
+    repos = {REPO: Repository(REPO, COMMIT, folder)}
+
+    def refuse_the_third(name: str) -> int | None:
+        return 403 if name == "model-00003-of-00004.safetensors" else None
+
+    with HubServer(repos, before_sending=refuse_the_third) as hub:
+        failed = run("quantize", f"hf://{REPO}", dst, "--quiet", cache=cache, endpoint=hub.url)
+    assert failed.returncode != 0
+    assert failed.stderr == f"ryzq: error: hf://{REPO}@{COMMIT}: the Hub answered HTTP 403\n"
+    assert not dst.exists()
+    # The finished output files are kept for the rerun, in the parts folder only.
+    parts = tmp_path / ".out.ryzq-parts"
+    assert sorted(p.name for p in parts.iterdir()) == [
+        "model-00001-of-00004.safetensors",
+        "model-00001-of-00004.safetensors.done.json",
+        "model-00002-of-00004.safetensors",
+        "model-00002-of-00004.safetensors.done.json",
+    ]
+    with HubServer(repos) as hub:
+        again = run("quantize", f"hf://{REPO}", dst, "--quiet", cache=cache, endpoint=hub.url)
+        assert again.returncode == 0, again.stderr
+        # The shards fetched before the failure come from the cache.
+        assert hub.fetched() == [
+            "model-00003-of-00004.safetensors",
+            "model-00004-of-00004.safetensors",
+        ]

@@ -144,6 +144,7 @@ def finish_parts(
     parts: list[str],
     seconds: float,
     reused: int,
+    shown_src: str | None = None,
 ) -> QuantizationReport: ...
 def dequantize_checkpoint(
     src: str,

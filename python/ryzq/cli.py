@@ -33,6 +33,7 @@ from ryzq.files import (
 from ryzq.html_report import load_report, write_html
 from ryzq.hub import check_repo_id, is_hub
 from ryzq.hub import fetch as fetch_hub_model
+from ryzq.hub import open_stream as open_hub_stream
 from ryzq.hub import parse as parse_hub_url
 from ryzq.hub import push as push_to_hub
 from ryzq.model_card import write_card
@@ -138,11 +139,20 @@ def _quantize(args: argparse.Namespace) -> int:
     if args.dst is None and not args.dry_run:
         raise ryzq.RyzqError("give the output (dst), or --dry-run")
     src: Any = args.src
+    hub_model = None
     if hub_source:
-        src = fetch_hub_model(args.src, progress=_show_progress(args))
+        # A model-folder output converts while the weights download; the others need them all.
+        streamed = not args.dry_run and not str(args.dst).lower().endswith(".gguf")
+        stream = open_hub_stream(args.src, progress=_show_progress(args)) if streamed else None
+        src = (
+            stream
+            if stream is not None
+            else fetch_hub_model(args.src, progress=_show_progress(args))
+        )
+        hub_model = stream.model if stream is not None else src
         if run_eval:
-            _check_eval_source(str(src.path), random_tokens=args.eval_tokens is not None)
-    source_path = str(src.path) if hub_source else args.src
+            _check_eval_source(str(hub_model.path), random_tokens=args.eval_tokens is not None)
+    source_path = str(hub_model.path) if hub_model is not None else args.src
     if args.dry_run:
         print(convert(src, args.dst, dry_run=True, **options).summary())
         return 0
@@ -157,7 +167,11 @@ def _quantize(args: argparse.Namespace) -> int:
         print(report.summary())
     result = report.to_dict()
     if hub_source:
-        result["source"] = {"hub": src.repo_id, "commit": src.commit, "url": src.url}
+        result["source"] = {
+            "hub": hub_model.repo_id,
+            "commit": hub_model.commit,
+            "url": hub_model.url,
+        }
 
     def save_report() -> None:
         if args.report:
@@ -194,7 +208,7 @@ def _quantize(args: argparse.Namespace) -> int:
                 result,
                 source=source_path,
                 evaluation=result["eval"],
-                hub=src if hub_source else None,
+                hub=hub_model,
             )
     if args.html:
         write_html(result, args.html)

@@ -18,6 +18,8 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,6 +28,7 @@ from typing import Any
 
 from ryzq import _ryzq
 from ryzq._ryzq import RyzqError
+from ryzq.hub import HubStream
 from ryzq.progress import ProgressBar
 
 # Each finished part's record, beside its file in the parts folder: NAME + RECORD_SUFFIX.
@@ -40,17 +43,25 @@ def quantize_model_with(
     options: dict[str, Any],
     *,
     progress: bool = False,
+    arrivals: Iterator[str] | None = None,
+    shown_src: str | os.PathLike | None = None,
 ) -> _ryzq.QuantizationReport:
     """Quantize the model folder ``src`` into the model folder ``dst`` by jobs on
-    ``executor``, one per output file; see the module's description."""
+    ``executor``, one per output file; see the module's description. With ``arrivals``, the
+    weight files of ``src`` are placeholders (their headers) until the iterator yields their
+    names, each once it is in place: a job starts when the files it reads are. The report names
+    ``shown_src`` as the source where it is given."""
     started = time.monotonic()
     src, dst = os.fspath(src), os.fspath(dst)
     request = _ryzq.QuantizeRequest(**options)
     parts, _warnings, folder = _ryzq.plan_parts(src, dst, request=request)
     folder = Path(folder)
     fingerprint = _fingerprint(options)
+    arrived: set[str] | None = None if arrivals is None else set()
     done: dict[int, str] = {}
     for i, part in enumerate(parts):
+        if arrived is not None and not all(Path(s).is_symlink() for s in part["sources"]):
+            continue
         record = _read_record(folder, part["name"])
         if record is not None and _reusable(record, part, folder, fingerprint):
             done[i] = record["part"]
@@ -58,7 +69,7 @@ def quantize_model_with(
     bar = None
     if progress:
         bar = ProgressBar(
-            sum(p["bytes_in"] for p in parts), label=f"{Path(src).name} ", unit="files"
+            sum(p["bytes_in"] for p in parts), label=f"{Path(shown_src or src).name} ", unit="files"
         )
         if reused:
             bar(reused, len(parts), sum(parts[i]["bytes_in"] for i in done))
@@ -68,48 +79,172 @@ def quantize_model_with(
     run = uuid.uuid4().hex
     futures: dict[concurrent.futures.Future, int] = {}
     failures: dict[int, BaseException] = {}
-    try:
+    lock = threading.Lock()
+
+    # Released once per job, when its end is recorded.
+    settled = threading.Semaphore(0)
+
+    def finished(job: concurrent.futures.Future) -> None:
+        try:
+            record(job)
+        finally:
+            settled.release()
+
+    def record(job: concurrent.futures.Future) -> None:
+        # Recorded as each job ends, on whatever thread ends it, so that what is done is kept
+        # whatever the driver is doing (downloading the next weight file, failing).
+        i = futures[job]
+        if job.cancelled():
+            return
+        err = job.exception()
+        if err is not None:
+            with lock:
+                failures[i] = err
+            return
+        result = job.result()
+        record = {
+            "version": RECORD_VERSION,
+            "request": fingerprint,
+            "sources": _identities(parts[i]["sources"]),
+            "size": result["size"],
+            "sha256": result["sha256"],
+            "part": result["part"],
+        }
+        _write_record(folder, parts[i]["name"], record)
+        with lock:
+            done[i] = result["part"]
+            if bar is not None:
+                bar(len(done), len(parts), parts[i]["bytes_in"])
+
+    def submit_ready() -> None:
         for i, part in enumerate(parts):
-            if i not in done:
+            if i in done or i in futures.values():
+                continue
+            if arrived is None or all(Path(s).name in arrived for s in part["sources"]):
                 job = executor.submit(
                     convert_part, src, dst, options, i, part["name"], threads, run
                 )
                 futures[job] = i
-        for job in concurrent.futures.as_completed(futures):
-            i = futures[job]
-            try:
-                result = job.result()
-            except Exception as err:  # each is said below, by its part
-                failures[i] = err
-                continue
-            record = {
-                "version": RECORD_VERSION,
-                "request": fingerprint,
-                "sources": _identities(parts[i]["sources"]),
-                "size": result["size"],
-                "sha256": result["sha256"],
-                "part": result["part"],
-            }
-            _write_record(folder, parts[i]["name"], record)
-            done[i] = result["part"]
-            if bar is not None:
-                bar(len(done), len(parts), parts[i]["bytes_in"])
-    except BaseException:
+                job.add_done_callback(finished)
+
+    def wait_for_all() -> None:
+        # The futures' ends, and then their records (callbacks run after a future's waiters
+        # are woken).
+        for _ in range(len(futures)):
+            settled.acquire()
+
+    try:
+        submit_ready()
+        if arrivals is not None and arrived is not None:
+            for name in arrivals:
+                arrived.add(Path(name).name)
+                submit_ready()
+        wait_for_all()
+    except BaseException as err:
         for job in futures:
             job.cancel()
+        if not isinstance(err, KeyboardInterrupt):
+            # The jobs already running end and are recorded, for a rerun.
+            wait_for_all()
         raise
     if failures:
         first = min(failures)
         raise _failure(parts[first]["name"], failures[first], len(failures), len(parts))
-    report = _ryzq.finish_parts(
+    return _ryzq.finish_parts(
         src,
         dst,
         request=request,
         parts=[done[i] for i in range(len(parts))],
         seconds=time.monotonic() - started,
         reused=reused,
+        shown_src=None if shown_src is None else os.fspath(shown_src),
     )
-    return report
+
+
+def quantize_streamed(
+    stream: HubStream,
+    dst: str | os.PathLike,
+    options: dict[str, Any],
+    *,
+    progress: bool = False,
+    executor: concurrent.futures.Executor | None = None,
+) -> _ryzq.QuantizationReport:
+    """Quantize a model on the Hub into the model folder ``dst`` while its weight files
+    download: the conversion is planned from their headers, and each output file is converted
+    (on ``executor``, by default a thread of this process) as soon as the weight files it reads
+    are in the cache, while the next download."""
+    dst = os.fspath(dst)
+    folder = Path(_ryzq.parts_folder(dst))
+    staging = folder / "source"
+    made = not folder.exists()
+    own = executor is None
+    pool = concurrent.futures.ThreadPoolExecutor(1) if executor is None else executor
+    try:
+        _stage(stream, staging)
+        return quantize_model_with(
+            pool,
+            staging,
+            dst,
+            options,
+            progress=progress,
+            arrivals=_arrivals(stream, staging),
+            shown_src=stream.model.path,
+        )
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    finally:
+        if own:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _stage(stream: HubStream, staging: Path) -> None:
+    """The model as a folder of links into the cache, but for the weight files not fetched
+    yet: each of those is its header, at the file's full size (a sparse file)."""
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    weights = set(stream.weights)
+    for path in sorted(stream.model.path.rglob("*")):
+        name = path.relative_to(stream.model.path)
+        if path.is_file() and str(name) not in weights:
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(os.path.realpath(path), staging / name)
+    for name in stream.weights:
+        cached = stream.cached(name)
+        if cached is not None:
+            os.symlink(os.path.realpath(cached), staging / name)
+            continue
+        header = stream.header(name)
+        try:
+            described = json.loads(header[8:])
+            data = max(
+                (t["data_offsets"][1] for k, t in described.items() if k != "__metadata__"),
+                default=0,
+            )
+        except (ValueError, TypeError, KeyError, IndexError):
+            raise RyzqError(
+                f"{stream.model.url}: {name}: its header is not a safetensors header"
+            ) from None
+        with open(staging / name, "wb") as f:
+            f.write(header)
+            f.truncate(len(header) + int(data))
+
+
+def _arrivals(stream: HubStream, staging: Path) -> Iterator[str]:
+    """Each weight file, fetched in turn and linked in place of its placeholder."""
+    for name in stream.weights:
+        target = staging / name
+        if not target.is_symlink():
+            path = stream.download(name)
+            link = staging / f".{name}.link"
+            with contextlib.suppress(FileNotFoundError):
+                link.unlink()
+            os.symlink(os.path.realpath(path), link)
+            os.replace(link, target)
+        yield str(target)
 
 
 def convert_part(

@@ -14,7 +14,7 @@ from ryzq import _ryzq
 from ryzq._ryzq import RyzqError
 from ryzq.array import _dtype_name
 from ryzq.config import RyzqWarning
-from ryzq.hub import HubModel, fetch, is_hub
+from ryzq.hub import HubModel, HubStream, fetch, is_hub, open_stream
 from ryzq.plan import ConversionPlan
 from ryzq.progress import ProgressBar
 from ryzq.report import QuantizationReport
@@ -85,6 +85,10 @@ def _warn(messages: list[str], stacklevel: int = 4) -> None:
         warnings.warn(message, RyzqWarning, stacklevel=stacklevel)
 
 
+def _is_gguf(dst: str | os.PathLike | None) -> bool:
+    return dst is not None and os.fspath(dst).lower().endswith(".gguf")
+
+
 def _source_bytes(src: Path) -> int:
     if src.is_file():
         return src.stat().st_size
@@ -141,7 +145,7 @@ def quantize_file(
 
 
 def quantize_model(
-    src_dir: str | os.PathLike | HubModel,
+    src_dir: str | os.PathLike | HubModel | HubStream,
     dst_dir: str | os.PathLike | None = None,
     *,
     progress: bool = False,
@@ -171,6 +175,9 @@ def quantize_model(
     ``embeddings`` (default ``"float16"``); norms in float32; the hyperparameters from
     ``config.json`` and the folder's tokenizer (``tokenizer=False`` writes none).
 
+    A Hub model into a model folder converts while its weights download: each output file as
+    soon as the shards it reads are in the cache.
+
     A folder output gets a model card, ``README.md``: how the weights were made, their error
     per layer, how to load them, and the source folder's own card after it
     (``model_card=False`` copies the source's card as it is instead).
@@ -183,10 +190,24 @@ def quantize_model(
     all are done, so that after a failure the same call redoes only what is missing."""
     model_card = options.pop("model_card", True)
     hub_model = None
-    if isinstance(src_dir, HubModel) or is_hub(src_dir):
+    stream = src_dir if isinstance(src_dir, HubStream) else None
+    if stream is None and is_hub(src_dir) and not dry_run and not _is_gguf(dst_dir):
+        # Converted while its weight files download, one output file as soon as its own are in.
+        stream = open_stream(src_dir, progress=progress)
+    if stream is not None:
+        hub_model = stream.model
+        src_dir = hub_model.path
+    elif isinstance(src_dir, HubModel) or is_hub(src_dir):
         hub_model = src_dir if isinstance(src_dir, HubModel) else fetch(src_dir, progress=progress)
         src_dir = hub_model.path
-    if executor is not None and not dry_run:
+    if stream is not None:
+        if dst_dir is None or dry_run:
+            raise RyzqError("a model fetched as it converts needs a destination, and no dry_run")
+        from ryzq.distributed import quantize_streamed
+
+        report = quantize_streamed(stream, dst_dir, options, progress=progress, executor=executor)
+        _warn(report.warnings, stacklevel=3)
+    elif executor is not None and not dry_run:
         if dst_dir is None:
             raise RyzqError("give a destination, or dry_run=True")
         from ryzq.distributed import quantize_model_with

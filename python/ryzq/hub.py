@@ -170,45 +170,13 @@ def _read_index(path: Path, url: str) -> dict[str, Any]:
     return index
 
 
-def fetch(url: str, *, progress: bool = False) -> HubModel:
-    """Fetches the model ``url`` names into the Hub's cache (from the cache alone where
-    ``HF_HUB_OFFLINE=1``) and returns where it is."""
-    repo_id, revision = parse(url)
-    hub = _import()
-    from huggingface_hub import constants, errors, utils
+@contextlib.contextmanager
+def _errors(at: str, revision: str | None) -> Iterator[None]:
+    """huggingface_hub's errors as ryzq's, naming the model ``at``; never the server's text."""
+    from huggingface_hub import errors
 
-    at = f"{repo_id}" + (f"@{revision}" if revision else "")
     try:
-        with _bars(utils, progress):
-            if constants.is_offline_mode():
-                path = Path(
-                    hub.snapshot_download(repo_id, revision=revision, local_files_only=True)
-                )
-                # A snapshot holds what was fetched into it, perhaps not all the shards.
-                index_file = path / INDEX
-                if index_file.is_file():
-                    listed = _read_index(index_file, f"{PREFIX}{at}").get("weight_map", {}).values()
-                    absent = sorted(s for s in set(listed) if not (path / s).is_file())
-                    if absent:
-                        raise RyzqError(
-                            f"{PREFIX}{at}: the Hub's cache holds it only in part (not "
-                            f"{absent[0]}), and HF_HUB_OFFLINE forbids fetching the rest"
-                        )
-            else:
-                info = hub.HfApi().model_info(repo_id, revision=revision)
-                listed = [s.rfilename for s in info.siblings or []]
-                index = None
-                if INDEX in listed:
-                    index_path = hub.hf_hub_download(repo_id, INDEX, revision=info.sha)
-                    index = _read_index(Path(index_path), f"{PREFIX}{at}")
-                try:
-                    files = wanted_files(listed, index)
-                except RyzqError as err:
-                    raise RyzqError(f"{PREFIX}{at}: {err}") from None
-                path = Path(hub.snapshot_download(repo_id, revision=info.sha, allow_patterns=files))
-                absent = [f for f in files if not (path / f).is_file()]
-                if absent:
-                    raise RyzqError(f"{PREFIX}{at}: the Hub listed {absent[0]} but did not give it")
+        yield
     except errors.GatedRepoError:
         raise RyzqError(
             f"{PREFIX}{at}: a gated repository this account has no access to (ask for it on its "
@@ -231,7 +199,138 @@ def fetch(url: str, *, progress: bool = False) -> HubModel:
         raise RyzqError(
             f"{PREFIX}{at}: fetching it failed: {getattr(err, 'strerror', None) or _why(err)}"
         ) from None
+
+
+def _listing(
+    hub: Any, repo_id: str, revision: str | None, at: str
+) -> tuple[str, list[str], list[str]]:
+    """The commit ``revision`` names, the files a conversion reads, and of those the weights."""
+    info = hub.HfApi().model_info(repo_id, revision=revision)
+    listed = [s.rfilename for s in info.siblings or []]
+    index = None
+    if INDEX in listed:
+        index_path = hub.hf_hub_download(repo_id, INDEX, revision=info.sha)
+        index = _read_index(Path(index_path), f"{PREFIX}{at}")
+    try:
+        files = wanted_files(listed, index)
+    except RyzqError as err:
+        raise RyzqError(f"{PREFIX}{at}: {err}") from None
+    weights = [f for f in files if f.endswith(".safetensors")]
+    return info.sha, files, weights
+
+
+def fetch(url: str, *, progress: bool = False) -> HubModel:
+    """Fetches the model ``url`` names into the Hub's cache (from the cache alone where
+    ``HF_HUB_OFFLINE=1``) and returns where it is."""
+    repo_id, revision = parse(url)
+    hub = _import()
+    from huggingface_hub import constants, utils
+
+    at = f"{repo_id}" + (f"@{revision}" if revision else "")
+    with _errors(at, revision), _bars(utils, progress):
+        if constants.is_offline_mode():
+            path = Path(hub.snapshot_download(repo_id, revision=revision, local_files_only=True))
+            # A snapshot holds what was fetched into it, perhaps not all the shards.
+            index_file = path / INDEX
+            if index_file.is_file():
+                listed = _read_index(index_file, f"{PREFIX}{at}").get("weight_map", {}).values()
+                absent = sorted(s for s in set(listed) if not (path / s).is_file())
+                if absent:
+                    raise RyzqError(
+                        f"{PREFIX}{at}: the Hub's cache holds it only in part (not "
+                        f"{absent[0]}), and HF_HUB_OFFLINE forbids fetching the rest"
+                    )
+        else:
+            commit, files, _ = _listing(hub, repo_id, revision, at)
+            path = Path(hub.snapshot_download(repo_id, revision=commit, allow_patterns=files))
+            absent = [f for f in files if not (path / f).is_file()]
+            if absent:
+                raise RyzqError(f"{PREFIX}{at}: the Hub listed {absent[0]} but did not give it")
     return HubModel(repo_id=repo_id, commit=path.name, path=path)
+
+
+@dataclass(frozen=True)
+class HubStream:
+    """A model on the Hub fetched weight file by weight file, so that a conversion can start on
+    the first while the next downloads: every other file it reads is in the cache already
+    (``model.path``), and each weight file's header can be read before the file is."""
+
+    model: HubModel
+    #: the weight files, in the order they are fetched
+    weights: tuple[str, ...]
+    progress: bool
+
+    def _at(self) -> str:
+        return f"{self.model.repo_id}@{self.model.commit}"
+
+    def cached(self, name: str) -> Path | None:
+        """Where the cache holds weight file ``name`` already, if it does."""
+        hub = _import()
+        found = hub.try_to_load_from_cache(self.model.repo_id, name, revision=self.model.commit)
+        return Path(found) if isinstance(found, str) else None
+
+    def header(self, name: str) -> bytes:
+        """The first bytes of weight file ``name``: its length field and its JSON header, by
+        range requests, as the safetensors format lays them out."""
+        size = int.from_bytes(self._range(name, 0, 8), "little")
+        if size > 100_000_000:
+            raise RyzqError(f"{PREFIX}{self._at()}: {name}: a header of {size} bytes")
+        return self._range(name, 0, 8 + size)
+
+    def _range(self, name: str, start: int, end: int) -> bytes:
+        hub = _import()
+        from huggingface_hub import utils
+
+        url = hub.hf_hub_url(self.model.repo_id, name, revision=self.model.commit)
+        headers = utils.build_hf_headers(headers={"Range": f"bytes={start}-{end - 1}"})
+        with _errors(self._at(), self.model.commit):
+            data = bytearray()
+            # Streamed and cut, should a server send the whole file for a range.
+            with utils.get_session().stream(
+                "GET", url, headers=headers, follow_redirects=True
+            ) as response:
+                utils.hf_raise_for_status(response)
+                skip = start if response.status_code == 200 else 0
+                for chunk in response.iter_bytes():
+                    data += chunk
+                    if len(data) >= skip + end - start:
+                        break
+        data = bytes(data[skip : skip + end - start])
+        if len(data) != end - start:
+            raise RyzqError(
+                f"{PREFIX}{self._at()}: {name} ends at {len(data)} bytes, inside its header"
+            )
+        return data
+
+    def download(self, name: str) -> Path:
+        """Fetches weight file ``name`` into the cache; returns where it is."""
+        hub = _import()
+        from huggingface_hub import utils
+
+        with _errors(self._at(), self.model.commit), _bars(utils, self.progress):
+            return Path(hub.hf_hub_download(self.model.repo_id, name, revision=self.model.commit))
+
+
+def open_stream(url: str, *, progress: bool = False) -> HubStream | None:
+    """The model ``url`` names, with every file but its weights fetched into the cache, for
+    fetching the weights one by one (:class:`HubStream`); ``None`` where ``HF_HUB_OFFLINE=1``
+    (:func:`fetch` then reads the cache)."""
+    repo_id, revision = parse(url)
+    hub = _import()
+    from huggingface_hub import constants, utils
+
+    if constants.is_offline_mode():
+        return None
+    at = f"{repo_id}" + (f"@{revision}" if revision else "")
+    with _errors(at, revision), _bars(utils, progress):
+        commit, files, weights = _listing(hub, repo_id, revision, at)
+        others = [f for f in files if f not in weights]
+        path = Path(hub.snapshot_download(repo_id, revision=commit, allow_patterns=others))
+        absent = [f for f in others if not (path / f).is_file()]
+        if absent:
+            raise RyzqError(f"{PREFIX}{at}: the Hub listed {absent[0]} but did not give it")
+    model = HubModel(repo_id=repo_id, commit=commit, path=path)
+    return HubStream(model=model, weights=tuple(weights), progress=progress)
 
 
 def check_repo_id(repo_id: str) -> None:

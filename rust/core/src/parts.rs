@@ -147,7 +147,8 @@ pub fn convert_part(
 /// folder `dst`: each part's file linked (or copied) into the output's temporary folder, the
 /// index, `config.json` and the model's other files written, the folder moved into place; then
 /// the parts folder is removed. `started` is when the run began, for the report's time;
-/// `reused` parts were made by an earlier run, which the report says.
+/// `reused` parts were made by an earlier run, which the report says. The report names
+/// `shown_src` as the source where it is given (the folder `src` stands for).
 pub fn finish(
     src: &Path,
     dst: &Path,
@@ -155,6 +156,7 @@ pub fn finish(
     parts: Vec<Part>,
     started: Instant,
     reused: usize,
+    shown_src: Option<&Path>,
 ) -> Result<FileReport> {
     let threads = crate::threads::resolve(request.threads)?;
     let source = open(src, true)?;
@@ -219,7 +221,7 @@ pub fn finish(
         ));
     }
     Ok(FileReport {
-        src: src.display().to_string(),
+        src: shown_src.unwrap_or(src).display().to_string(),
         dst: dst.display().to_string(),
         layout: request.layout.name().into(),
         method: request.method.name().into(),

@@ -464,9 +464,11 @@ fn convert_part(
 
 /// Puts the `parts` (JSON, as [`convert_part`] returns them, in the plan's order) together into
 /// the model folder `dst` and returns the report of the whole conversion; `seconds` is the
-/// time the run took before this call.
+/// time the run took before this call; the report names `shown_src` as the source where it is
+/// given.
 #[pyfunction]
-#[pyo3(signature = (src, dst, *, request, parts, seconds, reused))]
+#[pyo3(signature = (src, dst, *, request, parts, seconds, reused, shown_src=None))]
+#[allow(clippy::too_many_arguments)]
 fn finish_parts(
     py: Python<'_>,
     src: PathBuf,
@@ -475,6 +477,7 @@ fn finish_parts(
     parts: Vec<String>,
     seconds: f64,
     reused: usize,
+    shown_src: Option<PathBuf>,
 ) -> PyResult<PyFileReport> {
     let request = request.get().for_source(true)?;
     let parts = parts
@@ -488,9 +491,19 @@ fn finish_parts(
     let started = std::time::Instant::now()
         .checked_sub(std::time::Duration::from_secs_f64(seconds.max(0.0)))
         .unwrap_or_else(std::time::Instant::now);
-    py.detach(|| ryzq_core::parts::finish(&src, &dst, request, parts, started, reused))
-        .map(PyFileReport)
-        .map_err(to_py)
+    py.detach(|| {
+        ryzq_core::parts::finish(
+            &src,
+            &dst,
+            request,
+            parts,
+            started,
+            reused,
+            shown_src.as_deref(),
+        )
+    })
+    .map(PyFileReport)
+    .map_err(to_py)
 }
 
 /// A GGUF value as Python sees it; long arrays stay whole (the caller summarizes them).
