@@ -437,29 +437,45 @@ def test_a_download_that_fails_midway_leaves_nothing_but_what_a_rerun_reuses(tmp
     folder = tmp_path / "repo"
     make_folder(folder, 4)
     cache, dst = tmp_path / "cache", tmp_path / "out"
+    parts = tmp_path / ".out.ryzq-parts"
+    first = parts / "model-00001-of-00004.safetensors.done.json"
     repos = {REPO: Repository(REPO, COMMIT, folder)}
 
     def refuse_the_third(name: str) -> int | None:
-        return 403 if name == "model-00003-of-00004.safetensors" else None
+        # Once the first output file is made, so that there is something to keep.
+        if name != "model-00003-of-00004.safetensors":
+            return None
+        deadline = time.monotonic() + 60
+        while not first.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return 403
 
     with HubServer(repos, before_sending=refuse_the_third) as hub:
         failed = run("quantize", f"hf://{REPO}", dst, "--quiet", cache=cache, endpoint=hub.url)
     assert failed.returncode != 0
     assert failed.stderr == f"ryzq: error: hf://{REPO}@{COMMIT}: the Hub answered HTTP 403\n"
     assert not dst.exists()
-    # The finished output files are kept for the rerun, in the parts folder only.
-    parts = tmp_path / ".out.ryzq-parts"
-    assert sorted(p.name for p in parts.iterdir()) == [
-        "model-00001-of-00004.safetensors",
-        "model-00001-of-00004.safetensors.done.json",
-        "model-00002-of-00004.safetensors",
-        "model-00002-of-00004.safetensors.done.json",
-    ]
+    # What was made is kept for the rerun, in the parts folder only, each file with its record.
+    kept = sorted(p.name for p in parts.glob("*.safetensors"))
+    assert "model-00001-of-00004.safetensors" in kept
+    assert "model-00003-of-00004.safetensors" not in kept
+    assert sorted(p.name for p in parts.iterdir()) == sorted(
+        kept + [f"{name}.done.json" for name in kept]
+    )
+    snapshot = cache / f"models--{REPO.replace('/', '--')}" / "snapshots" / COMMIT
+    cached = {p.name for p in snapshot.glob("*.safetensors")}
     with HubServer(repos) as hub:
         again = run("quantize", f"hf://{REPO}", dst, "--quiet", cache=cache, endpoint=hub.url)
         assert again.returncode == 0, again.stderr
-        # The shards fetched before the failure come from the cache.
-        assert hub.fetched() == [
-            "model-00003-of-00004.safetensors",
-            "model-00004-of-00004.safetensors",
-        ]
+        # The shards fetched before the failure come from the cache, and the output files
+        # made from them from the parts folder.
+        assert hub.fetched() == sorted(
+            f"model-0000{i}-of-00004.safetensors"
+            for i in range(1, 5)
+            if f"model-0000{i}-of-00004.safetensors" not in cached
+        )
+    assert f"{len(kept)} of 4 output files were made by an earlier run" in again.stderr
+    local = tmp_path / "local"
+    ryzq.quantize_model(folder, local)
+    for path in sorted(local.glob("*.safetensors")):
+        assert (dst / path.name).read_bytes() == path.read_bytes(), path.name

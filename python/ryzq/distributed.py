@@ -9,6 +9,10 @@ together in the plan's order once all are done, so the output and the report are
 one-process run, whatever the number of workers or the order they finish in. Until then there
 is nothing at the destination. A rerun of the same conversion reuses every recorded part whose
 file still has its sha256 and whose source files have not changed since.
+
+A model on the Hub converts the same way while it downloads (:func:`quantize_streamed`): its
+weight files stand as their headers until each is in the cache, and a job starts as soon as the
+files it reads are there. Workers elsewhere must see the Hub's cache at the same path too.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -233,9 +238,16 @@ def _stage(stream: HubStream, staging: Path) -> None:
             f.truncate(len(header) + int(data))
 
 
+# Weight files downloading at once: enough to fill a link that one connection does not, few
+# enough that the first arrive early and their conversion overlaps the rest.
+DOWNLOADS_AT_ONCE = 4
+
+
 def _arrivals(stream: HubStream, staging: Path) -> Iterator[str]:
-    """Each weight file, fetched in turn and linked in place of its placeholder."""
-    for name in stream.weights:
+    """Each weight file once it is fetched and linked in place of its placeholder, in the
+    order they arrive; the next ones download meanwhile, in the order of the files."""
+
+    def fetch(name: str) -> str:
         target = staging / name
         if not target.is_symlink():
             path = stream.download(name)
@@ -244,7 +256,23 @@ def _arrivals(stream: HubStream, staging: Path) -> Iterator[str]:
                 link.unlink()
             os.symlink(os.path.realpath(path), link)
             os.replace(link, target)
-        yield str(target)
+        return str(target)
+
+    names = iter(stream.weights)
+    with concurrent.futures.ThreadPoolExecutor(DOWNLOADS_AT_ONCE) as pool:
+        pending = {pool.submit(fetch, n) for n in itertools.islice(names, DOWNLOADS_AT_ONCE)}
+        try:
+            while pending:
+                finished, pending = concurrent.futures.wait(
+                    pending, return_when=concurrent.futures.FIRST_COMPLETED
+                )
+                for job in finished:
+                    yield job.result()
+                    for name in itertools.islice(names, 1):
+                        pending.add(pool.submit(fetch, name))
+        finally:
+            for job in pending:
+                job.cancel()
 
 
 def convert_part(

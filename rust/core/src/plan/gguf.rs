@@ -202,6 +202,39 @@ fn float_action(t: &StoredTensor, to: FloatDType) -> Result<Action> {
 /// The packed layout and granularity of a linear weight; `None` for F16.
 type LinearType = Option<(Layout, Granularity)>;
 
+/// A weight written in its fallback type: its name, and why and how (the same words for every
+/// weight of one shape, so that the warning says them once).
+type FallbackNote = (String, String);
+
+/// The warning of the weights that fell back to `fallback`: those alike said together.
+fn fallback_warning(notes: &[FallbackNote], fallback: Fallback) -> String {
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (name, how) in notes {
+        match groups.iter_mut().find(|(h, _)| h == how) {
+            Some((_, names)) => names.push(name),
+            None => groups.push((how, vec![name])),
+        }
+    }
+    let said: Vec<String> = groups
+        .iter()
+        .map(|(how, names)| match names.as_slice() {
+            [one] => format!("{one}: {how}"),
+            [a, b] => format!("{a} and {b}: {how}, each"),
+            [first, .., last] => {
+                format!("{} weights ({first} ... {last}): {how}, each", names.len())
+            }
+            [] => unreachable!("a group has a weight"),
+        })
+        .collect();
+    format!(
+        "{} weight{} fell back to another type (fallback {}): {}",
+        notes.len(),
+        if notes.len() == 1 { "" } else { "s" },
+        fallback.name(),
+        said.join("; ")
+    )
+}
+
 /// The type a linear weight of `shape` is written in and, for a fallback, what to tell the
 /// user.
 fn linear_layout(
@@ -209,7 +242,7 @@ fn linear_layout(
     shape: &[usize],
     request: &QuantizeRequest,
     fallback: Fallback,
-) -> Result<(LinearType, Option<String>)> {
+) -> Result<(LinearType, Option<FallbackNote>)> {
     let fits = |layout: Layout, granularity: Granularity| {
         layout.get().packed_shape(shape).is_ok()
             && crate::quantize::check_granularity(layout, granularity).is_ok()
@@ -251,17 +284,20 @@ fn linear_layout(
         if fits(layout, granularity) {
             let bytes: usize = layout.get().packed_shape(shape)?.iter().product();
             let note = format!(
-                "{name}: {why}; written as {} ({granularity}), {}",
+                "{why}; written as {} ({granularity}), {}",
                 layout.name(),
                 cost(request.layout, shape, bytes),
                 granularity = granularity.name(),
             );
-            return Ok((Some((layout, granularity)), Some(note)));
+            return Ok((Some((layout, granularity)), Some((name.to_owned(), note))));
         }
     }
     let bytes = shape.iter().product::<usize>() * 2;
     let cost = cost(request.layout, shape, bytes);
-    Ok((None, Some(format!("{name}: {why}; written as F16, {cost}"))))
+    Ok((
+        None,
+        Some((name.to_owned(), format!("{why}; written as F16, {cost}"))),
+    ))
 }
 
 /// What a fallback of `bytes` costs against `layout`'s bits per value for a tensor of `shape`.
@@ -561,13 +597,7 @@ impl Plan {
             .in_file(folder.dir(), None));
         }
         if !fallback_notes.is_empty() {
-            warnings.push(format!(
-                "{} weight{} fell back to another type (fallback {}): {}",
-                fallback_notes.len(),
-                if fallback_notes.len() == 1 { "" } else { "s" },
-                fallback.name(),
-                fallback_notes.join("; ")
-            ));
+            warnings.push(fallback_warning(&fallback_notes, fallback));
         }
 
         // llama.cpp scales llama3's rotary frequencies by this tensor at every position; the
