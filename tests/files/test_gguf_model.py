@@ -291,6 +291,12 @@ def test_i2_s_rows_it_cannot_take_fall_back_to_q8_0_or_are_refused(tmp_path):
     report = to_gguf(root, dst, layout="i2_s")
     fell_back = [w for w in report.warnings if "fell back" in w]
     assert len(fell_back) == 1 and "q8_0" in fell_back[0] and "bytes where i2_s" in fell_back[0]
+    # The two layers' down_proj alike: named together, the reason and the cost said once.
+    assert fell_back[0].startswith(
+        "2 weights fell back to another type (fallback q8_0): model.layers.0.mlp.down_proj.weight "
+        "and model.layers.1.mlp.down_proj.weight: "
+    )
+    assert fell_back[0].count("bytes where i2_s") == 1 and fell_back[0].endswith(", each")
     types = {n: t for n, t, _, _ in ryzq._ryzq.read_gguf_header(str(dst))["tensors"]}
     assert types["blk.0.ffn_down.weight"] == "Q8_0" and types["blk.0.ffn_up.weight"] == "I2_S"
     with pytest.raises(ryzq.RyzqError, match=r"128.*i2_s_arm") as err:
