@@ -20,9 +20,9 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import hashlib
-import itertools
 import json
 import os
+import queue
 import shutil
 import threading
 import time
@@ -33,7 +33,7 @@ from typing import Any
 
 from ryzq import _ryzq
 from ryzq._ryzq import RyzqError
-from ryzq.hub import HubStream
+from ryzq.hub import HubStream, download_bars
 from ryzq.progress import ProgressBar
 
 # Each finished part's record, beside its file in the parts folder: NAME + RECORD_SUFFIX.
@@ -61,7 +61,7 @@ def quantize_model_with(
     request = _ryzq.QuantizeRequest(**options)
     parts, _warnings, folder = _ryzq.plan_parts(src, dst, request=request)
     folder = Path(folder)
-    fingerprint = _fingerprint(options)
+    fingerprint = _fingerprint(options, Path(src))
     arrived: set[str] | None = None if arrivals is None else set()
     done: dict[int, str] = {}
     for i, part in enumerate(parts):
@@ -90,24 +90,26 @@ def quantize_model_with(
     settled = threading.Semaphore(0)
 
     def finished(job: concurrent.futures.Future) -> None:
+        # On whatever thread ends the job, so that what is done is kept whatever the driver
+        # is doing (downloading the next weight file, failing). A record that cannot be
+        # written is that part's failure: it is redone.
+        i = futures[job]
         try:
-            record(job)
+            record(job, i)
+        except BaseException as err:
+            with lock:
+                failures.setdefault(i, err)
         finally:
             settled.release()
 
-    def record(job: concurrent.futures.Future) -> None:
-        # Recorded as each job ends, on whatever thread ends it, so that what is done is kept
-        # whatever the driver is doing (downloading the next weight file, failing).
-        i = futures[job]
+    def record(job: concurrent.futures.Future, i: int) -> None:
         if job.cancelled():
-            return
+            raise concurrent.futures.CancelledError()
         err = job.exception()
         if err is not None:
-            with lock:
-                failures[i] = err
-            return
+            raise err
         result = job.result()
-        record = {
+        entry = {
             "version": RECORD_VERSION,
             "request": fingerprint,
             "sources": _identities(parts[i]["sources"]),
@@ -115,7 +117,7 @@ def quantize_model_with(
             "sha256": result["sha256"],
             "part": result["part"],
         }
-        _write_record(folder, parts[i]["name"], record)
+        _write_record(folder, parts[i]["name"], entry)
         with lock:
             done[i] = result["part"]
             if bar is not None:
@@ -144,17 +146,20 @@ def quantize_model_with(
             for name in arrivals:
                 arrived.add(Path(name).name)
                 submit_ready()
-        wait_for_all()
-    except BaseException as err:
+    except KeyboardInterrupt:
+        # Out now: what has not started does not (Dask's executor stops running ones too).
         for job in futures:
             job.cancel()
-        if not isinstance(err, KeyboardInterrupt):
-            # The jobs already running end and are recorded, for a rerun.
-            wait_for_all()
         raise
+    except BaseException:
+        # Nothing more starts, and what was started ends and is recorded, for a rerun.
+        wait_for_all()
+        raise
+    wait_for_all()
     if failures:
         first = min(failures)
         raise _failure(parts[first]["name"], failures[first], len(failures), len(parts))
+    assert len(done) == len(parts), "every job ended in a record or a failure"
     return _ryzq.finish_parts(
         src,
         dst,
@@ -184,18 +189,25 @@ def quantize_streamed(
     made = not folder.exists()
     own = executor is None
     pool = concurrent.futures.ThreadPoolExecutor(1) if executor is None else executor
+    arrivals = None
     try:
-        _stage(stream, staging)
-        return quantize_model_with(
-            pool,
-            staging,
-            dst,
-            options,
-            progress=progress,
-            arrivals=_arrivals(stream, staging),
-            shown_src=stream.model.path,
-        )
+        with download_bars(progress):
+            _stage(stream, staging)
+            arrivals = _arrivals(stream, staging)
+            return quantize_model_with(
+                pool,
+                staging,
+                dst,
+                options,
+                progress=progress,
+                arrivals=arrivals,
+                shown_src=stream.model.path,
+            )
     except BaseException:
+        if arrivals is not None:
+            arrivals.close()
+        if own:
+            pool.shutdown(wait=False, cancel_futures=True)
         shutil.rmtree(staging, ignore_errors=True)
         if made:
             with contextlib.suppress(OSError):
@@ -245,7 +257,9 @@ DOWNLOADS_AT_ONCE = 4
 
 def _arrivals(stream: HubStream, staging: Path) -> Iterator[str]:
     """Each weight file once it is fetched and linked in place of its placeholder, in the
-    order they arrive; the next ones download meanwhile, in the order of the files."""
+    order they arrive; the next ones download meanwhile, in the order of the files. Closed
+    early (an error, Ctrl-C), no new download starts; those under way end on their own, on
+    threads that do not hold the process back from exiting."""
 
     def fetch(name: str) -> str:
         target = staging / name
@@ -258,21 +272,34 @@ def _arrivals(stream: HubStream, staging: Path) -> Iterator[str]:
             os.replace(link, target)
         return str(target)
 
-    names = iter(stream.weights)
-    with concurrent.futures.ThreadPoolExecutor(DOWNLOADS_AT_ONCE) as pool:
-        pending = {pool.submit(fetch, n) for n in itertools.islice(names, DOWNLOADS_AT_ONCE)}
-        try:
-            while pending:
-                finished, pending = concurrent.futures.wait(
-                    pending, return_when=concurrent.futures.FIRST_COMPLETED
-                )
-                for job in finished:
-                    yield job.result()
-                    for name in itertools.islice(names, 1):
-                        pending.add(pool.submit(fetch, name))
-        finally:
-            for job in pending:
-                job.cancel()
+    names: queue.Queue[str] = queue.Queue()
+    for name in stream.weights:
+        names.put(name)
+    arrived: queue.Queue[tuple[str | None, BaseException | None]] = queue.Queue()
+    stop = threading.Event()
+
+    def download() -> None:
+        while not stop.is_set():
+            try:
+                name = names.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                arrived.put((fetch(name), None))
+            except BaseException as err:
+                arrived.put((None, err))
+
+    for _ in range(min(DOWNLOADS_AT_ONCE, len(stream.weights))):
+        threading.Thread(target=download, daemon=True).start()
+    try:
+        for _ in stream.weights:
+            path, err = arrived.get()
+            if err is not None:
+                raise err
+            assert path is not None
+            yield path
+    finally:
+        stop.set()
 
 
 def convert_part(
@@ -352,11 +379,16 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _fingerprint(options: dict[str, Any]) -> str:
-    """What the request asks, without how many threads it runs on (which changes no byte)."""
+def _fingerprint(options: dict[str, Any], src: Path) -> str:
+    """What the request asks (but how many threads it runs on, which changes no byte), and the
+    model's description that every part's plan reads: its config and its index."""
     asked = {k: v for k, v in options.items() if k != "threads" and v is not None}
     text = json.dumps(asked, sort_keys=True, default=str)
-    return hashlib.sha256(f"{_ryzq.__version__}\n{text}".encode()).hexdigest()
+    digest = hashlib.sha256(f"{_ryzq.__version__}\n{text}\n".encode())
+    for name in ("config.json", "model.safetensors.index.json"):
+        with contextlib.suppress(OSError):
+            digest.update(name.encode() + b"\0" + (src / name).read_bytes())
+    return digest.hexdigest()
 
 
 def _identities(paths: list[str]) -> dict[str, list[int]]:

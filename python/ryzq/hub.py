@@ -140,6 +140,17 @@ def _bars(utils: Any, shown: bool) -> Iterator[None]:
             utils.enable_progress_bars()
 
 
+@contextlib.contextmanager
+def download_bars(shown: bool) -> Iterator[None]:
+    """huggingface_hub's download bars on or off while the block runs (once for downloads
+    that run on several threads)."""
+    _import()
+    from huggingface_hub import utils
+
+    with _bars(utils, shown):
+        yield
+
+
 def wanted_files(listed: list[str], index: dict[str, Any] | None) -> list[str]:
     """Of a repository's files, those a conversion of its model reads: the top-level model
     files, and the index with its shards or the one weight file."""
@@ -258,7 +269,6 @@ class HubStream:
     model: HubModel
     #: the weight files, in the order they are fetched
     weights: tuple[str, ...]
-    progress: bool
 
     def _at(self) -> str:
         return f"{self.model.repo_id}@{self.model.commit}"
@@ -303,11 +313,10 @@ class HubStream:
         return data
 
     def download(self, name: str) -> Path:
-        """Fetches weight file ``name`` into the cache; returns where it is."""
+        """Fetches weight file ``name`` into the cache; returns where it is. Its download bar
+        is on or off as :func:`download_bars` set it."""
         hub = _import()
-        from huggingface_hub import utils
-
-        with _errors(self._at(), self.model.commit), _bars(utils, self.progress):
+        with _errors(self._at(), self.model.commit):
             return Path(hub.hf_hub_download(self.model.repo_id, name, revision=self.model.commit))
 
 
@@ -330,7 +339,7 @@ def open_stream(url: str, *, progress: bool = False) -> HubStream | None:
         if absent:
             raise RyzqError(f"{PREFIX}{at}: the Hub listed {absent[0]} but did not give it")
     model = HubModel(repo_id=repo_id, commit=commit, path=path)
-    return HubStream(model=model, weights=tuple(weights), progress=progress)
+    return HubStream(model=model, weights=tuple(weights))
 
 
 def check_repo_id(repo_id: str) -> None:

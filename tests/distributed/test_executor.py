@@ -7,6 +7,7 @@ only one a rerun redoes."""
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import shutil
 import signal
@@ -320,3 +321,40 @@ def test_workers_forked_from_a_process_that_ran_the_kernels_do_not_hang(tmp_path
     one = tmp_path / "one"
     ryzq.quantize_model(src, one, layout="t1")
     assert files_of(dst) == files_of(one)
+
+
+def test_a_part_lists_the_files_its_plan_reads(tmp_path):
+    """An autobitlinear bias is stored divided by its weight's scale: the part holding the
+    bias reads the weight's file too, and waits for it, and a rerun checks it."""
+    from ryzq import _ryzq
+
+    src = tmp_path / "src"
+    make_folder(src, SHARDS)
+    index = json.loads((src / "model.safetensors.index.json").read_text())["weight_map"]
+    bias = "model.layers.0.mlp.down_proj.bias"
+    weight_file, bias_file = index["model.layers.0.mlp.down_proj.weight"], index[bias]
+    assert weight_file != bias_file
+    request = _ryzq.QuantizeRequest(layout="bitnet", linear_class="autobitlinear")
+    parts, _, _ = _ryzq.plan_parts(str(src), str(tmp_path / "out"), request=request)
+    sources = {p["name"]: {Path(s).name for s in p["sources"]} for p in parts}
+    assert sources[bias_file] == {bias_file, weight_file}
+    plain = _ryzq.QuantizeRequest(layout="t1")
+    parts, _, _ = _ryzq.plan_parts(str(src), str(tmp_path / "out2"), request=plain)
+    assert all({Path(s).name for s in p["sources"]} == {p["name"]} for p in parts)
+
+
+def test_a_changed_config_redoes_every_part(tmp_path):
+    src = tmp_path / "src"
+    make_folder(src, SHARDS)
+    break_shard(src / BROKEN)
+    dst = tmp_path / "out"
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        with pytest.raises(ryzq.RyzqError):
+            ryzq.quantize_model(src, dst, layout="t1", executor=pool)
+        make_folder(tmp_path / "clean", SHARDS)
+        shutil.copy(tmp_path / "clean" / BROKEN, src / BROKEN)
+        config = json.loads((src / "config.json").read_text())
+        (src / "config.json").write_text(json.dumps({**config, "rms_norm_eps": 1e-6}))
+        report = ryzq.quantize_model(src, dst, layout="t1", executor=pool)
+    assert not any("earlier run" in w for w in report.warnings)
+    assert_same_as_one_process(src, dst, report, tmp_path, layout="t1")

@@ -30,7 +30,8 @@ pub fn parts_folder(dst: &Path) -> PathBuf {
 }
 
 /// One output file of the plan, as a job converts it: its name, and the source files its
-/// tensors (and their scales) are read from, which a rerun checks for changes.
+/// tensors are read from and its plan reads (their scales, the weights that divide biases),
+/// which a job waits for and a rerun checks for changes.
 #[derive(Debug, Clone)]
 pub struct PlannedPart {
     pub name: String,
@@ -60,10 +61,19 @@ pub fn plan(
                 files.push(t.source.file);
                 let stored = &source.file(t.source).tensors()[t.source.index];
                 bytes_in += stored.range.len() as u64;
-                if let Action::Transcode { from, .. } | Action::Dequantize { from, .. } = &t.action
-                    && let ScaleSource::Tensor(name) = &from.scales
-                    && let Some((place, _)) = source.find(name)
-                {
+                // Files whose data the plan of this tensor reads besides its own: a packed
+                // weight's scales, and the weight whose scale an autobitlinear bias is divided by.
+                let read = match &t.action {
+                    Action::Transcode { from, .. } | Action::Dequantize { from, .. } => {
+                        match &from.scales {
+                            ScaleSource::Tensor(name) => Some(name),
+                            ScaleSource::Blocks => None,
+                        }
+                    }
+                    Action::DivideBias { weight, .. } => Some(weight),
+                    _ => None,
+                };
+                if let Some((place, _)) = read.and_then(|name| source.find(name)) {
                     files.push(place.file);
                 }
             }
