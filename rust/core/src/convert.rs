@@ -178,6 +178,20 @@ pub fn quantize(
     let source = open(src, folder)?;
     let sink = Sink::for_source(&source, dst)?;
     let mut plan = Plan::for_output(&source, crate::sink::output_kind(&source, dst), request)?;
+    remove_stale(dst, &mut plan);
+    let run = Run {
+        level: request.level,
+        threads,
+        request: Some(request),
+    };
+    let converted = convert(&source, &plan, sink, &run, progress)?;
+    Ok(quantize_report(
+        src, dst, request, &source, plan, converted, threads, start,
+    ))
+}
+
+/// Removes what interrupted runs of ryzq left for `dst`, and says so among `plan`'s warnings.
+pub(crate) fn remove_stale(dst: &Path, plan: &mut Plan) {
     let stale = crate::sink::atomic::remove_stale(dst);
     if !stale.is_empty() {
         plan.warnings.push(format!(
@@ -185,29 +199,37 @@ pub fn quantize(
             stale.join(", ")
         ));
     }
-    let run = Run {
-        level: request.level,
-        threads,
-        request: Some(request),
-    };
-    let converted = convert(&source, &plan, sink, &run, progress)?;
-    let (tensors, file_bytes_out) = (converted.reports, converted.bytes_out);
+}
+
+/// The report of quantizing `source` (named `src`) into `dst` as `plan` said, which gave
+/// `converted`, on `threads` threads, from `started` on.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn quantize_report(
+    src: &Path,
+    dst: &Path,
+    request: &QuantizeRequest,
+    source: &Source,
+    mut plan: Plan,
+    converted: Converted,
+    threads: Option<usize>,
+    started: Instant,
+) -> FileReport {
     plan.warnings.extend(converted.notes);
-    Ok(FileReport {
+    FileReport {
         src: src.display().to_string(),
         dst: dst.display().to_string(),
         layout: request.layout.name().into(),
         method: request.method.name().into(),
         granularity: request.granularity.name(),
         linear_class: request.linear_class.name().into(),
-        tensors,
+        tensors: converted.reports,
         file_bytes_in: source.size(),
-        file_bytes_out,
-        seconds: start.elapsed().as_secs_f64(),
+        file_bytes_out: converted.bytes_out,
+        seconds: started.elapsed().as_secs_f64(),
         threads: threads.unwrap_or_else(crate::threads::default_count),
-        warnings: plan.warnings.clone(),
-        skipped_files: plan.other_files.skipped.clone(),
-    })
+        warnings: plan.warnings,
+        skipped_files: plan.other_files.skipped,
+    }
 }
 
 /// How to dequantize.

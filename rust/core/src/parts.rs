@@ -187,13 +187,7 @@ pub fn finish(
             )));
         }
     }
-    let stale = crate::sink::atomic::remove_stale(dst);
-    if !stale.is_empty() {
-        plan.warnings.push(format!(
-            "removed what an interrupted run of ryzq had left for this output: {}",
-            stale.join(", ")
-        ));
-    }
+    crate::convert::remove_stale(dst, &mut plan);
     let sink = Sink::for_source(&source, dst)?;
     let Sink::Folder(out) = &sink else {
         unreachable!("a model folder's plan has a folder sink");
@@ -222,27 +216,21 @@ pub fn finish(
     // (nothing, where the links worked, but the folder) goes.
     let _ = std::fs::remove_dir_all(&folder);
     let total = parts.len();
-    let converted = Converted::of_parts(parts);
-    plan.warnings.extend(converted.notes);
+    let mut converted = Converted::of_parts(parts);
     if reused > 0 {
-        plan.warnings.push(format!(
+        converted.notes.push(format!(
             "{reused} of {total} output files were made by an earlier run that stopped, and \
              reused: their sha256 and their source files had not changed"
         ));
     }
-    Ok(FileReport {
-        src: shown_src.unwrap_or(src).display().to_string(),
-        dst: dst.display().to_string(),
-        layout: request.layout.name().into(),
-        method: request.method.name().into(),
-        granularity: request.granularity.name(),
-        linear_class: request.linear_class.name().into(),
-        tensors: converted.reports,
-        file_bytes_in: source.size(),
-        file_bytes_out: converted.bytes_out,
-        seconds: started.elapsed().as_secs_f64(),
-        threads: threads.unwrap_or_else(crate::threads::default_count),
-        warnings: plan.warnings,
-        skipped_files: plan.other_files.skipped.clone(),
-    })
+    Ok(crate::convert::quantize_report(
+        shown_src.unwrap_or(src),
+        dst,
+        request,
+        &source,
+        plan,
+        converted,
+        threads,
+        started,
+    ))
 }

@@ -245,6 +245,60 @@ fn carried_scales(
     Ok(scales)
 }
 
+/// Whether one source scale can be every target group's, stored as `storage` says: not a
+/// zero or non-finite scale where the target stores reciprocals.
+fn storable_everywhere(scale: SourceScale, storage: Option<&ScaleStorage>) -> bool {
+    let divides = storage.is_some_and(|s| s.convention == crate::metadata::ScaleConvention::Divide);
+    !divides || (scale.scale != 0.0 && scale.scale.is_finite())
+}
+
+/// Packs by `pack` and stores the groups' scales `target` as `layout` does: apart, as
+/// `storage` says (`pack` is given no scales), or in its data (`pack` is given them, and they
+/// are read back as the layout's readers see them, float16 in blocks). Returns the packed
+/// bytes with their scales, and what `pack` gave besides.
+fn pack_with_scales<T>(
+    layout: Layout,
+    storage: Option<&ScaleStorage>,
+    target: &mut [SourceScale],
+    pack: impl FnOnce(Option<&[f32]>) -> Result<(Vec<u8>, T)>,
+) -> Result<(PackedWithScales, T)> {
+    if let Some(storage) = storage {
+        let stored = stored_scales(storage, target)?;
+        let (packed, extra) = pack(None)?;
+        let scales = target.iter().map(|s| s.scale).collect();
+        return Ok((
+            PackedWithScales {
+                packed,
+                stored,
+                scales,
+            },
+            extra,
+        ));
+    }
+    let wanted: Vec<f32> = target.iter().map(|s| s.scale).collect();
+    let (packed, extra) = pack(Some(&wanted))?;
+    let scales = layout.get().block_scales(&packed);
+    crate::quantize::check_stored_scales(&wanted, &scales, "block", || {
+        format!("the {} layout's stored scales", layout.name())
+    })?;
+    Ok((
+        PackedWithScales {
+            packed,
+            stored: Vec::new(),
+            scales,
+        },
+        extra,
+    ))
+}
+
+/// Packed bytes and their scales: the values of the scale tensor kept apart, and each group's
+/// scale once stored (`w' = code * scale`).
+struct PackedWithScales {
+    packed: Vec<u8>,
+    stored: Vec<f32>,
+    scales: Vec<f32>,
+}
+
 /// Carries `codes` into `layout` at `granularity` (the layout's own where it stores its
 /// scales in its blocks), its scales stored as `storage` says where it keeps them apart.
 pub fn transcode(
@@ -259,12 +313,10 @@ pub fn transcode(
     let divides = storage.is_some_and(|s| s.convention == crate::metadata::ScaleConvention::Divide);
     // One scale for the whole source (transformers' layout, I2_S, ryzq's per-tensor files):
     // every target group takes it, and the codes are only counted, in tiles.
-    let one = codes.scales[..]
-        .first()
-        .filter(|s| {
-            codes.scales.len() == 1 && (!divides || (s.scale != 0.0 && s.scale.is_finite()))
-        })
-        .copied();
+    let one = match codes.scales[..] {
+        [scale] if storable_everywhere(scale, storage) => Some(scale),
+        _ => None,
+    };
     let (counted, mut target) = if let Some(scale) = one {
         (runs(&codes.codes, from_len, from_len), vec![scale; groups])
     } else {
@@ -272,21 +324,19 @@ pub fn transcode(
         let target = carried_scales(&runs, codes, layout, granularity, groups, divides)?;
         (runs, target)
     };
-    let (packed, stored, scales) = if let Some(storage) = storage {
-        let stored = stored_scales(storage, &mut target)?;
-        let packed = crate::pack(&codes.codes, codes.shape, layout, None, level)?;
-        let scales = target.iter().map(|s| s.scale).collect();
-        (packed, stored, scales)
-    } else {
-        let wanted: Vec<f32> = target.iter().map(|s| s.scale).collect();
-        let packed = crate::pack(&codes.codes, codes.shape, layout, Some(&wanted), level)?;
-        // What the layout's readers see: its own stored scales (float16 in blocks).
-        let scales = layout.get().block_scales(&packed);
-        crate::quantize::check_stored_scales(&wanted, &scales, "block", || {
-            format!("the {} layout's stored scales", layout.name())
-        })?;
-        (packed, Vec::new(), scales)
-    };
+    let (
+        PackedWithScales {
+            packed,
+            stored,
+            scales,
+        },
+        (),
+    ) = pack_with_scales(layout, storage, &mut target, |wanted| {
+        Ok((
+            crate::pack(&codes.codes, codes.shape, layout, wanted, level)?,
+            (),
+        ))
+    })?;
     let stats = match one {
         // The one scale stored the same way in every group: the counts say everything.
         Some(_) if scales.iter().all(|s| s.to_bits() == scales[0].to_bits()) => {
@@ -349,31 +399,21 @@ fn carry_one_scale(
     level: SimdLevel,
 ) -> Result<Option<Transcoded>> {
     let shape = &from.shape[..];
-    let divides = storage.is_some_and(|s| s.convention == crate::metadata::ScaleConvention::Divide);
-    if divides && (scale.scale == 0.0 || !scale.scale.is_finite()) {
+    if !storable_everywhere(scale, storage) {
         return Ok(None);
     }
     let (groups, _) = granularity.groups(shape)?;
     let mut target = vec![scale; groups];
-    let (packed, stored, scales, counts) = if let Some(storage) = storage {
-        let stored = stored_scales(storage, &mut target)?;
-        let (out, counts) = crate::repack(packed, shape, from.layout, layout, None, level)?;
-        (
-            out,
+    let (
+        PackedWithScales {
+            packed,
             stored,
-            target.iter().map(|s| s.scale).collect(),
-            counts,
-        )
-    } else {
-        let wanted: Vec<f32> = target.iter().map(|s| s.scale).collect();
-        let (out, counts) =
-            crate::repack(packed, shape, from.layout, layout, Some(&wanted), level)?;
-        let scales = layout.get().block_scales(&out);
-        crate::quantize::check_stored_scales(&wanted, &scales, "block", || {
-            format!("the {} layout's stored scales", layout.name())
-        })?;
-        (out, Vec::new(), scales, counts)
-    };
+            scales,
+        },
+        counts,
+    ) = pack_with_scales(layout, storage, &mut target, |wanted| {
+        crate::repack(packed, shape, from.layout, layout, wanted, level)
+    })?;
     let Some(&first) = scales.first() else {
         return Ok(None);
     };
