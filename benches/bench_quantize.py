@@ -69,6 +69,62 @@ def gguf_peer(kind: str) -> Callable[[np.ndarray], object] | None:
     return lambda w: quants.quantize(w, qtype)
 
 
+# The optimal quantizer's goals are rates on a machine whose `W.sum()` floor was this; elsewhere
+# they scale with the floor.
+OPTIMAL_GOALS_FLOOR = 6512
+OPTIMAL_GOALS = {"tensor": 500, "row": 2000, "group:128": 1500}
+
+
+def kernel_goals(
+    rate: dict[str, float], best: str, thread_gain: float, floor_thread_gain: float
+) -> list[dict]:
+    """Each speed goal of the kernels as a ratio to this run's floors: absmean per tensor reads
+    the weights twice (its scale, then its codes), so its floor is half the one-read rate; the
+    others read them once."""
+    one_read = rate["floor: W.sum() (one read)"]
+    goals = []
+
+    def goal(name: str, measured: float, target: float) -> None:
+        goals.append(
+            {"goal": name, "measured": measured, "target": target, "holds": measured >= target}
+        )
+
+    for dtype in ("float32", "bfloat16", "float16"):
+        worst = min(
+            rate[f"ryzq.quantize {layout}, {dtype}, {best}"]
+            for layout in ("bitnet", "i2", "t1", "i2_s")
+        )
+        goal(
+            f"absmean per tensor, {dtype}, slowest of bitnet/i2/t1/i2_s / (W.sum() / 2)",
+            worst / (one_read / 2),
+            0.85,
+        )
+    for granularity in ("row", "group:128"):
+        measured = rate[f"ryzq.quantize i2 absmean, {granularity}, float32, {best}"]
+        goal(f"absmean per {granularity} / W.sum()", measured / one_read, 0.75)
+    for layout in ("tq2_0", "tq1_0"):
+        absmax = rate[f"ryzq.quantize {layout} absmax (gguf-py's bytes), float32, {best}"]
+        absmean = rate[f"ryzq.quantize {layout} absmean, group:256, float32, {best}"]
+        goal(f"{layout} absmax in blocks / W.sum()", absmax / one_read, 0.75)
+        goal(f"{layout} absmean in blocks / W.sum()", absmean / one_read, 0.75)
+    for granularity, target in OPTIMAL_GOALS.items():
+        measured = rate[f"ryzq.quantize i2 optimal, {granularity}, float32, {best}"]
+        goal(
+            f"optimal per {granularity}, Mparam/s over {target} x W.sum() / {OPTIMAL_GOALS_FLOOR}",
+            measured / (target * one_read / OPTIMAL_GOALS_FLOOR),
+            1.0,
+        )
+    if "avx2" in ryzq.simd_levels() and best == "avx512":
+        worst = min(
+            rate[f"ryzq.quantize {layout}, float32, avx2"]
+            / rate[f"ryzq.quantize {layout}, float32, avx512"]
+            for layout in ryzq.LAYOUTS
+        )
+        goal("avx2 / avx512, slowest layout (within 1.5x: at least 0.67)", worst, 1 / 1.5)
+    goal("two threads' gain / the memory's own", thread_gain / floor_thread_gain, 0.9)
+    return goals
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=4096)
@@ -135,6 +191,17 @@ def main() -> None:
         )
         if layout.upper() in gguf_rates:
             against_gguf[layout] = rate / gguf_rates[layout.upper()]
+    for layout, granularity in (("i2", "row"), ("i2", "group:128"), ("tq2_0", "group:256")):
+        measure(
+            f"ryzq.quantize {layout} absmean, {granularity}, float32, {best}",
+            lambda layout=layout, g=granularity: ryzq.quantize(
+                w, layout=layout, granularity=g, threads=1
+            ),
+        )
+    measure(
+        f"ryzq.quantize tq1_0 absmean, group:256, float32, {best}",
+        lambda: ryzq.quantize(w, layout="tq1_0", granularity="group:256", threads=1),
+    )
     for granularity in ("tensor", "row", "group:128"):
         measure(
             f"ryzq.quantize i2 optimal, {granularity}, float32, {best}",
@@ -181,6 +248,11 @@ def main() -> None:
         f"threads: ryzq {threads} threads / 1 thread = {multi / single:.2f}x; "
         f"the memory's own read floor: {read_all / read_one:.2f}x"
     )
+    goals = kernel_goals(dict(rows), best, multi / single, read_all / read_one)
+    print("goals (ratios to the floors of this run):")
+    for goal in goals:
+        mark = "holds" if goal["holds"] else "MISSED"
+        print(f"  {goal['goal']}: {goal['measured']:.2f} (goal {goal['target']:.2f}) {mark}")
     if against_gguf:
         print(
             "absmax, ryzq / gguf-py (one thread each): "
@@ -198,6 +270,7 @@ def main() -> None:
                     "thread_speedup": multi / single,
                     "absmax_over_gguf_py": against_gguf,
                     "read_floor_thread_speedup": read_all / read_one,
+                    "goals": goals,
                 },
                 f,
                 indent=2,

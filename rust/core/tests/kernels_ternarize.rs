@@ -89,3 +89,90 @@ fn grouped_ternarize_matches_scalar_and_one_call_per_group() {
         }
     }
 }
+
+/// `sse` and `sum_sq` as float64 sums of the same squares: each error formed in float32 as the
+/// kernel forms it, squared and added in float64.
+fn float64_sums(x: &[f32], group_len: usize, groups: &[(f32, f32)]) -> (f64, f64) {
+    let (mut sse, mut sum_sq) = (0f64, 0f64);
+    for (i, &v) in x.iter().enumerate() {
+        let (inv, scale) = groups[(i / group_len).min(groups.len() - 1)];
+        let y = v * inv;
+        let d = if y > 0.5 {
+            scale
+        } else if y < -0.5 {
+            -scale
+        } else {
+            0.0
+        };
+        let e = f64::from(v - d);
+        sse += e * e;
+        sum_sq += f64::from(v) * f64::from(v);
+    }
+    (sse, sum_sq)
+}
+
+/// The sums stay within their documented bound, `2^-20` (relative) of float64 sums, at every
+/// level and for weights of any magnitude: those whose squares float32 would lose (below its
+/// normal range, or above its largest value, once scaled) are summed in float64 instead.
+#[test]
+fn statistics_are_within_their_bound_of_float64_sums() {
+    let mut levels = simd_levels();
+    levels.push(ryzq_core::SimdLevel::SCALAR);
+    let mut rng = Rng(29);
+    let bound = 2f64.powi(-20);
+    let group_len = 256;
+    // (magnitude of the weights, their groups' quantizers as multiples of it or given)
+    for magnitude in [1e-36f32, 1e-25, 1e-12, 1e-3, 1.0, 1e12, 1e25, 1e36] {
+        let n = 7 * group_len;
+        let x = rng.weights(n, magnitude);
+        let absmean = |g: usize| {
+            let part = &x[g * group_len..(g + 1) * group_len];
+            let mean = part.iter().map(|v| f64::from(v.abs())).sum::<f64>() / group_len as f64;
+            let scale = mean as f32;
+            (1.0 / scale, scale)
+        };
+        let cases: Vec<Vec<(f32, f32)>> = vec![
+            // Scales that fit the weights.
+            (0..7).map(absmean).collect(),
+            // One scale far below the others: its group's squares fall far below the rest.
+            (0..7)
+                .map(|g| {
+                    let (inv, scale) = absmean(g);
+                    if g == 3 {
+                        (inv * 1e20, scale * 1e-20)
+                    } else {
+                        (inv, scale)
+                    }
+                })
+                .collect(),
+            // Scales that do not fit at all: every weight far above or below its scale.
+            vec![(1.0, 1.0); 7],
+            // All-zero scales (zero codes), as absmax gives groups below 2^-128.
+            vec![(0.0, 0.0); 7],
+        ];
+        for groups in cases {
+            let (sse, sum_sq) = float64_sums(&x, group_len, &groups);
+            for &level in &levels {
+                let mut codes = vec![0i8; n];
+                let stats = ternarize::ternarize_groups(
+                    level,
+                    Raw::f32(&x),
+                    group_len,
+                    &groups,
+                    Ties::Even,
+                    &mut codes,
+                );
+                for (what, got, exact) in
+                    [("sse", stats.sse, sse), ("sum_sq", stats.sum_sq, sum_sq)]
+                {
+                    assert!(
+                        (got - exact).abs() <= bound * exact,
+                        "{what} {got:e} against {exact:e}: weights of {magnitude:e}, {level:?}, \
+                         quantizers {:?}",
+                        &groups[..2]
+                    );
+                }
+            }
+        }
+    }
+}

@@ -62,6 +62,7 @@ pub mod avx2 {
 
     use super::{LANES, Raw, scalar, sum_lanes};
     use crate::kernels::widen::load_f32x8;
+    use crate::kernels::{PREFETCH_AHEAD, prefetch_l2};
 
     macro_rules! abs_sum {
         ($name:ident, $dtype:tt) => {
@@ -74,6 +75,11 @@ pub mod avx2 {
                 let mut acc = [_mm256_setzero_pd(); 4];
                 let blocks = x.len() / LANES;
                 for b in 0..blocks {
+                    prefetch_l2(
+                        x.bytes
+                            .as_ptr()
+                            .wrapping_add(b * LANES * size + PREFETCH_AHEAD),
+                    );
                     // SAFETY: values b*16 .. b*16+16 are within `x`.
                     let (v0, v1) = unsafe {
                         let p = x.bytes.as_ptr().add(b * LANES * size);
@@ -109,6 +115,7 @@ pub mod avx512 {
 
     use super::{LANES, Raw, scalar, sum_lanes};
     use crate::kernels::widen::load_f32x16;
+    use crate::kernels::{PREFETCH_AHEAD, prefetch_l2};
 
     macro_rules! abs_sum {
         ($name:ident, $dtype:tt) => {
@@ -121,6 +128,11 @@ pub mod avx512 {
                 let mut hi = _mm512_setzero_pd();
                 let blocks = x.len() / LANES;
                 for b in 0..blocks {
+                    prefetch_l2(
+                        x.bytes
+                            .as_ptr()
+                            .wrapping_add(b * LANES * size + PREFETCH_AHEAD),
+                    );
                     // SAFETY: values b*16 .. b*16+16 are within `x`.
                     let v = unsafe { load_f32x16!($dtype, x.bytes.as_ptr().add(b * LANES * size)) };
                     let a = _mm512_abs_ps(v);
@@ -201,6 +213,7 @@ pub mod max_avx2 {
 
     use super::{Raw, max_scalar};
     use crate::kernels::widen::{for_each_chunk, load_f32x8};
+    use crate::kernels::{PREFETCH_AHEAD, prefetch_l2};
 
     macro_rules! abs_max {
         ($name:ident, $dtype:tt) => {
@@ -215,6 +228,7 @@ pub mod max_avx2 {
                 let mut finite = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
                 let blocks = x.len() / 8;
                 for b in 0..blocks {
+                    prefetch_l2(x.bytes.as_ptr().wrapping_add(b * 8 * size + PREFETCH_AHEAD));
                     // SAFETY: values b*8 .. b*8+8 are within `x`.
                     let v = unsafe { load_f32x8!($dtype, x.bytes.as_ptr().add(b * 8 * size)) };
                     let a = _mm256_andnot_ps(sign, v);
@@ -249,6 +263,7 @@ pub mod max_avx512 {
 
     use super::{Raw, max_scalar};
     use crate::kernels::widen::{for_each_chunk, load_f32x16};
+    use crate::kernels::{PREFETCH_AHEAD, prefetch_l2};
 
     macro_rules! abs_max {
         ($name:ident, $dtype:tt) => {
@@ -264,6 +279,11 @@ pub mod max_avx512 {
                 let mut finite: __mmask16 = 0xFFFF;
                 let blocks = x.len() / 16;
                 let load = |b: usize| {
+                    prefetch_l2(
+                        x.bytes
+                            .as_ptr()
+                            .wrapping_add(b * 16 * size + PREFETCH_AHEAD),
+                    );
                     // SAFETY: values b*16 .. b*16+16 are within `x`.
                     _mm512_abs_ps(unsafe {
                         load_f32x16!($dtype, x.bytes.as_ptr().add(b * 16 * size))

@@ -11,11 +11,22 @@ use crate::method::Ties;
 use crate::simd::SimdLevel;
 use crate::stats::ErrorStats;
 
-/// Per-lane accumulators of one ternarize call.
+/// Values of a call whose squares each lane sums in float32 before adding the sum to its
+/// float64 total: 8 per lane. Widening every square to float64 took about half of the
+/// kernel's vector instructions; eight float32 additions keep the sums within `(8 + 1) * 2^-24`
+/// (relative) of float64 ones, and a window ends at the same value at every level.
+pub const WINDOW: usize = 8 * LANES;
+
+/// Per-lane accumulators of one ternarize call. The sums of squares are in units of
+/// `factor^2` (see [`square_factor`]) until [`ErrorLanes::finish`].
 #[derive(Debug, Clone)]
 pub struct ErrorLanes {
     pub sse: [f64; LANES],
     pub sum_sq: [f64; LANES],
+    /// The current window's sums, and how many of its values they hold.
+    pub window_sse: [f32; LANES],
+    pub window_sq: [f32; LANES],
+    pub window_len: usize,
     pub max_abs_error: f32,
     pub positive: u64,
     pub negative: u64,
@@ -26,6 +37,9 @@ impl Default for ErrorLanes {
         Self {
             sse: [0.0; LANES],
             sum_sq: [0.0; LANES],
+            window_sse: [0.0; LANES],
+            window_sq: [0.0; LANES],
+            window_len: 0,
             max_abs_error: 0.0,
             positive: 0,
             negative: 0,
@@ -34,20 +48,62 @@ impl Default for ErrorLanes {
 }
 
 impl ErrorLanes {
-    fn finish(&self, numel: usize) -> ErrorStats {
-        let numel = numel as u64;
-        ErrorStats {
-            numel,
-            sse: sum_lanes(&self.sse),
-            sum_sq: sum_lanes(&self.sum_sq),
-            max_abs_error: self.max_abs_error,
-            counts: [
-                self.negative,
-                numel - self.positive - self.negative,
-                self.positive,
-            ],
+    /// Adds the window's float32 sums to the float64 lanes and starts a new window.
+    pub fn flush(&mut self) {
+        for l in 0..LANES {
+            self.sse[l] += f64::from(self.window_sse[l]);
+            self.sum_sq[l] += f64::from(self.window_sq[l]);
         }
+        self.window_sse = [0.0; LANES];
+        self.window_sq = [0.0; LANES];
+        self.window_len = 0;
     }
+
+    /// The statistics of `numel` values whose squares were scaled by `factor`, or `None` where
+    /// float32 may have lost them: a sum that overflowed, or one so small (below `2^-126` per
+    /// value, in scaled units) that squares in float32's subnormal range could weigh in it.
+    /// Outside those, each sum is within `2^-20` (relative) of a float64 sum of the same
+    /// squares: `9 * 2^-24` from the rounding of the errors and the window sums, and at most
+    /// `2^-22` from squares below float32's normal range.
+    fn finish(mut self, numel: usize, factor: f32) -> Option<ErrorStats> {
+        self.flush();
+        let (sse, sum_sq) = (sum_lanes(&self.sse), sum_lanes(&self.sum_sq));
+        let tiny = numel as f64 * f64::from(f32::MIN_POSITIVE);
+        let nonzero = self.positive + self.negative;
+        let lost = !sse.is_finite()
+            || !sum_sq.is_finite()
+            || (sse < tiny && self.max_abs_error != 0.0)
+            || (sum_sq < tiny && (self.max_abs_error != 0.0 || nonzero > 0));
+        if lost {
+            return None;
+        }
+        // Exact: `factor` is a power of two within float32's normal range.
+        let unscale = 1.0 / (f64::from(factor) * f64::from(factor));
+        let numel = numel as u64;
+        Some(ErrorStats {
+            numel,
+            sse: sse * unscale,
+            sum_sq: sum_sq * unscale,
+            max_abs_error: self.max_abs_error,
+            counts: [self.negative, numel - nonzero, self.positive],
+        })
+    }
+}
+
+/// The power of two that brings the largest scale of a call's groups into `[1, 2)` (clamped to
+/// float32's normal range; 1 where every scale is 0). The squares are summed as
+/// `(e * factor)^2`: errors are at most about a scale, weights rarely far above it, so float32
+/// sums of them neither overflow nor fall below its normal range, whatever the weights'
+/// magnitude. Scaling by a power of two is exact there.
+#[must_use]
+pub fn square_factor(groups: &[(f32, f32)]) -> f32 {
+    let largest = groups.iter().fold(0f32, |m, &(_, s)| m.max(s.abs()));
+    if largest == 0.0 || !largest.is_finite() {
+        return 1.0;
+    }
+    let exponent = ((largest.to_bits() >> 23) & 0xff) as i32 - 127;
+    let k = (-exponent).clamp(-126, 127);
+    f32::from_bits(((k + 127) as u32) << 23)
 }
 
 /// Writes the codes of `x` into `codes` (same length) and returns the error statistics.
@@ -87,6 +143,7 @@ pub fn ternarize_groups(
         "whole groups of a multiple of 16 values"
     );
     let away = ties == Ties::Away;
+    let factor = square_factor(groups);
     // The rounding of ties is a compile-time choice in the SIMD loops.
     macro_rules! by_ties {
         ($avx2:ident, $avx512:ident) => {
@@ -96,7 +153,7 @@ pub fn ternarize_groups(
                     scalar_groups::<true>,
                     avx2::$avx2::<true>,
                     avx512::$avx512::<true>,
-                    (x, group_len, groups, codes)
+                    (x, group_len, groups, factor, codes)
                 )
             } else {
                 dispatch!(
@@ -104,16 +161,17 @@ pub fn ternarize_groups(
                     scalar_groups::<false>,
                     avx2::$avx2::<false>,
                     avx512::$avx512::<false>,
-                    (x, group_len, groups, codes)
+                    (x, group_len, groups, factor, codes)
                 )
             }
         };
     }
-    match x.dtype {
+    let lanes = match x.dtype {
         FloatDType::F32 => by_ties!(ternarize_f32, ternarize_f32),
         FloatDType::BF16 => by_ties!(ternarize_bf16, ternarize_bf16),
         FloatDType::F16 => by_ties!(ternarize_f16, ternarize_f16),
-    }
+    };
+    scalar::finish(lanes, x, group_len, groups, away, factor)
 }
 
 /// The scalar reference with the signature of the SIMD versions.
@@ -121,41 +179,68 @@ fn scalar_groups<const AWAY: bool>(
     x: Raw<'_>,
     group_len: usize,
     groups: &[(f32, f32)],
+    factor: f32,
     codes: &mut [i8],
-) -> ErrorStats {
-    scalar::ternarize_groups(x, group_len, groups, AWAY, codes)
+) -> ErrorLanes {
+    scalar::ternarize_lanes(x, group_len, groups, AWAY, factor, codes)
+}
+
+/// The group of each value of a call: the range of group `g` of [`ternarize_groups`].
+fn group_range(g: usize, groups: usize, group_len: usize, len: usize) -> std::ops::Range<usize> {
+    let end = if g + 1 == groups {
+        len
+    } else {
+        (g + 1) * group_len
+    };
+    g * group_len..end
 }
 
 pub mod scalar {
-    use super::{ErrorLanes, ErrorStats, LANES, Raw};
+    use super::{
+        ErrorLanes, ErrorStats, LANES, Raw, WINDOW, group_range, square_factor, sum_lanes,
+    };
     use crate::kernels::widen::{CHUNK, for_each_chunk};
 
-    /// The reference: element `i` goes to lane `i % 16`.
+    /// The code of `v` and its dequantized value.
+    fn code(v: f32, inv: f32, scale: f32, away: bool) -> (i8, f32) {
+        let y = v * inv;
+        if y > 0.5 || (away && y >= 0.5) {
+            (1, scale)
+        } else if y < -0.5 || (away && y <= -0.5) {
+            (-1, -scale)
+        } else {
+            (0, 0.0)
+        }
+    }
+
+    /// The reference: element `i` goes to lane `i % 16`, its scaled squares into the lane's
+    /// float32 window sum (fused multiply-adds), each window into float64 once it holds
+    /// [`WINDOW`] values.
+    #[allow(clippy::too_many_arguments)]
     pub fn ternarize_into(
         x: &[f32],
         inv: f32,
         scale: f32,
         away: bool,
+        factor: f32,
         codes: &mut [i8],
         acc: &mut ErrorLanes,
     ) {
-        for (i, (&v, code)) in x.iter().zip(codes.iter_mut()).enumerate() {
-            let y = v * inv;
-            let (q, d) = if y > 0.5 || (away && y >= 0.5) {
-                (1, scale)
-            } else if y < -0.5 || (away && y <= -0.5) {
-                (-1, -scale)
-            } else {
-                (0, 0.0)
-            };
-            *code = q;
+        for (i, (&v, code_out)) in x.iter().zip(codes.iter_mut()).enumerate() {
+            let (q, d) = code(v, inv, scale, away);
+            *code_out = q;
             acc.positive += u64::from(q == 1);
             acc.negative += u64::from(q == -1);
             let e = v - d;
             acc.max_abs_error = acc.max_abs_error.max(e.abs());
-            let (e, v) = (f64::from(e), f64::from(v));
-            acc.sse[i % LANES] += e * e;
-            acc.sum_sq[i % LANES] += v * v;
+            let (e, v) = (e * factor, v * factor);
+            let l = i % LANES;
+            acc.window_sse[l] = e.mul_add(e, acc.window_sse[l]);
+            acc.window_sq[l] = v.mul_add(v, acc.window_sq[l]);
+            acc.window_len += 1;
+            if acc.window_len == WINDOW {
+                acc.flush();
+            }
         }
     }
 
@@ -164,13 +249,14 @@ pub mod scalar {
         inv: f32,
         scale: f32,
         away: bool,
+        factor: f32,
         codes: &mut [i8],
         acc: &mut ErrorLanes,
     ) {
         let mut chunks = codes.chunks_mut(CHUNK);
         for_each_chunk(x, |values| {
             let c = chunks.next().expect("one code per value");
-            ternarize_into(values, inv, scale, away, c, acc);
+            ternarize_into(values, inv, scale, away, factor, c, acc);
         });
     }
 
@@ -188,24 +274,71 @@ pub mod scalar {
         away: bool,
         codes: &mut [i8],
     ) -> ErrorStats {
+        let factor = square_factor(groups);
+        let lanes = ternarize_lanes(x, group_len, groups, away, factor, codes);
+        finish(lanes, x, group_len, groups, away, factor)
+    }
+
+    pub(super) fn ternarize_lanes(
+        x: Raw<'_>,
+        group_len: usize,
+        groups: &[(f32, f32)],
+        away: bool,
+        factor: f32,
+        codes: &mut [i8],
+    ) -> ErrorLanes {
         let mut acc = ErrorLanes::default();
         for (g, &(inv, scale)) in groups.iter().enumerate() {
-            let end = if g + 1 == groups.len() {
-                x.len()
-            } else {
-                (g + 1) * group_len
-            };
-            let start = g * group_len;
+            let range = group_range(g, groups.len(), group_len, x.len());
             ternarize_raw_into(
-                x.slice(start..end),
+                x.slice(range.clone()),
                 inv,
                 scale,
                 away,
-                &mut codes[start..end],
+                factor,
+                &mut codes[range],
                 &mut acc,
             );
         }
-        acc.finish(x.len())
+        acc
+    }
+
+    /// The statistics of a call's lanes; where float32 may have lost a sum (see
+    /// [`ErrorLanes::finish`]), both sums of squares again in float64, value by value.
+    pub(super) fn finish(
+        lanes: ErrorLanes,
+        x: Raw<'_>,
+        group_len: usize,
+        groups: &[(f32, f32)],
+        away: bool,
+        factor: f32,
+    ) -> ErrorStats {
+        let (max_abs_error, positive, negative) =
+            (lanes.max_abs_error, lanes.positive, lanes.negative);
+        if let Some(stats) = lanes.finish(x.len(), factor) {
+            return stats;
+        }
+        let (mut sse, mut sum_sq) = ([0f64; LANES], [0f64; LANES]);
+        for (g, &(inv, scale)) in groups.iter().enumerate() {
+            let range = group_range(g, groups.len(), group_len, x.len());
+            let mut i = 0;
+            for_each_chunk(x.slice(range), |values| {
+                for &v in values {
+                    let e = f64::from(v - code(v, inv, scale, away).1);
+                    sse[i % LANES] += e * e;
+                    sum_sq[i % LANES] += f64::from(v) * f64::from(v);
+                    i += 1;
+                }
+            });
+        }
+        let numel = x.len() as u64;
+        ErrorStats {
+            numel,
+            sse: sum_lanes(&sse),
+            sum_sq: sum_lanes(&sum_sq),
+            max_abs_error,
+            counts: [negative, numel - positive - negative, positive],
+        }
     }
 }
 
@@ -214,7 +347,7 @@ pub mod avx2 {
     #[allow(clippy::wildcard_imports)]
     use std::arch::x86_64::*;
 
-    use super::{ErrorLanes, ErrorStats, LANES, Raw, scalar};
+    use super::{ErrorLanes, LANES, Raw, WINDOW, group_range, scalar};
     use crate::kernels::prefetch_l2;
     use crate::kernels::widen::load_f32x8;
 
@@ -227,13 +360,20 @@ pub mod avx2 {
                 x: Raw<'_>,
                 group_len: usize,
                 groups: &[(f32, f32)],
+                factor: f32,
                 codes: &mut [i8],
-            ) -> ErrorStats {
+            ) -> ErrorLanes {
                 let away = AWAY;
                 let size = x.dtype.size();
                 let half = _mm256_set1_ps(0.5);
                 let neg_half = _mm256_set1_ps(-0.5);
                 let sign = _mm256_set1_ps(-0.0);
+                let factor_v = _mm256_set1_ps(factor);
+                // Lanes 0-7 and 8-15: the window's float32 sums, and the float64 totals as
+                // four vectors of four lanes.
+                let mut window_sse = [_mm256_setzero_ps(); 2];
+                let mut window_sq = [_mm256_setzero_ps(); 2];
+                let mut in_window = 0usize;
                 let mut sse = [_mm256_setzero_pd(); 4];
                 let mut sum_sq = [_mm256_setzero_pd(); 4];
                 let mut max_e = _mm256_setzero_ps();
@@ -244,18 +384,12 @@ pub mod avx2 {
                     (_mm256_setzero_si256(), _mm256_setzero_si256());
                 let mut uncounted = 0u32;
                 let blocks = x.len() / LANES;
-                let per_group = group_len / LANES;
                 let next = x.bytes.as_ptr().wrapping_add(x.bytes.len());
                 for (g, &(inv, scale)) in groups.iter().enumerate() {
                     let inv_v = _mm256_set1_ps(inv);
                     let scale_v = _mm256_set1_ps(scale);
-                    let first = g * per_group;
-                    let last = if g + 1 == groups.len() {
-                        blocks
-                    } else {
-                        first + per_group
-                    };
-                    for b in first..last {
+                    let range = group_range(g, groups.len(), group_len, x.len());
+                    for b in range.start / LANES..(range.end / LANES).min(blocks) {
                         prefetch_l2(next.wrapping_add(b * LANES * size));
                         let mut words = [_mm256_setzero_si256(); 2];
                         for h in 0..2 {
@@ -291,20 +425,15 @@ pub mod avx2 {
                             neg_lanes = _mm256_sub_epi32(neg_lanes, n);
                             // -1 - 0 for a negative code, 0 - (-1) for a positive one.
                             words[h] = _mm256_sub_epi32(n, p);
-                            let (e_lo, e_hi) = (
-                                _mm256_cvtps_pd(_mm256_castps256_ps128(e)),
-                                _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)),
-                            );
-                            let (v_lo, v_hi) = (
-                                _mm256_cvtps_pd(_mm256_castps256_ps128(v)),
-                                _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)),
-                            );
-                            // The products of widened float32 are exact, so a fused
-                            // multiply-add rounds as the scalar reference's multiply and add.
-                            sse[2 * h] = _mm256_fmadd_pd(e_lo, e_lo, sse[2 * h]);
-                            sse[2 * h + 1] = _mm256_fmadd_pd(e_hi, e_hi, sse[2 * h + 1]);
-                            sum_sq[2 * h] = _mm256_fmadd_pd(v_lo, v_lo, sum_sq[2 * h]);
-                            sum_sq[2 * h + 1] = _mm256_fmadd_pd(v_hi, v_hi, sum_sq[2 * h + 1]);
+                            let (e, v) = (_mm256_mul_ps(e, factor_v), _mm256_mul_ps(v, factor_v));
+                            window_sse[h] = _mm256_fmadd_ps(e, e, window_sse[h]);
+                            window_sq[h] = _mm256_fmadd_ps(v, v, window_sq[h]);
+                        }
+                        in_window += LANES;
+                        if in_window == WINDOW {
+                            flush(&mut sse, &mut window_sse);
+                            flush(&mut sum_sq, &mut window_sq);
+                            in_window = 0;
                         }
                         uncounted += 1;
                         if uncounted == u32::MAX / 2 {
@@ -331,13 +460,18 @@ pub mod avx2 {
                 positive += lanes_total(pos_lanes);
                 negative += lanes_total(neg_lanes);
                 let mut acc = ErrorLanes::default();
-                for k in 0..4 {
-                    // SAFETY: each lane array has 16 slots; k * 4 + 4 <= 16.
-                    unsafe {
+                // SAFETY: each lane array has 16 slots; each store writes 4 or 8 of them.
+                unsafe {
+                    for k in 0..4 {
                         _mm256_storeu_pd(acc.sse.as_mut_ptr().add(4 * k), sse[k]);
                         _mm256_storeu_pd(acc.sum_sq.as_mut_ptr().add(4 * k), sum_sq[k]);
                     }
+                    for h in 0..2 {
+                        _mm256_storeu_ps(acc.window_sse.as_mut_ptr().add(8 * h), window_sse[h]);
+                        _mm256_storeu_ps(acc.window_sq.as_mut_ptr().add(8 * h), window_sq[h]);
+                    }
                 }
+                acc.window_len = in_window;
                 let mut maxes = [0f32; 8];
                 // SAFETY: `maxes` has 8 slots.
                 unsafe { _mm256_storeu_ps(maxes.as_mut_ptr(), max_e) };
@@ -351,12 +485,29 @@ pub mod avx2 {
                     inv,
                     scale,
                     away,
+                    factor,
                     &mut codes[done..],
                     &mut acc,
                 );
-                acc.finish(x.len())
+                acc
             }
         };
+    }
+
+    /// Adds 16 float32 window sums (two vectors of lanes 0-7 and 8-15) to their float64 lanes
+    /// (four vectors of four) and clears them.
+    #[target_feature(enable = "avx2")]
+    fn flush(totals: &mut [__m256d; 4], window: &mut [__m256; 2]) {
+        for h in 0..2 {
+            let w = window[h];
+            totals[2 * h] =
+                _mm256_add_pd(totals[2 * h], _mm256_cvtps_pd(_mm256_castps256_ps128(w)));
+            totals[2 * h + 1] = _mm256_add_pd(
+                totals[2 * h + 1],
+                _mm256_cvtps_pd(_mm256_extractf128_ps(w, 1)),
+            );
+            window[h] = _mm256_setzero_ps();
+        }
     }
 
     /// The sum of 8 unsigned 32-bit counts.
@@ -378,7 +529,7 @@ pub mod avx512 {
     #[allow(clippy::wildcard_imports)]
     use std::arch::x86_64::*;
 
-    use super::{ErrorLanes, ErrorStats, LANES, Raw, scalar};
+    use super::{ErrorLanes, LANES, Raw, WINDOW, group_range, scalar};
     use crate::kernels::prefetch_l2;
     use crate::kernels::widen::load_f32x16;
 
@@ -386,21 +537,26 @@ pub mod avx512 {
         ($name:ident, $dtype:tt) => {
             /// # Safety
             /// The processor must support the target features this function enables.
-            #[target_feature(enable = "avx2,f16c,popcnt,avx512f,avx512bw,avx512vl")]
+            #[target_feature(enable = "avx2,fma,f16c,popcnt,avx512f,avx512bw,avx512vl")]
             pub unsafe fn $name<const AWAY: bool>(
                 x: Raw<'_>,
                 group_len: usize,
                 groups: &[(f32, f32)],
+                factor: f32,
                 codes: &mut [i8],
-            ) -> ErrorStats {
+            ) -> ErrorLanes {
                 let away = AWAY;
                 let size = x.dtype.size();
                 let half = _mm512_set1_ps(0.5);
                 let neg_half = _mm512_set1_ps(-0.5);
+                let factor_v = _mm512_set1_ps(factor);
                 let (zero8, one8, minus8) =
                     (_mm_setzero_si128(), _mm_set1_epi8(1), _mm_set1_epi8(-1));
-                let (mut sse_lo, mut sse_hi) = (_mm512_setzero_pd(), _mm512_setzero_pd());
-                let (mut sq_lo, mut sq_hi) = (_mm512_setzero_pd(), _mm512_setzero_pd());
+                let (mut window_sse, mut window_sq) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+                let mut in_window = 0usize;
+                // Lanes 0-7 and 8-15 of the float64 totals.
+                let mut sse = [_mm512_setzero_pd(); 2];
+                let mut sum_sq = [_mm512_setzero_pd(); 2];
                 let mut max_e = _mm512_setzero_ps();
                 // Codes counted per lane in vectors, emptied into these before they can wrap.
                 let (mut positive, mut negative) = (0u64, 0u64);
@@ -409,18 +565,12 @@ pub mod avx512 {
                     (_mm512_setzero_si512(), _mm512_setzero_si512());
                 let mut uncounted = 0u32;
                 let blocks = x.len() / LANES;
-                let per_group = group_len / LANES;
                 let next = x.bytes.as_ptr().wrapping_add(x.bytes.len());
                 for (g, &(inv, scale)) in groups.iter().enumerate() {
                     let inv_v = _mm512_set1_ps(inv);
                     let scale_v = _mm512_set1_ps(scale);
-                    let first = g * per_group;
-                    let last = if g + 1 == groups.len() {
-                        blocks
-                    } else {
-                        first + per_group
-                    };
-                    for b in first..last {
+                    let range = group_range(g, groups.len(), group_len, x.len());
+                    for b in range.start / LANES..(range.end / LANES).min(blocks) {
                         prefetch_l2(next.wrapping_add(b * LANES * size));
                         // SAFETY: values b*16 .. b*16+16 are within `x`.
                         let v =
@@ -454,33 +604,32 @@ pub mod avx512 {
                         let c = _mm_mask_blend_epi8(n, _mm_mask_blend_epi8(p, zero8, one8), minus8);
                         // SAFETY: `codes.len() == x.len()` and `b * 16 + 16 <= x.len()`.
                         unsafe { _mm_storeu_si128(codes.as_mut_ptr().add(b * LANES).cast(), c) };
-                        let upper = |w: __m512| {
-                            _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
-                                _mm512_castps_pd(w),
-                            )))
-                        };
-                        let e_lo = _mm512_cvtps_pd(_mm512_castps512_ps256(e));
-                        let e_hi = upper(e);
-                        let v_lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
-                        let v_hi = upper(v);
-                        // The products of widened float32 are exact, so a fused multiply-add
-                        // rounds as a multiply then an add would.
-                        sse_lo = _mm512_fmadd_pd(e_lo, e_lo, sse_lo);
-                        sse_hi = _mm512_fmadd_pd(e_hi, e_hi, sse_hi);
-                        sq_lo = _mm512_fmadd_pd(v_lo, v_lo, sq_lo);
-                        sq_hi = _mm512_fmadd_pd(v_hi, v_hi, sq_hi);
+                        let (e, v) = (_mm512_mul_ps(e, factor_v), _mm512_mul_ps(v, factor_v));
+                        window_sse = _mm512_fmadd_ps(e, e, window_sse);
+                        window_sq = _mm512_fmadd_ps(v, v, window_sq);
+                        in_window += LANES;
+                        if in_window == WINDOW {
+                            flush(&mut sse, window_sse);
+                            flush(&mut sum_sq, window_sq);
+                            window_sse = _mm512_setzero_ps();
+                            window_sq = _mm512_setzero_ps();
+                            in_window = 0;
+                        }
                     }
                 }
                 positive += lanes_total(pos_lanes);
                 negative += lanes_total(neg_lanes);
                 let mut acc = ErrorLanes::default();
-                // SAFETY: each lane array has 16 slots, each store writes 8.
+                // SAFETY: each lane array has 16 slots; each store writes 8 or 16 of them.
                 unsafe {
-                    _mm512_storeu_pd(acc.sse.as_mut_ptr(), sse_lo);
-                    _mm512_storeu_pd(acc.sse.as_mut_ptr().add(8), sse_hi);
-                    _mm512_storeu_pd(acc.sum_sq.as_mut_ptr(), sq_lo);
-                    _mm512_storeu_pd(acc.sum_sq.as_mut_ptr().add(8), sq_hi);
+                    for h in 0..2 {
+                        _mm512_storeu_pd(acc.sse.as_mut_ptr().add(8 * h), sse[h]);
+                        _mm512_storeu_pd(acc.sum_sq.as_mut_ptr().add(8 * h), sum_sq[h]);
+                    }
+                    _mm512_storeu_ps(acc.window_sse.as_mut_ptr(), window_sse);
+                    _mm512_storeu_ps(acc.window_sq.as_mut_ptr(), window_sq);
                 }
+                acc.window_len = in_window;
                 acc.max_abs_error = _mm512_reduce_max_ps(max_e);
                 acc.positive = positive;
                 acc.negative = negative;
@@ -491,10 +640,11 @@ pub mod avx512 {
                     inv,
                     scale,
                     away,
+                    factor,
                     &mut codes[done..],
                     &mut acc,
                 );
-                acc.finish(x.len())
+                acc
             }
         };
     }
@@ -502,6 +652,14 @@ pub mod avx512 {
     ternarize!(ternarize_f32, F32);
     ternarize!(ternarize_bf16, BF16);
     ternarize!(ternarize_f16, F16);
+
+    /// Adds 16 float32 window sums to their float64 lanes (lanes 0-7, then 8-15).
+    #[target_feature(enable = "avx512f")]
+    fn flush(totals: &mut [__m512d; 2], window: __m512) {
+        let upper = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(window)));
+        totals[0] = _mm512_add_pd(totals[0], _mm512_cvtps_pd(_mm512_castps512_ps256(window)));
+        totals[1] = _mm512_add_pd(totals[1], _mm512_cvtps_pd(upper));
+    }
 
     /// The sum of 16 unsigned 32-bit counts.
     #[target_feature(enable = "avx512f")]
