@@ -22,6 +22,7 @@ from ryzq.evaluation import DEFAULT_CONTEXT, DEFAULT_MAX_TOKENS, _positive, _rea
 from ryzq.evaluation.runners import has_tokenizer
 from ryzq.files import (
     LINEAR_CLASSES,
+    _is_gguf,
     dequantize_file,
     dequantize_model,
     quantize_file,
@@ -142,7 +143,7 @@ def _quantize(args: argparse.Namespace) -> int:
     hub_model = None
     if hub_source:
         # A model-folder output converts while the weights download; the others need them all.
-        streamed = not args.dry_run and not str(args.dst).lower().endswith(".gguf")
+        streamed = not args.dry_run and not _is_gguf(args.dst)
         stream = open_hub_stream(args.src, progress=_show_progress(args)) if streamed else None
         src = (
             stream

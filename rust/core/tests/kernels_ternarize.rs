@@ -122,7 +122,11 @@ fn statistics_are_within_their_bound_of_float64_sums() {
     let bound = 2f64.powi(-20);
     let group_len = 256;
     // (magnitude of the weights, their groups' quantizers as multiples of it or given)
-    for magnitude in [1e-36f32, 1e-25, 1e-12, 1e-3, 1.0, 1e12, 1e25, 1e36] {
+    // Around 1e-20 a scale of 1 leaves squares near float32's smallest normal: some kept, some
+    // below it.
+    for magnitude in [
+        1e-36f32, 1e-25, 3e-21, 1e-20, 3e-20, 1e-19, 1e-12, 1e-3, 1.0, 1e12, 1e25, 1e36,
+    ] {
         let n = 7 * group_len;
         let x = rng.weights(n, magnitude);
         let absmean = |g: usize| {
@@ -171,6 +175,65 @@ fn statistics_are_within_their_bound_of_float64_sums() {
                          quantizers {:?}",
                         &groups[..2]
                     );
+                }
+            }
+        }
+    }
+}
+
+/// The same bound for one group whose length is no multiple of the window or of 16 (a window
+/// left open, a scalar tail), in every stored type and both tie roundings.
+#[test]
+fn statistics_of_a_tail_are_within_their_bound() {
+    let mut levels = simd_levels();
+    levels.push(ryzq_core::SimdLevel::SCALAR);
+    let mut rng = Rng(31);
+    let bound = 2f64.powi(-20);
+    for magnitude in [1e-30f32, 1e-20, 1e-3, 1.0, 1e30] {
+        let n = 1000;
+        let x = rng.weights(n, magnitude);
+        for (inv, scale) in [(1.0 / magnitude, magnitude), (1.0, 1.0)] {
+            for (dtype, bytes) in stored(&x) {
+                let raw = Raw::new(&bytes[1..], dtype);
+                let mut widened = vec![0f32; n];
+                ryzq_core::kernels::widen::widen(
+                    ryzq_core::SimdLevel::SCALAR,
+                    dtype,
+                    raw.bytes,
+                    &mut widened,
+                );
+                if widened.iter().any(|v| !v.is_finite()) {
+                    continue; // beyond float16's range: such weights are refused before this
+                }
+                for ties in [Ties::Even, Ties::Away] {
+                    let away = ties == Ties::Away;
+                    let (mut sse, mut sum_sq) = (0f64, 0f64);
+                    for &v in &widened {
+                        let y = v * inv;
+                        let d = if y > 0.5 || (away && y >= 0.5) {
+                            scale
+                        } else if y < -0.5 || (away && y <= -0.5) {
+                            -scale
+                        } else {
+                            0.0
+                        };
+                        let e = f64::from(v - d);
+                        sse += e * e;
+                        sum_sq += f64::from(v) * f64::from(v);
+                    }
+                    for &level in &levels {
+                        let mut codes = vec![0i8; n];
+                        let stats = ternarize::ternarize(level, raw, inv, scale, ties, &mut codes);
+                        for (what, got, exact) in
+                            [("sse", stats.sse, sse), ("sum_sq", stats.sum_sq, sum_sq)]
+                        {
+                            assert!(
+                                (got - exact).abs() <= bound * exact,
+                                "{what} {got:e} against {exact:e}: {magnitude:e}, {dtype:?}, \
+                                 {ties:?}, {level:?}, quantizer ({inv:e}, {scale:e})"
+                            );
+                        }
+                    }
                 }
             }
         }

@@ -60,15 +60,16 @@ impl ErrorLanes {
     }
 
     /// The statistics of `numel` values whose squares were scaled by `factor`, or `None` where
-    /// float32 may have lost them: a sum that overflowed, or one so small (below `2^-126` per
-    /// value, in scaled units) that squares in float32's subnormal range could weigh in it.
-    /// Outside those, each sum is within `2^-20` (relative) of a float64 sum of the same
-    /// squares: `9 * 2^-24` from the rounding of the errors and the window sums, and at most
-    /// `2^-22` from squares below float32's normal range.
+    /// float32 may have lost them: a sum that overflowed, or one so small (below `2^-102` per
+    /// value, in scaled units) that squares below float32's normal range could weigh in it,
+    /// even where the process flushes such values to zero. Outside those, each sum is within
+    /// `2^-20` (relative) of a float64 sum of the same squares: `8 * 2^-24` from the roundings
+    /// of a lane's window sum, and at most `2^-24` from squares below float32's normal range.
     fn finish(mut self, numel: usize, factor: f32) -> Option<ErrorStats> {
         self.flush();
         let (sse, sum_sq) = (sum_lanes(&self.sse), sum_lanes(&self.sum_sq));
-        let tiny = numel as f64 * f64::from(f32::MIN_POSITIVE);
+        // Each square or sum below 2^-126 loses at most 2^-126; 2^24 times that per value.
+        let tiny = numel as f64 * 2f64.powi(-102);
         let nonzero = self.positive + self.negative;
         let lost = !sse.is_finite()
             || !sum_sq.is_finite()
