@@ -378,12 +378,6 @@ pub mod avx2 {
                 let mut sse = [_mm256_setzero_pd(); 4];
                 let mut sum_sq = [_mm256_setzero_pd(); 4];
                 let mut max_e = _mm256_setzero_ps();
-                // Codes counted per lane in vectors (a compare's all-ones lane is -1, so
-                // subtracting it counts one), emptied into these before they can wrap.
-                let (mut positive, mut negative) = (0u64, 0u64);
-                let (mut pos_lanes, mut neg_lanes) =
-                    (_mm256_setzero_si256(), _mm256_setzero_si256());
-                let mut uncounted = 0u32;
                 let blocks = x.len() / LANES;
                 let next = x.bytes.as_ptr().wrapping_add(x.bytes.len());
                 for (g, &(inv, scale)) in groups.iter().enumerate() {
@@ -422,8 +416,6 @@ pub mod avx2 {
                             );
                             max_e = _mm256_max_ps(max_e, _mm256_andnot_ps(sign, e));
                             let (p, n) = (_mm256_castps_si256(p), _mm256_castps_si256(n));
-                            pos_lanes = _mm256_sub_epi32(pos_lanes, p);
-                            neg_lanes = _mm256_sub_epi32(neg_lanes, n);
                             // -1 - 0 for a negative code, 0 - (-1) for a positive one.
                             words[h] = _mm256_sub_epi32(n, p);
                             let (e, v) = (_mm256_mul_ps(e, factor_v), _mm256_mul_ps(v, factor_v));
@@ -435,14 +427,6 @@ pub mod avx2 {
                             flush(&mut sse, &mut window_sse);
                             flush(&mut sum_sq, &mut window_sq);
                             in_window = 0;
-                        }
-                        uncounted += 1;
-                        if uncounted == u32::MAX / 2 {
-                            positive += lanes_total(pos_lanes);
-                            negative += lanes_total(neg_lanes);
-                            pos_lanes = _mm256_setzero_si256();
-                            neg_lanes = _mm256_setzero_si256();
-                            uncounted = 0;
                         }
                         // 16 int32 codes -> 16 int8, in order.
                         let packed16 = _mm256_permute4x64_epi64::<0b11_01_10_00>(
@@ -458,8 +442,6 @@ pub mod avx2 {
                         };
                     }
                 }
-                positive += lanes_total(pos_lanes);
-                negative += lanes_total(neg_lanes);
                 let mut acc = ErrorLanes::default();
                 // SAFETY: each lane array has 16 slots; each store writes 4 or 8 of them.
                 unsafe {
@@ -477,9 +459,8 @@ pub mod avx2 {
                 // SAFETY: `maxes` has 8 slots.
                 unsafe { _mm256_storeu_ps(maxes.as_mut_ptr(), max_e) };
                 acc.max_abs_error = maxes.iter().fold(0.0, |m, &v| m.max(v));
-                acc.positive = positive;
-                acc.negative = negative;
                 let done = blocks * LANES;
+                (acc.positive, acc.negative) = count_codes(&codes[..done]);
                 let &(inv, scale) = groups.last().expect("at least one group");
                 scalar::ternarize_raw_into(
                     x.slice(done..x.len()),
@@ -511,13 +492,25 @@ pub mod avx2 {
         }
     }
 
-    /// The sum of 8 unsigned 32-bit counts.
-    #[target_feature(enable = "avx2")]
-    fn lanes_total(lanes: __m256i) -> u64 {
-        let mut counts = [0u32; 8];
-        // SAFETY: `counts` has 8 slots.
-        unsafe { _mm256_storeu_si256(counts.as_mut_ptr().cast(), lanes) };
-        counts.iter().map(|&c| u64::from(c)).sum()
+    /// How many of `codes` are 1, and how many -1. Counting the codes once written, 32 at a
+    /// time, takes fewer instructions than counting each compare's lanes in the loop.
+    #[target_feature(enable = "avx2,popcnt")]
+    fn count_codes(codes: &[i8]) -> (u64, u64) {
+        let (one, minus) = (_mm256_set1_epi8(1), _mm256_set1_epi8(-1));
+        let (mut positive, mut negative) = (0u64, 0u64);
+        let chunks = codes.chunks_exact(32);
+        let rest = chunks.remainder();
+        for c in chunks {
+            // SAFETY: the chunk has 32 bytes.
+            let v = unsafe { _mm256_loadu_si256(c.as_ptr().cast()) };
+            positive += u64::from(_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, one)).count_ones());
+            negative += u64::from(_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, minus)).count_ones());
+        }
+        for &c in rest {
+            positive += u64::from(c == 1);
+            negative += u64::from(c == -1);
+        }
+        (positive, negative)
     }
 
     ternarize!(ternarize_f32, F32);
@@ -559,12 +552,6 @@ pub mod avx512 {
                 let mut sse = [_mm512_setzero_pd(); 2];
                 let mut sum_sq = [_mm512_setzero_pd(); 2];
                 let mut max_e = _mm512_setzero_ps();
-                // Codes counted per lane in vectors, emptied into these before they can wrap.
-                let (mut positive, mut negative) = (0u64, 0u64);
-                let minus_one = _mm512_set1_epi32(-1);
-                let (mut pos_lanes, mut neg_lanes) =
-                    (_mm512_setzero_si512(), _mm512_setzero_si512());
-                let mut uncounted = 0u32;
                 let blocks = x.len() / LANES;
                 let next = x.bytes.as_ptr().wrapping_add(x.bytes.len());
                 for (g, &(inv, scale)) in groups.iter().enumerate() {
@@ -592,16 +579,6 @@ pub mod avx512 {
                         let e =
                             _mm512_mask_add_ps(_mm512_mask_sub_ps(v, p, v, scale_v), n, v, scale_v);
                         max_e = _mm512_max_ps(max_e, _mm512_abs_ps(e));
-                        pos_lanes = _mm512_mask_sub_epi32(pos_lanes, p, pos_lanes, minus_one);
-                        neg_lanes = _mm512_mask_sub_epi32(neg_lanes, n, neg_lanes, minus_one);
-                        uncounted += 1;
-                        if uncounted == u32::MAX {
-                            positive += lanes_total(pos_lanes);
-                            negative += lanes_total(neg_lanes);
-                            pos_lanes = _mm512_setzero_si512();
-                            neg_lanes = _mm512_setzero_si512();
-                            uncounted = 0;
-                        }
                         let c = _mm_mask_blend_epi8(n, _mm_mask_blend_epi8(p, zero8, one8), minus8);
                         // SAFETY: `codes.len() == x.len()` and `b * 16 + 16 <= x.len()`.
                         unsafe { _mm_storeu_si128(codes.as_mut_ptr().add(b * LANES).cast(), c) };
@@ -618,8 +595,6 @@ pub mod avx512 {
                         }
                     }
                 }
-                positive += lanes_total(pos_lanes);
-                negative += lanes_total(neg_lanes);
                 let mut acc = ErrorLanes::default();
                 // SAFETY: each lane array has 16 slots; each store writes 8 or 16 of them.
                 unsafe {
@@ -632,9 +607,8 @@ pub mod avx512 {
                 }
                 acc.window_len = in_window;
                 acc.max_abs_error = _mm512_reduce_max_ps(max_e);
-                acc.positive = positive;
-                acc.negative = negative;
                 let done = blocks * LANES;
+                (acc.positive, acc.negative) = count_codes(&codes[..done]);
                 let &(inv, scale) = groups.last().expect("at least one group");
                 scalar::ternarize_raw_into(
                     x.slice(done..x.len()),
@@ -662,12 +636,23 @@ pub mod avx512 {
         totals[1] = _mm512_add_pd(totals[1], _mm512_cvtps_pd(upper));
     }
 
-    /// The sum of 16 unsigned 32-bit counts.
-    #[target_feature(enable = "avx512f")]
-    fn lanes_total(lanes: __m512i) -> u64 {
-        let mut counts = [0u32; 16];
-        // SAFETY: `counts` has 16 slots.
-        unsafe { _mm512_storeu_si512(counts.as_mut_ptr().cast(), lanes) };
-        counts.iter().map(|&c| u64::from(c)).sum()
+    /// How many of `codes` are 1, and how many -1, 64 at a time (see the AVX2 version).
+    #[target_feature(enable = "avx512f,avx512bw,popcnt")]
+    fn count_codes(codes: &[i8]) -> (u64, u64) {
+        let (one, minus) = (_mm512_set1_epi8(1), _mm512_set1_epi8(-1));
+        let (mut positive, mut negative) = (0u64, 0u64);
+        let chunks = codes.chunks_exact(64);
+        let rest = chunks.remainder();
+        for c in chunks {
+            // SAFETY: the chunk has 64 bytes.
+            let v = unsafe { _mm512_loadu_si512(c.as_ptr().cast()) };
+            positive += u64::from(_mm512_cmpeq_epi8_mask(v, one).count_ones());
+            negative += u64::from(_mm512_cmpeq_epi8_mask(v, minus).count_ones());
+        }
+        for &c in rest {
+            positive += u64::from(c == 1);
+            negative += u64::from(c == -1);
+        }
+        (positive, negative)
     }
 }
