@@ -67,8 +67,7 @@ def _quantize(
         )
         _warn(plan.warnings)
         return plan
-    if dst is None:
-        raise RyzqError("give a destination, or dry_run=True")
+    _require_destination(dst, dry_run)
     callback = None
     if progress:
         callback = ProgressBar(_source_bytes(Path(src)), label=f"{Path(src).name} ")
@@ -83,6 +82,11 @@ def _warn(messages: list[str], stacklevel: int = 4) -> None:
     # By default, for the caller of the public function that called _quantize.
     for message in messages:
         warnings.warn(message, RyzqWarning, stacklevel=stacklevel)
+
+
+def _require_destination(dst: str | os.PathLike | None, dry_run: bool) -> None:
+    if dst is None and not dry_run:
+        raise RyzqError("give a destination, or dry_run=True")
 
 
 def _is_gguf(dst: str | os.PathLike | None) -> bool:
@@ -189,6 +193,7 @@ def quantize_model(
     one-process run. Finished files are kept beside ``dst_dir`` (``.NAME.ryzq-parts``) until
     all are done, so that after a failure the same call redoes only what is missing."""
     model_card = options.pop("model_card", True)
+    _require_destination(dst_dir, dry_run)  # before anything is fetched
     hub_model = None
     stream = src_dir if isinstance(src_dir, HubStream) else None
     if stream is None and is_hub(src_dir) and not dry_run and not _is_gguf(dst_dir):
@@ -208,8 +213,6 @@ def quantize_model(
         report = quantize_streamed(stream, dst_dir, options, progress=progress, executor=executor)
         _warn(report.warnings, stacklevel=3)
     elif executor is not None and not dry_run:
-        if dst_dir is None:
-            raise RyzqError("give a destination, or dry_run=True")
         from ryzq.distributed import quantize_model_with
 
         report = quantize_model_with(executor, src_dir, dst_dir, options, progress=progress)

@@ -230,6 +230,20 @@ def _listing(
     return info.sha, files, weights
 
 
+def _snapshot(hub: Any, repo_id: str, commit: str, files: list[str], at: str) -> Path:
+    """Fetches ``files`` of ``repo_id`` at ``commit`` into the cache; returns the snapshot."""
+    path = Path(hub.snapshot_download(repo_id, revision=commit, allow_patterns=files))
+    absent = [f for f in files if not (path / f).is_file()]
+    if absent:
+        raise RyzqError(f"{PREFIX}{at}: the Hub listed {absent[0]} but did not give it")
+    return path
+
+
+def _named(repo_id: str, revision: str | None) -> str:
+    """The repository as errors name it: with its revision where the URL gave one."""
+    return repo_id + (f"@{revision}" if revision else "")
+
+
 def fetch(url: str, *, progress: bool = False) -> HubModel:
     """Fetches the model ``url`` names into the Hub's cache (from the cache alone where
     ``HF_HUB_OFFLINE=1``) and returns where it is."""
@@ -237,7 +251,7 @@ def fetch(url: str, *, progress: bool = False) -> HubModel:
     hub = _import()
     from huggingface_hub import constants, utils
 
-    at = f"{repo_id}" + (f"@{revision}" if revision else "")
+    at = _named(repo_id, revision)
     with _errors(at, revision), _bars(utils, progress):
         if constants.is_offline_mode():
             path = Path(hub.snapshot_download(repo_id, revision=revision, local_files_only=True))
@@ -253,10 +267,7 @@ def fetch(url: str, *, progress: bool = False) -> HubModel:
                     )
         else:
             commit, files, _ = _listing(hub, repo_id, revision, at)
-            path = Path(hub.snapshot_download(repo_id, revision=commit, allow_patterns=files))
-            absent = [f for f in files if not (path / f).is_file()]
-            if absent:
-                raise RyzqError(f"{PREFIX}{at}: the Hub listed {absent[0]} but did not give it")
+            path = _snapshot(hub, repo_id, commit, files, at)
     return HubModel(repo_id=repo_id, commit=path.name, path=path)
 
 
@@ -330,14 +341,11 @@ def open_stream(url: str, *, progress: bool = False) -> HubStream | None:
 
     if constants.is_offline_mode():
         return None
-    at = f"{repo_id}" + (f"@{revision}" if revision else "")
+    at = _named(repo_id, revision)
     with _errors(at, revision), _bars(utils, progress):
         commit, files, weights = _listing(hub, repo_id, revision, at)
         others = [f for f in files if f not in weights]
-        path = Path(hub.snapshot_download(repo_id, revision=commit, allow_patterns=others))
-        absent = [f for f in others if not (path / f).is_file()]
-        if absent:
-            raise RyzqError(f"{PREFIX}{at}: the Hub listed {absent[0]} but did not give it")
+        path = _snapshot(hub, repo_id, commit, others, at)
     model = HubModel(repo_id=repo_id, commit=commit, path=path)
     return HubStream(model=model, weights=tuple(weights))
 

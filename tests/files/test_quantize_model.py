@@ -129,3 +129,11 @@ def test_biases_of_autobitlinear_weights_are_divided_whatever_the_patterns(tmp_p
     )
     t = next(t for t in report.tensors if t.name == bias)
     assert "divided by its weight's weight_scale" in t.kept_because
+
+
+def test_no_destination_is_an_error_before_anything_is_read(tmp_path, monkeypatch):
+    # Nothing listens there: a Hub source would fail on its first request, were one sent.
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    for src in (tmp_path / "absent", "hf://org/model"):
+        with pytest.raises(ryzq.RyzqError, match=r"give a destination, or dry_run=True"):
+            ryzq.quantize_model(src, None)
