@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from hub_server import HubServer, Repository
 from ryzq._ryzq import SafetensorsFileWriter
 from ryzq.array import DTYPES, _dtype_name
-from ryzq.synthetic import bitnet_master_weights, model_tensors
+from ryzq.synthetic import model_tensors, synthetic_tensor
 
 REPO = "bench/sharded"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -98,12 +98,7 @@ def sharded_model(folder: Path, layers: int, shards: int, dtype: str) -> int:
         )
         for i in group:
             t, shape = tensors[i]
-            if t.endswith("norm.weight"):
-                w = 1.0 + rng.standard_normal(shape, dtype=np.float32) * np.float32(0.05)
-            elif "embed" in t:
-                w = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02)
-            else:
-                w = bitnet_master_weights(rng, shape, scale=rng.uniform(0.01, 0.03))
+            w = synthetic_tensor(rng, t, shape)
             writer.write(t, np.ascontiguousarray(w.astype(np_dtype)).reshape(-1).view(np.uint8))
             weight_map[t] = name
         writer.finish()

@@ -23,6 +23,16 @@ def bitnet_master_weights(
     return jitter
 
 
+def synthetic_tensor(rng: np.random.Generator, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Float32 values for the tensor ``name``: norms near 1, a Gaussian embedding, and linear
+    weights that are ternary codes times a scale of their own plus small noise."""
+    if name.endswith("norm.weight"):
+        return 1.0 + rng.standard_normal(shape, dtype=np.float32) * np.float32(0.05)
+    if "embed" in name:
+        return rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02)
+    return bitnet_master_weights(rng, shape, scale=rng.uniform(0.01, 0.03))
+
+
 def model_tensors(
     layers: int, hidden: int, intermediate: int, vocab: int
 ) -> list[tuple[str, tuple[int, ...]]]:
@@ -70,13 +80,7 @@ def synthesize_checkpoint(
     bar = ProgressBar(total, label="synth ") if progress else None
     try:
         for i, (name, shape) in enumerate(tensors):
-            if name.endswith("norm.weight"):
-                w = 1.0 + rng.standard_normal(shape, dtype=np.float32) * np.float32(0.05)
-            elif "embed" in name:
-                w = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02)
-            else:
-                scale = rng.uniform(0.01, 0.03)
-                w = bitnet_master_weights(rng, shape, scale=scale)
+            w = synthetic_tensor(rng, name, shape)
             data = np.ascontiguousarray(w.astype(np_dtype)).reshape(-1).view(np.uint8)
             writer.write(name, data)
             if bar:
