@@ -245,11 +245,15 @@ fn carried_scales(
     Ok(scales)
 }
 
+/// Whether `storage` keeps reciprocals of the scales (transformers' `bitlinear`).
+fn divides(storage: Option<&ScaleStorage>) -> bool {
+    storage.is_some_and(|s| s.convention == crate::metadata::ScaleConvention::Divide)
+}
+
 /// Whether one source scale can be every target group's, stored as `storage` says: not a
 /// zero or non-finite scale where the target stores reciprocals.
 fn storable_everywhere(scale: SourceScale, storage: Option<&ScaleStorage>) -> bool {
-    let divides = storage.is_some_and(|s| s.convention == crate::metadata::ScaleConvention::Divide);
-    !divides || (scale.scale != 0.0 && scale.scale.is_finite())
+    !divides(storage) || (scale.scale != 0.0 && scale.scale.is_finite())
 }
 
 /// Packs by `pack` and stores the groups' scales `target` as `layout` does: apart, as
@@ -310,7 +314,7 @@ pub fn transcode(
 ) -> Result<Transcoded> {
     let (groups, to_len) = granularity.groups(codes.shape)?;
     let (_, from_len) = codes.granularity.groups(codes.shape)?;
-    let divides = storage.is_some_and(|s| s.convention == crate::metadata::ScaleConvention::Divide);
+    let divides = divides(storage);
     // One scale for the whole source (transformers' layout, I2_S, ryzq's per-tensor files):
     // every target group takes it, and the codes are only counted, in tiles.
     let one = match codes.scales[..] {

@@ -92,14 +92,15 @@ fn grouped_ternarize_matches_scalar_and_one_call_per_group() {
 
 /// `sse` and `sum_sq` as float64 sums of the same squares: each error formed in float32 as the
 /// kernel forms it, squared and added in float64.
-fn float64_sums(x: &[f32], group_len: usize, groups: &[(f32, f32)]) -> (f64, f64) {
+fn float64_sums(x: &[f32], group_len: usize, groups: &[(f32, f32)], ties: Ties) -> (f64, f64) {
+    let away = ties == Ties::Away;
     let (mut sse, mut sum_sq) = (0f64, 0f64);
     for (i, &v) in x.iter().enumerate() {
         let (inv, scale) = groups[(i / group_len).min(groups.len() - 1)];
         let y = v * inv;
-        let d = if y > 0.5 {
+        let d = if y > 0.5 || (away && y >= 0.5) {
             scale
-        } else if y < -0.5 {
+        } else if y < -0.5 || (away && y <= -0.5) {
             -scale
         } else {
             0.0
@@ -111,6 +112,17 @@ fn float64_sums(x: &[f32], group_len: usize, groups: &[(f32, f32)]) -> (f64, f64
     (sse, sum_sq)
 }
 
+/// Fails unless `stats` holds `sse` and `sum_sq` within `2^-20` (relative); `case` says which.
+fn assert_within_bound(stats: &ryzq_core::ErrorStats, sse: f64, sum_sq: f64, case: &str) {
+    let bound = 2f64.powi(-20);
+    for (what, got, exact) in [("sse", stats.sse, sse), ("sum_sq", stats.sum_sq, sum_sq)] {
+        assert!(
+            (got - exact).abs() <= bound * exact,
+            "{what} {got:e} against {exact:e}: {case}"
+        );
+    }
+}
+
 /// The sums stay within their documented bound, `2^-20` (relative) of float64 sums, at every
 /// level and for weights of any magnitude: those whose squares float32 would lose (below its
 /// normal range, or above its largest value, once scaled) are summed in float64 instead.
@@ -119,7 +131,6 @@ fn statistics_are_within_their_bound_of_float64_sums() {
     let mut levels = simd_levels();
     levels.push(ryzq_core::SimdLevel::SCALAR);
     let mut rng = Rng(29);
-    let bound = 2f64.powi(-20);
     let group_len = 256;
     // (magnitude of the weights, their groups' quantizers as multiples of it or given)
     // Around 1e-20 a scale of 1 leaves squares near float32's smallest normal: some kept, some
@@ -155,7 +166,7 @@ fn statistics_are_within_their_bound_of_float64_sums() {
             vec![(0.0, 0.0); 7],
         ];
         for groups in cases {
-            let (sse, sum_sq) = float64_sums(&x, group_len, &groups);
+            let (sse, sum_sq) = float64_sums(&x, group_len, &groups, Ties::Even);
             for &level in &levels {
                 let mut codes = vec![0i8; n];
                 let stats = ternarize::ternarize_groups(
@@ -166,16 +177,11 @@ fn statistics_are_within_their_bound_of_float64_sums() {
                     Ties::Even,
                     &mut codes,
                 );
-                for (what, got, exact) in
-                    [("sse", stats.sse, sse), ("sum_sq", stats.sum_sq, sum_sq)]
-                {
-                    assert!(
-                        (got - exact).abs() <= bound * exact,
-                        "{what} {got:e} against {exact:e}: weights of {magnitude:e}, {level:?}, \
-                         quantizers {:?}",
-                        &groups[..2]
-                    );
-                }
+                let case = format!(
+                    "weights of {magnitude:e}, {level:?}, quantizers {:?}",
+                    &groups[..2]
+                );
+                assert_within_bound(&stats, sse, sum_sq, &case);
             }
         }
     }
@@ -188,7 +194,6 @@ fn statistics_of_a_tail_are_within_their_bound() {
     let mut levels = simd_levels();
     levels.push(ryzq_core::SimdLevel::SCALAR);
     let mut rng = Rng(31);
-    let bound = 2f64.powi(-20);
     for magnitude in [1e-30f32, 1e-20, 1e-3, 1.0, 1e30] {
         let n = 1000;
         let x = rng.weights(n, magnitude);
@@ -206,33 +211,15 @@ fn statistics_of_a_tail_are_within_their_bound() {
                     continue; // beyond float16's range: such weights are refused before this
                 }
                 for ties in [Ties::Even, Ties::Away] {
-                    let away = ties == Ties::Away;
-                    let (mut sse, mut sum_sq) = (0f64, 0f64);
-                    for &v in &widened {
-                        let y = v * inv;
-                        let d = if y > 0.5 || (away && y >= 0.5) {
-                            scale
-                        } else if y < -0.5 || (away && y <= -0.5) {
-                            -scale
-                        } else {
-                            0.0
-                        };
-                        let e = f64::from(v - d);
-                        sse += e * e;
-                        sum_sq += f64::from(v) * f64::from(v);
-                    }
+                    let (sse, sum_sq) = float64_sums(&widened, n, &[(inv, scale)], ties);
                     for &level in &levels {
                         let mut codes = vec![0i8; n];
                         let stats = ternarize::ternarize(level, raw, inv, scale, ties, &mut codes);
-                        for (what, got, exact) in
-                            [("sse", stats.sse, sse), ("sum_sq", stats.sum_sq, sum_sq)]
-                        {
-                            assert!(
-                                (got - exact).abs() <= bound * exact,
-                                "{what} {got:e} against {exact:e}: {magnitude:e}, {dtype:?}, \
-                                 {ties:?}, {level:?}, quantizer ({inv:e}, {scale:e})"
-                            );
-                        }
+                        let case = format!(
+                            "{magnitude:e}, {dtype:?}, {ties:?}, {level:?}, quantizer \
+                             ({inv:e}, {scale:e})"
+                        );
+                        assert_within_bound(&stats, sse, sum_sq, &case);
                     }
                 }
             }

@@ -202,6 +202,14 @@ pub mod scalar {
     };
     use crate::kernels::widen::{CHUNK, for_each_chunk};
 
+    /// How many of `codes` are 1, and how many -1.
+    #[must_use]
+    pub fn count_codes(codes: &[i8]) -> (u64, u64) {
+        codes.iter().fold((0, 0), |(p, n), &c| {
+            (p + u64::from(c == 1), n + u64::from(c == -1))
+        })
+    }
+
     /// The code of `v` and its dequantized value.
     fn code(v: f32, inv: f32, scale: f32, away: bool) -> (i8, f32) {
         let y = v * inv;
@@ -506,11 +514,8 @@ pub mod avx2 {
             positive += u64::from(_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, one)).count_ones());
             negative += u64::from(_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, minus)).count_ones());
         }
-        for &c in rest {
-            positive += u64::from(c == 1);
-            negative += u64::from(c == -1);
-        }
-        (positive, negative)
+        let (p, n) = scalar::count_codes(rest);
+        (positive + p, negative + n)
     }
 
     ternarize!(ternarize_f32, F32);
@@ -649,10 +654,7 @@ pub mod avx512 {
             positive += u64::from(_mm512_cmpeq_epi8_mask(v, one).count_ones());
             negative += u64::from(_mm512_cmpeq_epi8_mask(v, minus).count_ones());
         }
-        for &c in rest {
-            positive += u64::from(c == 1);
-            negative += u64::from(c == -1);
-        }
-        (positive, negative)
+        let (p, n) = scalar::count_codes(rest);
+        (positive + p, negative + n)
     }
 }
